@@ -1,0 +1,30 @@
+package bridge
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Message is any type this package puts on the wire.
+type Message interface {
+	Heartbeat | Workload | PodStatus
+}
+
+// Encode returns the wire form of m.
+func Encode[M Message](m *M) ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %T: %w", m, err)
+	}
+	return b, nil
+}
+
+// Decode parses the wire form of a message. Unknown fields are ignored, so a
+// newer peer's message decodes on an older one.
+func Decode[M Message](data []byte) (*M, error) {
+	m := new(M)
+	if err := json.Unmarshal(data, m); err != nil {
+		return nil, fmt.Errorf("decoding %T: %w", m, err)
+	}
+	return m, nil
+}

@@ -1,0 +1,198 @@
+package bridge
+
+import "time"
+
+// Inventory describes a device. It becomes the Node's nodeInfo, capacity and
+// addresses.
+type Inventory struct {
+	Hostname        string   `json:"hostname,omitempty"`
+	Architecture    string   `json:"architecture,omitempty"` // GOARCH spelling: amd64, arm64, arm
+	OS              string   `json:"os,omitempty"`           // GOOS spelling: linux
+	KernelVersion   string   `json:"kernelVersion,omitempty"`
+	OSImage         string   `json:"osImage,omitempty"` // PRETTY_NAME of /etc/os-release
+	MachineID       string   `json:"machineID,omitempty"`
+	BootID          string   `json:"bootID,omitempty"`
+	CPUs            int      `json:"cpus,omitempty"`
+	MemoryBytes     int64    `json:"memoryBytes,omitempty"`
+	MaxPods         int      `json:"maxPods,omitempty"`
+	Addresses       []string `json:"addresses,omitempty"` // IP addresses, the first is the preferred one
+	PodmanVersion   string   `json:"podmanVersion,omitempty"`
+	AgentVersion    string   `json:"agentVersion,omitempty"`
+	ProtocolVersion int      `json:"protocolVersion,omitempty"`
+}
+
+// Heartbeat is published by a device at a fixed interval on
+// HeartbeatSubject. The provider keeps the device's Node Ready and its lease
+// renewed only while heartbeats arrive.
+type Heartbeat struct {
+	Device string    `json:"device"`
+	Time   time.Time `json:"time"`
+	// Seq counts heartbeats since the agent started.
+	Seq uint64 `json:"seq"`
+	// IntervalSeconds is the interval the device promises between heartbeats.
+	IntervalSeconds int       `json:"intervalSeconds,omitempty"`
+	Inventory       Inventory `json:"inventory"`
+	// Pods is the number of pods the device runs.
+	Pods int `json:"pods"`
+	// RuntimeError is set while the container runtime cannot be reached.
+	RuntimeError string `json:"runtimeError,omitempty"`
+}
+
+// Restart policies of a Workload, spelled as in Kubernetes.
+const (
+	RestartAlways    = "Always"
+	RestartOnFailure = "OnFailure"
+	RestartNever     = "Never"
+)
+
+// Image pull policies of a Container, spelled as in Kubernetes.
+const (
+	PullAlways       = "Always"
+	PullIfNotPresent = "IfNotPresent"
+	PullNever        = "Never"
+)
+
+// Workload is the desired state of one Kubernetes pod on a device, stored at
+// PodKey(device, UID) in WorkloadsBucket. Every value the device needs is
+// resolved by the provider: the device never reads Kubernetes objects.
+type Workload struct {
+	UID       string `json:"uid"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// Generation changes whenever the provider changes this workload.
+	Generation    int64       `json:"generation,omitempty"`
+	RestartPolicy string      `json:"restartPolicy,omitempty"`
+	HostNetwork   bool        `json:"hostNetwork,omitempty"`
+	Hostname      string      `json:"hostname,omitempty"`
+	Containers    []Container `json:"containers"`
+	// TerminationGracePeriodSeconds bounds how long containers get to stop.
+	TerminationGracePeriodSeconds *int64   `json:"terminationGracePeriodSeconds,omitempty"`
+	Volumes                       []Volume `json:"volumes,omitempty"`
+}
+
+// Container is one container of a Workload.
+type Container struct {
+	Name            string    `json:"name"`
+	Image           string    `json:"image"`
+	ImagePullPolicy string    `json:"imagePullPolicy,omitempty"`
+	Command         []string  `json:"command,omitempty"`
+	Args            []string  `json:"args,omitempty"`
+	WorkingDir      string    `json:"workingDir,omitempty"`
+	Env             []EnvVar  `json:"env,omitempty"`
+	Ports           []Port    `json:"ports,omitempty"`
+	Mounts          []Mount   `json:"mounts,omitempty"`
+	Resources       Resources `json:"resources,omitempty"`
+	Security        *Security `json:"security,omitempty"`
+	TTY             bool      `json:"tty,omitempty"`
+	Stdin           bool      `json:"stdin,omitempty"`
+}
+
+// EnvVar is a resolved environment variable.
+type EnvVar struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// Port is a container port, optionally published on the device.
+type Port struct {
+	Name          string `json:"name,omitempty"`
+	ContainerPort int32  `json:"containerPort"`
+	HostPort      int32  `json:"hostPort,omitempty"`
+	HostIP        string `json:"hostIP,omitempty"`
+	Protocol      string `json:"protocol,omitempty"` // TCP, UDP; default TCP
+}
+
+// Volume is a pod-level volume the device provides itself.
+type Volume struct {
+	Name string `json:"name"`
+	// EmptyDir is a scratch directory that lives as long as the pod.
+	EmptyDir bool `json:"emptyDir,omitempty"`
+	// HostPath is a path on the device.
+	HostPath string `json:"hostPath,omitempty"`
+	// Files holds the content of a ConfigMap or Secret volume: file name → bytes.
+	Files map[string][]byte `json:"files,omitempty"`
+}
+
+// Mount places a Volume in a container.
+type Mount struct {
+	Volume   string `json:"volume"`
+	Path     string `json:"path"`
+	ReadOnly bool   `json:"readOnly,omitempty"`
+}
+
+// Resources are the limits a container runs under.
+type Resources struct {
+	MemoryLimitBytes int64 `json:"memoryLimitBytes,omitempty"`
+	CPULimitMilli    int64 `json:"cpuLimitMilli,omitempty"`
+}
+
+// Security is the subset of a container security context a device honours.
+type Security struct {
+	RunAsUser              *int64   `json:"runAsUser,omitempty"`
+	RunAsGroup             *int64   `json:"runAsGroup,omitempty"`
+	Privileged             bool     `json:"privileged,omitempty"`
+	ReadOnlyRootFilesystem bool     `json:"readOnlyRootFilesystem,omitempty"`
+	CapAdd                 []string `json:"capAdd,omitempty"`
+	CapDrop                []string `json:"capDrop,omitempty"`
+}
+
+// Pod phases, spelled as in Kubernetes.
+const (
+	PhasePending   = "Pending"
+	PhaseRunning   = "Running"
+	PhaseSucceeded = "Succeeded"
+	PhaseFailed    = "Failed"
+)
+
+// PodStatus is what a device observes of one workload, stored at
+// PodKey(device, UID) in StatusBucket. The device deletes the key once the
+// pod's containers are gone from the device.
+type PodStatus struct {
+	UID        string `json:"uid"`
+	Namespace  string `json:"namespace"`
+	Name       string `json:"name"`
+	Generation int64  `json:"generation,omitempty"` // of the Workload observed
+	Phase      string `json:"phase"`
+	Reason     string `json:"reason,omitempty"`
+	Message    string `json:"message,omitempty"`
+	HostIP     string `json:"hostIP,omitempty"`
+	PodIP      string `json:"podIP,omitempty"`
+	// StartTime is when the device first accepted the workload.
+	StartTime  *time.Time        `json:"startTime,omitempty"`
+	Containers []ContainerStatus `json:"containers"`
+	// ObservedAt is when the device took this status.
+	ObservedAt time.Time `json:"observedAt"`
+}
+
+// Container states.
+const (
+	StateWaiting    = "waiting"
+	StateRunning    = "running"
+	StateTerminated = "terminated"
+)
+
+// ContainerStatus is the observed state of one container.
+type ContainerStatus struct {
+	Name         string     `json:"name"`
+	State        string     `json:"state"` // StateWaiting, StateRunning or StateTerminated
+	Reason       string     `json:"reason,omitempty"`
+	Message      string     `json:"message,omitempty"`
+	ExitCode     int32      `json:"exitCode,omitempty"`
+	StartedAt    *time.Time `json:"startedAt,omitempty"`
+	FinishedAt   *time.Time `json:"finishedAt,omitempty"`
+	RestartCount int32      `json:"restartCount"`
+	Ready        bool       `json:"ready"`
+	Image        string     `json:"image,omitempty"`
+	ImageID      string     `json:"imageID,omitempty"`
+	ContainerID  string     `json:"containerID,omitempty"` // without the "podman://" scheme
+	// LastTermination is the previous run's end, if the container restarted.
+	LastTermination *Termination `json:"lastTermination,omitempty"`
+}
+
+// Termination describes how a container run ended.
+type Termination struct {
+	ExitCode   int32      `json:"exitCode"`
+	Reason     string     `json:"reason,omitempty"`
+	StartedAt  *time.Time `json:"startedAt,omitempty"`
+	FinishedAt *time.Time `json:"finishedAt,omitempty"`
+}

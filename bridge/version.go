@@ -1,0 +1,12 @@
+package bridge
+
+// ProtocolVersion is the version of the wire protocol spoken by this build.
+//
+// Every change to a message, subject or key adds a line here and bumps the
+// number. Peers accept messages of any version: unknown fields are ignored and
+// new fields are optional, so the number tells a peer what the other side can
+// do, not whether it can parse a message.
+//
+//   - 1 (2026-11-27): first version. Heartbeat with Inventory, Workload,
+//     PodStatus; KV buckets vkf-workloads and vkf-status; subject vkf.dev.<device>.hb.
+const ProtocolVersion = 1
