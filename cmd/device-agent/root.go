@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+	"github.com/vk-fleet/vk-fleet/internal/logging"
+	"github.com/vk-fleet/vk-fleet/internal/version"
+	"github.com/vk-fleet/vk-fleet/nodeagent"
+	"github.com/vk-fleet/vk-fleet/nodeagent/podman"
+)
+
+// options of the device-agent command.
+type options struct {
+	Name              string
+	NATSURL           string
+	StateDir          string
+	PodmanURL         string
+	HeartbeatInterval time.Duration
+	ResyncInterval    time.Duration
+	Addresses         []string
+	LogLevel          string
+}
+
+func defaultOptions() *options {
+	return &options{
+		NATSURL:           nats.DefaultURL,
+		StateDir:          "/var/lib/vk-fleet-agent",
+		PodmanURL:         "unix:///run/podman/podman.sock",
+		HeartbeatInterval: 5 * time.Second,
+		ResyncInterval:    15 * time.Second,
+		LogLevel:          "info",
+	}
+}
+
+func (o *options) Bind(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Name, "name", o.Name, "device name: the Node name (RFC 1123 label); default: the host name")
+	fs.StringVar(&o.NATSURL, "nats-url", o.NATSURL, "NATS server URL(s), comma separated")
+	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "directory for the agent's persistent state")
+	fs.StringVar(&o.PodmanURL, "podman-url", o.PodmanURL, "podman API socket URL")
+	fs.DurationVar(&o.HeartbeatInterval, "heartbeat-interval", o.HeartbeatInterval, "time between heartbeats")
+	fs.DurationVar(&o.ResyncInterval, "resync-interval", o.ResyncInterval, "time between full reconcile passes")
+	fs.StringSliceVar(&o.Addresses, "address", o.Addresses, "IP address(es) to report for this device (default: the host's)")
+	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
+}
+
+func (o *options) Complete() error {
+	if o.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("reading host name for --name: %w", err)
+		}
+		o.Name = h
+	}
+	return nil
+}
+
+func (o *options) Validate() error {
+	if err := bridge.ValidateDeviceName(o.Name); err != nil {
+		return fmt.Errorf("--name: %w", err)
+	}
+	for _, a := range o.Addresses {
+		if net.ParseIP(a) == nil {
+			return fmt.Errorf("--address %q is not an IP address", a)
+		}
+	}
+	if o.HeartbeatInterval <= 0 {
+		return errors.New("--heartbeat-interval must be positive")
+	}
+	return nil
+}
+
+func (o *options) Run(ctx context.Context) error {
+	log, err := logging.New(os.Stderr, o.LogLevel)
+	if err != nil {
+		return err
+	}
+	log = log.With("device", o.Name)
+
+	rt, err := podman.New(ctx, o.PodmanURL, o.Name, podman.WithStateDir(o.StateDir), podman.WithLogger(log))
+	if err != nil {
+		// The agent must run (and report) even when podman is not up yet.
+		return fmt.Errorf("connecting to podman at %s: %w", o.PodmanURL, err)
+	}
+	nc, err := nats.Connect(o.NATSURL,
+		nats.Name("vk-fleet device-agent "+o.Name),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(2*time.Second),
+		nats.CustomInboxPrefix("_INBOX_"+o.Name),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("nats disconnected", "err", err)
+		}),
+	)
+	if err != nil {
+		return fmt.Errorf("dialing nats: %w", err)
+	}
+	defer nc.Close()
+
+	a, err := nodeagent.New(nodeagent.Config{
+		Device:            o.Name,
+		StateDir:          o.StateDir,
+		AgentVersion:      version.Version,
+		HeartbeatInterval: o.HeartbeatInterval,
+		ResyncInterval:    o.ResyncInterval,
+		Addresses:         o.Addresses,
+		Logger:            log,
+	}, rt, nc)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(log)
+	log.Info("device-agent starting", "version", version.Version, "nats", o.NATSURL, "podman", o.PodmanURL)
+	return a.Run(ctx)
+}
+
+func newRootCommand() *cobra.Command {
+	o := defaultOptions()
+	cmd := &cobra.Command{
+		Use:           "device-agent",
+		Short:         "Run a vk-fleet device's pods with podman",
+		Version:       version.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Complete(); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.Bind(cmd.Flags())
+	return cmd
+}

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/vk-fleet/vk-fleet/internal/logging"
+	"github.com/vk-fleet/vk-fleet/internal/natsd"
+	"github.com/vk-fleet/vk-fleet/internal/version"
+	"github.com/vk-fleet/vk-fleet/provider"
+)
+
+// options of the vk-fleet command.
+type options struct {
+	Kubeconfig       string
+	NATSURL          string
+	NATSListen       string
+	NATSStoreDir     string
+	NodeAddress      string
+	KubeletPort      int32
+	HeartbeatTimeout time.Duration
+	LeaseDuration    time.Duration
+	PingInterval     time.Duration
+	StatusInterval   time.Duration
+	KubeQPS          float32
+	KubeBurst        int
+	PodWorkers       int
+	LogLevel         string
+}
+
+func defaultOptions() *options {
+	return &options{
+		Kubeconfig:       os.Getenv("KUBECONFIG"),
+		NATSListen:       "0.0.0.0:4222",
+		NATSStoreDir:     "/var/lib/vk-fleet/nats",
+		NodeAddress:      os.Getenv("VKF_NODE_ADDRESS"),
+		KubeletPort:      10250,
+		HeartbeatTimeout: 20 * time.Second,
+		LeaseDuration:    40 * time.Second,
+		PingInterval:     5 * time.Second,
+		StatusInterval:   time.Minute,
+		KubeQPS:          200,
+		KubeBurst:        400,
+		PodWorkers:       10,
+		LogLevel:         "info",
+	}
+}
+
+func (o *options) Bind(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig file; empty means in-cluster configuration")
+	fs.StringVar(&o.NATSURL, "nats-url", o.NATSURL, "URL of an external NATS server; empty starts an embedded one")
+	fs.StringVar(&o.NATSListen, "nats-listen", o.NATSListen, "host:port the embedded NATS server listens on for devices")
+	fs.StringVar(&o.NATSStoreDir, "nats-store-dir", o.NATSStoreDir, "JetStream storage directory of the embedded NATS server")
+	fs.StringVar(&o.NodeAddress, "node-address", o.NodeAddress, "InternalIP of the device Nodes: where the API server reaches this process (default: this host's address)")
+	fs.Int32Var(&o.KubeletPort, "kubelet-port", o.KubeletPort, "port of the kubelet API advertised on device Nodes")
+	fs.DurationVar(&o.HeartbeatTimeout, "heartbeat-timeout", o.HeartbeatTimeout, "silence after which a device's Node is no longer renewed")
+	fs.DurationVar(&o.LeaseDuration, "lease-duration", o.LeaseDuration, "duration of each device Node's lease")
+	fs.DurationVar(&o.PingInterval, "ping-interval", o.PingInterval, "how often each device's liveness is checked")
+	fs.DurationVar(&o.StatusInterval, "status-interval", o.StatusInterval, "how often an unchanged Node status is written")
+	fs.Float32Var(&o.KubeQPS, "kube-api-qps", o.KubeQPS, "queries per second to the API server")
+	fs.IntVar(&o.KubeBurst, "kube-api-burst", o.KubeBurst, "burst of queries to the API server")
+	fs.IntVar(&o.PodWorkers, "pod-workers", o.PodWorkers, "pod sync workers")
+	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
+}
+
+func (o *options) Complete() error {
+	if o.NodeAddress == "" {
+		o.NodeAddress = firstHostAddress()
+	}
+	return nil
+}
+
+func (o *options) Validate() error {
+	if net.ParseIP(o.NodeAddress) == nil {
+		return fmt.Errorf("--node-address %q is not an IP address", o.NodeAddress)
+	}
+	if o.HeartbeatTimeout <= 0 || o.LeaseDuration < time.Second || o.PingInterval <= 0 {
+		return errors.New("--heartbeat-timeout, --lease-duration and --ping-interval must be positive")
+	}
+	if o.NATSURL == "" && o.NATSStoreDir == "" {
+		return errors.New("--nats-store-dir is required for the embedded NATS server")
+	}
+	return nil
+}
+
+func (o *options) Run(ctx context.Context) error {
+	log, err := logging.New(os.Stderr, o.LogLevel)
+	if err != nil {
+		return err
+	}
+	provider.UseSlogForVirtualKubelet(log)
+
+	restCfg, err := kubeConfig(o.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	restCfg.QPS, restCfg.Burst = o.KubeQPS, o.KubeBurst
+	restCfg.UserAgent = "vk-fleet/" + version.Version
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("creating kubernetes client: %w", err)
+	}
+
+	url := o.NATSURL
+	if url == "" {
+		if err := os.MkdirAll(o.NATSStoreDir, 0o700); err != nil {
+			return fmt.Errorf("creating nats store directory: %w", err)
+		}
+		srv, err := natsd.Start(ctx, natsd.Config{Listen: o.NATSListen, StoreDir: o.NATSStoreDir, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer srv.Shutdown()
+		url = srv.ClientURL()
+		log.Info("embedded nats server listening", "url", url, "listen", o.NATSListen)
+	}
+	nc, err := nats.Connect(url,
+		nats.Name("vk-fleet provider"),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectWait(time.Second),
+	)
+	if err != nil {
+		return fmt.Errorf("dialing nats: %w", err)
+	}
+	defer nc.Close()
+
+	p, err := provider.New(provider.Config{
+		Client:               client,
+		NATS:                 nc,
+		NodeAddress:          o.NodeAddress,
+		KubeletPort:          o.KubeletPort,
+		Version:              version.Version,
+		HeartbeatTimeout:     o.HeartbeatTimeout,
+		LeaseDurationSeconds: int32(o.LeaseDuration / time.Second),
+		PingInterval:         o.PingInterval,
+		StatusUpdateInterval: o.StatusInterval,
+		PodSyncWorkers:       o.PodWorkers,
+		Logger:               log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("vk-fleet starting", "version", version.Version, "nodeAddress", o.NodeAddress)
+	return p.Run(ctx)
+}
+
+func newRootCommand() *cobra.Command {
+	o := defaultOptions()
+	cmd := &cobra.Command{
+		Use:           "vk-fleet",
+		Short:         "Serve edge devices as Kubernetes Nodes",
+		Version:       version.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Complete(); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.Bind(cmd.Flags())
+	return cmd
+}
+
+func kubeConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("loading in-cluster configuration (pass --kubeconfig outside a cluster): %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Clean(path))
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+func firstHostAddress() string {
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && ipn.IP.IsGlobalUnicast() {
+				return ipn.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
+}

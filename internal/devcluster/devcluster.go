@@ -1,0 +1,320 @@
+package devcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/vk-fleet/vk-fleet/internal/controlplane"
+	"github.com/vk-fleet/vk-fleet/internal/podmantest"
+)
+
+// BuildTags are the tags the device agent (podman bindings) builds with.
+const BuildTags = "remote containers_image_openpgp exclude_graphdriver_btrfs"
+
+// EnvBinDir names a directory holding prebuilt vk-fleet and device-agent
+// binaries; without it Start builds them into <Dir>/bin.
+const EnvBinDir = "VKF_BIN_DIR"
+
+// Config configures a development cluster.
+type Config struct {
+	// Dir holds everything: logs, state, sockets. Keep it short (unix
+	// socket paths are limited to 108 bytes).
+	Dir string
+	// Devices are started as device-agents.
+	Devices []string
+	// NodeMonitorGracePeriod of the controller-manager. Default 20s.
+	NodeMonitorGracePeriod time.Duration
+	// HeartbeatInterval of the agents. Default 2s.
+	HeartbeatInterval time.Duration
+	// HeartbeatTimeout of the provider. Default 8s.
+	HeartbeatTimeout time.Duration
+	Logger           *slog.Logger
+}
+
+// Cluster is a running development installation.
+type Cluster struct {
+	cfg Config
+
+	CP       *controlplane.ControlPlane
+	Podman   *podmantest.Service
+	Client   kubernetes.Interface
+	Image    string
+	NATSURL  string
+	Provider *Process
+
+	binDir     string
+	natsPort   int
+	kubeconfig string
+
+	mu     sync.Mutex
+	agents map[string]*Process
+}
+
+// Start starts the control plane, podman, the provider and cfg.Devices.
+// On error it stops whatever it started.
+func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
+	if cfg.NodeMonitorGracePeriod == 0 {
+		cfg.NodeMonitorGracePeriod = 20 * time.Second
+	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = 2 * time.Second
+	}
+	if cfg.HeartbeatTimeout == 0 {
+		cfg.HeartbeatTimeout = 8 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating cluster directory: %w", err)
+	}
+	c := &Cluster{cfg: cfg, agents: map[string]*Process{}, Image: podmantest.Image}
+	defer func() {
+		if err != nil {
+			c.Stop()
+		}
+	}()
+	log := cfg.Logger
+
+	if c.binDir, err = binaries(ctx, cfg.Dir, log); err != nil {
+		return nil, err
+	}
+
+	bin, err := controlplane.BinDir()
+	if err != nil {
+		return nil, err
+	}
+	log.Info("starting control plane")
+	c.CP, err = controlplane.Start(ctx, controlplane.Config{
+		BinDir: bin, Dir: filepath.Join(cfg.Dir, "cp"), NodeMonitorGracePeriod: cfg.NodeMonitorGracePeriod, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if c.Client, err = kubernetes.NewForConfig(c.CP.RESTConfig); err != nil {
+		return nil, fmt.Errorf("creating kubernetes client: %w", err)
+	}
+
+	log.Info("starting podman service")
+	pdir := filepath.Join(cfg.Dir, "podman")
+	if err := os.MkdirAll(pdir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating podman directory: %w", err)
+	}
+	if c.Podman, err = podmantest.StartService(ctx, pdir); err != nil {
+		return nil, err
+	}
+	if err := podmantest.BuildBusyboxImage(ctx, c.Podman.Conf, c.Image); err != nil {
+		return nil, err
+	}
+
+	if c.kubeconfig, err = c.CP.ClientKubeconfig("vk-fleet", "system:masters"); err != nil {
+		return nil, err
+	}
+	if c.natsPort, err = freePort(); err != nil {
+		return nil, err
+	}
+	c.NATSURL = "nats://127.0.0.1:" + itoa(c.natsPort)
+	if err := c.StartProvider(ctx); err != nil {
+		return nil, err
+	}
+	for _, d := range cfg.Devices {
+		if err := c.StartAgent(ctx, d); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// StartProvider starts (or restarts) the vk-fleet process.
+func (c *Cluster) StartProvider(ctx context.Context) error {
+	if c.Provider != nil && !c.Provider.Exited() {
+		return errors.New("provider already running")
+	}
+	p, err := startProcess("vk-fleet", filepath.Join(c.cfg.Dir, "vk-fleet.log"), nil,
+		filepath.Join(c.binDir, "vk-fleet"),
+		"--kubeconfig", c.kubeconfig,
+		"--nats-listen", "127.0.0.1:"+itoa(c.natsPort),
+		"--nats-store-dir", filepath.Join(c.cfg.Dir, "nats"),
+		"--node-address", "127.0.0.1",
+		"--heartbeat-timeout", c.cfg.HeartbeatTimeout.String(),
+		"--ping-interval", "2s",
+		"--log-level", "debug",
+	)
+	if err != nil {
+		return err
+	}
+	c.Provider = p
+	return waitTCP(ctx, "127.0.0.1:"+itoa(c.natsPort), p)
+}
+
+// StopProvider stops the vk-fleet process.
+func (c *Cluster) StopProvider() {
+	if c.Provider != nil {
+		c.Provider.Stop(10 * time.Second)
+	}
+}
+
+// StartAgent starts (or restarts) the device-agent of device.
+func (c *Cluster) StartAgent(_ context.Context, device string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.agents[device]; p != nil && !p.Exited() {
+		return fmt.Errorf("agent %s already running", device)
+	}
+	p, err := startProcess("agent-"+device, filepath.Join(c.cfg.Dir, "agent-"+device+".log"), nil,
+		filepath.Join(c.binDir, "device-agent"),
+		"--name", device,
+		"--nats-url", c.NATSURL,
+		"--state-dir", filepath.Join(c.cfg.Dir, "agents", device),
+		"--podman-url", c.Podman.URI,
+		"--heartbeat-interval", c.cfg.HeartbeatInterval.String(),
+		"--resync-interval", "5s",
+		"--address", "127.0.0.1",
+		"--log-level", "debug",
+	)
+	if err != nil {
+		return err
+	}
+	c.agents[device] = p
+	return nil
+}
+
+// StopAgent stops the device-agent of device gracefully; its pods keep running.
+func (c *Cluster) StopAgent(device string) {
+	c.mu.Lock()
+	p := c.agents[device]
+	c.mu.Unlock()
+	if p != nil {
+		p.Stop(10 * time.Second)
+	}
+}
+
+// Agent returns the process of device's agent.
+func (c *Cluster) Agent(device string) *Process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.agents[device]
+}
+
+// Stop stops every process, in reverse start order. It is idempotent.
+func (c *Cluster) Stop() {
+	c.mu.Lock()
+	agents := c.agents
+	c.agents = map[string]*Process{}
+	c.mu.Unlock()
+	for _, p := range agents {
+		p.Stop(10 * time.Second)
+	}
+	if c.Provider != nil {
+		c.Provider.Stop(10 * time.Second)
+	}
+	if c.Podman != nil {
+		_ = c.Podman.Stop()
+	}
+	if c.CP != nil {
+		_ = c.CP.Stop()
+	}
+}
+
+// WaitNodesReady waits until every device has a Ready Node.
+func (c *Cluster) WaitNodesReady(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		ready := 0
+		for _, d := range c.cfg.Devices {
+			n, err := c.Client.CoreV1().Nodes().Get(ctx, d, metav1.GetOptions{})
+			if err == nil && NodeReady(n) == corev1.ConditionTrue {
+				ready++
+			}
+		}
+		if ready == len(c.cfg.Devices) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d device nodes to be Ready (%d are): %w\nprovider log:\n%s", len(c.cfg.Devices), ready, ctx.Err(), c.Provider.Tail(30))
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// NodeReady returns the status of n's Ready condition.
+func NodeReady(n *corev1.Node) corev1.ConditionStatus {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status
+		}
+	}
+	return corev1.ConditionUnknown
+}
+
+// binaries builds vk-fleet and device-agent into dir/bin unless EnvBinDir
+// names a directory that has them.
+func binaries(ctx context.Context, dir string, log *slog.Logger) (string, error) {
+	if d := os.Getenv(EnvBinDir); d != "" {
+		return d, nil
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "bin")
+	log.Info("building vk-fleet and device-agent", "dir", out)
+	cmd := exec.CommandContext(ctx, "go", "build", "-tags", BuildTags, "-o", out+"/", "./cmd/vk-fleet", "./cmd/device-agent")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building binaries: %w\n%s", err, b)
+	}
+	return out, nil
+}
+
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+func waitTCP(ctx context.Context, addr string, p *Process) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	d := net.Dialer{Timeout: time.Second}
+	for {
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		if p.Exited() {
+			return fmt.Errorf("%s: %w:\n%s", p.Name, errExited, p.Tail(30))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s at %s: %w\n%s", p.Name, addr, ctx.Err(), p.Tail(30))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

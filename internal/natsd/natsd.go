@@ -1,0 +1,104 @@
+// Package natsd runs the NATS server embedded in vk-fleet, with JetStream,
+// for small installs and tests.
+package natsd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Config configures the embedded server.
+type Config struct {
+	// Listen is host:port for client connections; port 0 or -1 picks a free one.
+	Listen string
+	// StoreDir holds JetStream's files.
+	StoreDir string
+	// Name of the server. Default "vk-fleet".
+	Name string
+	// Options, if set, is applied last to the server options (auth, TLS).
+	Options func(*server.Options) error
+	Logger  *slog.Logger
+}
+
+// Server is a running embedded NATS server.
+type Server struct {
+	s *server.Server
+}
+
+// Start starts the server and waits until it accepts connections.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	host, portStr, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("parsing listen address %q: %w", cfg.Listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("parsing listen port %q: %w", portStr, err)
+	}
+	if port == 0 {
+		port = -1
+	}
+	name := cfg.Name
+	if name == "" {
+		name = "vk-fleet"
+	}
+	opts := &server.Options{
+		ServerName:         name,
+		Host:               host,
+		Port:               port,
+		JetStream:          true,
+		StoreDir:           cfg.StoreDir,
+		NoSigs:             true,
+		MaxPayload:         8 << 20,
+		JetStreamMaxMemory: 64 << 20,
+	}
+	if cfg.Options != nil {
+		if err := cfg.Options(opts); err != nil {
+			return nil, fmt.Errorf("configuring nats server: %w", err)
+		}
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("creating nats server: %w", err)
+	}
+	if cfg.Logger != nil {
+		s.SetLoggerV2(&slogAdapter{l: cfg.Logger.With("component", "nats-server")}, false, false, false)
+	}
+	go s.Start()
+	deadline := 30 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		deadline = time.Until(d)
+	}
+	if !s.ReadyForConnections(deadline) {
+		s.Shutdown()
+		return nil, fmt.Errorf("nats server not ready after %s", deadline)
+	}
+	return &Server{s: s}, nil
+}
+
+// ClientURL is the URL clients connect to.
+func (s *Server) ClientURL() string { return s.s.ClientURL() }
+
+// Inner returns the nats-server instance.
+func (s *Server) Inner() *server.Server { return s.s }
+
+// Shutdown stops the server and waits for it.
+func (s *Server) Shutdown() {
+	s.s.Shutdown()
+	s.s.WaitForShutdown()
+}
+
+type slogAdapter struct{ l *slog.Logger }
+
+func (a *slogAdapter) Noticef(f string, v ...any) { a.l.Debug(fmt.Sprintf(f, v...)) }
+func (a *slogAdapter) Warnf(f string, v ...any)   { a.l.Warn(fmt.Sprintf(f, v...)) }
+func (a *slogAdapter) Fatalf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...)) }
+func (a *slogAdapter) Errorf(f string, v ...any)  { a.l.Error(fmt.Sprintf(f, v...)) }
+func (a *slogAdapter) Debugf(f string, v ...any)  { a.l.Debug(fmt.Sprintf(f, v...)) }
+func (a *slogAdapter) Tracef(f string, v ...any)  { a.l.Debug(fmt.Sprintf(f, v...)) }

@@ -1,0 +1,163 @@
+package nodeagent
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+)
+
+// DefaultMaxPods is the pod capacity a device reports.
+const DefaultMaxPods = 110
+
+// inventory reads what the device is. It never fails: what cannot be read
+// is left empty.
+func (a *Agent) inventory(ctx context.Context) bridge.Inventory {
+	inv := bridge.Inventory{
+		Architecture:    runtime.GOARCH,
+		OS:              runtime.GOOS,
+		CPUs:            runtime.NumCPU(),
+		MaxPods:         DefaultMaxPods,
+		AgentVersion:    a.cfg.AgentVersion,
+		ProtocolVersion: bridge.ProtocolVersion,
+		KernelVersion:   readTrimmed("/proc/sys/kernel/osrelease"),
+		MachineID:       readTrimmed("/etc/machine-id"),
+		BootID:          readTrimmed("/proc/sys/kernel/random/boot_id"),
+		OSImage:         osImage(),
+		MemoryBytes:     memTotal(),
+		Addresses:       a.cfg.Addresses,
+	}
+	inv.Hostname, _ = os.Hostname()
+	if len(inv.Addresses) == 0 {
+		inv.Addresses = hostAddresses()
+	}
+	vctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if v, err := a.rt.Version(vctx); err == nil {
+		inv.PodmanVersion = v
+	}
+	return inv
+}
+
+func (a *Agent) hostIP() string {
+	if len(a.cfg.Addresses) > 0 {
+		return a.cfg.Addresses[0]
+	}
+	if addrs := hostAddresses(); len(addrs) > 0 {
+		return addrs[0]
+	}
+	return ""
+}
+
+func readTrimmed(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func osImage() string {
+	b, err := os.ReadFile("/etc/os-release")
+	if err != nil {
+		return ""
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "PRETTY_NAME="); ok {
+			return strings.Trim(v, `"'`)
+		}
+	}
+	return ""
+}
+
+func memTotal() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// hostAddresses lists global unicast addresses of interfaces that are up,
+// IPv4 first, skipping container bridges and virtual ethernet pairs.
+func hostAddresses() []string {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	var v4, v6 []string
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		if strings.HasPrefix(ifc.Name, "veth") || strings.HasPrefix(ifc.Name, "cni") ||
+			strings.HasPrefix(ifc.Name, "podman") || strings.HasPrefix(ifc.Name, "docker") {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, ad := range addrs {
+			ipn, ok := ad.(*net.IPNet)
+			if !ok || !ipn.IP.IsGlobalUnicast() {
+				continue
+			}
+			if ipn.IP.To4() != nil {
+				v4 = append(v4, ipn.IP.String())
+			} else {
+				v6 = append(v6, ipn.IP.String())
+			}
+		}
+	}
+	return append(v4, v6...)
+}
+
+func (a *Agent) heartbeatLoop(ctx context.Context) {
+	t := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer t.Stop()
+	inv := a.inventory(ctx)
+	invAt := time.Now()
+	for {
+		if a.nc.IsConnected() {
+			if time.Since(invAt) > time.Minute || inv.PodmanVersion == "" {
+				inv, invAt = a.inventory(ctx), time.Now()
+			}
+			a.mu.Lock()
+			a.seq++
+			hb := bridge.Heartbeat{
+				Device:          a.cfg.Device,
+				Time:            time.Now().UTC(),
+				Seq:             a.seq,
+				IntervalSeconds: int(a.cfg.HeartbeatInterval / time.Second),
+				Inventory:       inv,
+				Pods:            a.podCount,
+				RuntimeError:    a.runtimeErr,
+			}
+			a.mu.Unlock()
+			if data, err := bridge.Encode(&hb); err == nil {
+				if err := a.nc.Publish(bridge.HeartbeatSubject(a.cfg.Device), data); err != nil {
+					a.log.Debug("publishing heartbeat", "err", err)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,275 @@
+package nodeagent
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+)
+
+// Restart back-off, as kubelet does it: 10s doubling to 5m, reset after a
+// container ran for 10 minutes.
+const (
+	initialBackoff = 10 * time.Second
+	maxBackoff     = 5 * time.Minute
+	backoffReset   = 10 * time.Minute
+	defaultGrace   = 30 * time.Second
+)
+
+// restartTracker holds the restart back-off of each container.
+type restartTracker struct {
+	next    map[string]time.Time     // uid/container → earliest restart
+	backoff map[string]time.Duration // uid/container → current back-off
+}
+
+func (r *restartTracker) forget(uid string) {
+	for k := range r.next {
+		if len(k) > len(uid) && k[:len(uid)] == uid && k[len(uid)] == '/' {
+			delete(r.next, k)
+			delete(r.backoff, k)
+		}
+	}
+}
+
+// pending holds what a pass learned about one workload for its status.
+type pending struct {
+	createErr error
+	waiting   map[string]bool // container → in restart back-off
+}
+
+func (a *Agent) reconcileLoop(ctx context.Context) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.trigger:
+		case <-timer.C:
+		}
+		wait := a.reconcile(ctx)
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(wait)
+	}
+}
+
+// reconcile makes the runtime match the store once, reports status, and
+// returns how long to wait before the next pass if nothing happens.
+func (a *Agent) reconcile(ctx context.Context) time.Duration {
+	next := a.cfg.ResyncInterval
+	actual, err := a.rt.ListPods(ctx)
+	if err != nil {
+		a.setRuntimeErr(err)
+		a.log.Warn("listing pods", "err", err)
+		return min(next, 5*time.Second)
+	}
+	a.setRuntimeErr(nil)
+	byUID := make(map[string]*PodState, len(actual))
+	for i := range actual {
+		byUID[actual[i].UID] = &actual[i]
+	}
+
+	records := a.store.List()
+	desired := make(map[string]bool, len(records))
+	for _, r := range records {
+		desired[r.Workload.UID] = true
+	}
+
+	// Remove pods that are no longer wanted, then tell the provider.
+	for uid, p := range byUID {
+		if desired[uid] {
+			continue
+		}
+		a.log.Info("removing pod", "pod", p.Namespace+"/"+p.Name, "uid", uid)
+		a.mu.Lock()
+		g, ok := a.removing[uid]
+		a.mu.Unlock()
+		if !ok {
+			g = defaultGrace
+		}
+		if err := a.rt.RemovePod(ctx, uid, g); err != nil {
+			a.log.Error("removing pod", "uid", uid, "err", err)
+			continue
+		}
+		delete(byUID, uid)
+		a.mu.Lock()
+		delete(a.removing, uid)
+		a.mu.Unlock()
+		a.restarts.forget(uid)
+		a.markDirty(uid)
+	}
+
+	// Workloads deleted before their pod existed have nothing to remove.
+	a.mu.Lock()
+	for uid := range a.removing {
+		if byUID[uid] == nil {
+			delete(a.removing, uid)
+		}
+	}
+	a.mu.Unlock()
+
+	now := time.Now()
+	notes := map[string]*pending{}
+	for _, r := range records {
+		w := &r.Workload
+		note := &pending{waiting: map[string]bool{}}
+		notes[w.UID] = note
+		hash := specHash(w)
+		p := byUID[w.UID]
+		if p != nil && p.SpecHash != hash {
+			a.log.Info("workload changed; recreating pod", "pod", w.Namespace+"/"+w.Name)
+			if err := a.rt.RemovePod(ctx, w.UID, grace(w)); err != nil {
+				note.createErr = err
+				continue
+			}
+			a.restarts.forget(w.UID)
+			p = nil
+		}
+		if p == nil {
+			a.log.Info("creating pod", "pod", w.Namespace+"/"+w.Name, "uid", w.UID)
+			// Report ContainerCreating before a long image pull.
+			a.publish(ctx, buildStatus(&r, nil, note, a.hostIP()))
+			if err := a.rt.CreatePod(ctx, w, hash); err != nil {
+				a.log.Warn("creating pod", "pod", w.Namespace+"/"+w.Name, "err", err)
+				note.createErr = err
+				if errors.Is(err, ErrRuntimeUnavailable) {
+					next = min(next, 5*time.Second)
+				} else {
+					next = min(next, initialBackoff)
+				}
+				continue
+			}
+			a.restarts.forget(w.UID)
+			continue // its status comes from the runtime's events
+		}
+		if d := a.restartExited(ctx, &r, p, note, now); d > 0 {
+			next = min(next, d)
+		}
+	}
+
+	// Report.
+	a.mu.Lock()
+	a.podCount = len(byUID)
+	a.mu.Unlock()
+	fresh, err := a.rt.ListPods(ctx)
+	if err == nil {
+		byUID = make(map[string]*PodState, len(fresh))
+		for i := range fresh {
+			byUID[fresh[i].UID] = &fresh[i]
+		}
+	}
+	for _, r := range a.store.List() {
+		note := notes[r.Workload.UID]
+		if note == nil {
+			note = &pending{waiting: map[string]bool{}}
+		}
+		a.publish(ctx, buildStatus(&r, byUID[r.Workload.UID], note, a.hostIP()))
+	}
+	a.flushDeletes(ctx, a.store.UIDs())
+	return next
+}
+
+// restartExited applies the restart policy to exited containers. It returns
+// when to look again for a container in back-off, or 0.
+func (a *Agent) restartExited(ctx context.Context, r *Record, p *PodState, note *pending, now time.Time) time.Duration {
+	w := &r.Workload
+	var wait time.Duration
+	for _, c := range p.Containers {
+		if c.State != ContainerExited {
+			continue
+		}
+		switch w.RestartPolicy {
+		case bridge.RestartNever:
+			continue
+		case bridge.RestartOnFailure:
+			if c.ExitCode == 0 {
+				continue
+			}
+		}
+		key := w.UID + "/" + c.Name
+		if c.FinishedAt.After(c.StartedAt) && c.FinishedAt.Sub(c.StartedAt) > backoffReset {
+			delete(a.restarts.backoff, key)
+		}
+		at, scheduled := a.restarts.next[key]
+		if !scheduled {
+			b := a.restarts.backoff[key]
+			if b == 0 {
+				b = initialBackoff
+			} else {
+				b = min(b*2, maxBackoff)
+			}
+			a.restarts.backoff[key] = b
+			base := c.FinishedAt
+			if base.IsZero() {
+				base = now
+			}
+			at = base.Add(b)
+			a.restarts.next[key] = at
+		}
+		if now.Before(at) {
+			note.waiting[c.Name] = true
+			d := at.Sub(now)
+			if wait == 0 || d < wait {
+				wait = d
+			}
+			continue
+		}
+		term := &bridge.Termination{ExitCode: c.ExitCode, Reason: terminationReason(&c)}
+		if !c.StartedAt.IsZero() {
+			t := c.StartedAt
+			term.StartedAt = &t
+		}
+		if !c.FinishedAt.IsZero() {
+			t := c.FinishedAt
+			term.FinishedAt = &t
+		}
+		if err := a.store.Update(w.UID, func(rec *Record) {
+			if rec.Restarts == nil {
+				rec.Restarts = map[string]int32{}
+			}
+			if rec.LastTermination == nil {
+				rec.LastTermination = map[string]*bridge.Termination{}
+			}
+			rec.Restarts[c.Name]++
+			rec.LastTermination[c.Name] = term
+		}); err != nil {
+			a.log.Error("recording restart", "pod", w.Namespace+"/"+w.Name, "err", err)
+		}
+		delete(a.restarts.next, key)
+		a.log.Info("restarting container", "pod", w.Namespace+"/"+w.Name, "container", c.Name, "exitCode", c.ExitCode)
+		if err := a.rt.StartContainer(ctx, w.UID, c.Name); err != nil {
+			a.log.Warn("restarting container", "pod", w.Namespace+"/"+w.Name, "container", c.Name, "err", err)
+			note.waiting[c.Name] = true
+		}
+	}
+	return wait
+}
+
+func grace(w *bridge.Workload) time.Duration {
+	if w.TerminationGracePeriodSeconds != nil && *w.TerminationGracePeriodSeconds >= 0 {
+		return time.Duration(*w.TerminationGracePeriodSeconds) * time.Second
+	}
+	return defaultGrace
+}
+
+func (a *Agent) setRuntimeErr(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err == nil {
+		a.runtimeErr = ""
+		return
+	}
+	a.runtimeErr = err.Error()
+}
+
+func (a *Agent) markDirty(uid string) {
+	a.mu.Lock()
+	a.dirty[uid] = true
+	a.mu.Unlock()
+}

@@ -1,0 +1,170 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/virtual-kubelet/virtual-kubelet/node"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+)
+
+// Node labels, annotations and taint of device Nodes.
+const (
+	// LabelManaged marks Nodes that vk-fleet serves.
+	LabelManaged = "vk-fleet.io/managed"
+	// AnnotationDeviceAddresses lists the device's own IP addresses.
+	AnnotationDeviceAddresses = "vk-fleet.io/device-addresses"
+	// AnnotationAgentVersion is the device agent's version.
+	AnnotationAgentVersion = "vk-fleet.io/agent-version"
+	// TaintKey is the virtual-kubelet convention for provider taints.
+	TaintKey   = "virtual-kubelet.io/provider"
+	TaintValue = "vk-fleet"
+)
+
+// ErrDeviceStale is what Ping returns when a device's heartbeats stopped.
+var ErrDeviceStale = errors.New("device heartbeat stale")
+
+// device is one device served by this process: the NodeProvider of its
+// NodeController.
+type device struct {
+	name string
+	p    *Provider
+
+	mu       sync.Mutex
+	lastSeen time.Time
+	hb       *bridge.Heartbeat
+	notify   func(*corev1.Node)
+	cancel   context.CancelFunc // stops the NodeController; nil while not running
+	stale    bool               // heartbeats stopped since the last Node update
+}
+
+var _ node.NodeProvider = (*device)(nil)
+
+// Ping reports whether the device's heartbeats are fresh: the lease is
+// renewed only while they are.
+func (d *device) Ping(context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if since := time.Since(d.lastSeen); since > d.p.cfg.HeartbeatTimeout {
+		d.stale = true
+		return fmt.Errorf("%w: device %s last seen %s ago", ErrDeviceStale, d.name, since.Round(time.Second))
+	}
+	return nil
+}
+
+// NotifyNodeStatus keeps cb to push Node status changes.
+func (d *device) NotifyNodeStatus(_ context.Context, cb func(*corev1.Node)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.notify = cb
+}
+
+// nodeStatusChanged pushes the Node built from the latest heartbeat.
+func (d *device) pushNode() {
+	d.mu.Lock()
+	cb, hb := d.notify, d.hb
+	d.mu.Unlock()
+	if cb == nil || hb == nil {
+		return
+	}
+	cb(d.p.buildNode(d.name, hb))
+}
+
+// buildNode returns the Node of a device as its last heartbeat describes it.
+func (p *Provider) buildNode(name string, hb *bridge.Heartbeat) *corev1.Node {
+	inv := hb.Inventory
+	arch, os := inv.Architecture, inv.OS
+	if arch == "" {
+		arch = "unknown"
+	}
+	if os == "" {
+		os = "linux"
+	}
+	maxPods := inv.MaxPods
+	if maxPods <= 0 {
+		maxPods = 110
+	}
+	capacity := corev1.ResourceList{
+		corev1.ResourceCPU:    *resource.NewQuantity(int64(max(inv.CPUs, 1)), resource.DecimalSI),
+		corev1.ResourceMemory: *resource.NewQuantity(inv.MemoryBytes, resource.BinarySI),
+		corev1.ResourcePods:   *resource.NewQuantity(int64(maxPods), resource.DecimalSI),
+	}
+	now := metav1.Now()
+	ready := corev1.NodeCondition{
+		Type: corev1.NodeReady, Status: corev1.ConditionTrue,
+		Reason: "KubeletReady", Message: "device agent is posting heartbeats",
+		LastHeartbeatTime: now, LastTransitionTime: now,
+	}
+	if hb.RuntimeError != "" {
+		ready.Status = corev1.ConditionFalse
+		ready.Reason = "ContainerRuntimeUnavailable"
+		ready.Message = "podman on the device: " + hb.RuntimeError
+	}
+	cond := func(t corev1.NodeConditionType, reason, msg string) corev1.NodeCondition {
+		return corev1.NodeCondition{Type: t, Status: corev1.ConditionFalse, Reason: reason, Message: msg,
+			LastHeartbeatTime: now, LastTransitionTime: now}
+	}
+	runtimeVersion := "podman://unknown"
+	if inv.PodmanVersion != "" {
+		runtimeVersion = "podman://" + inv.PodmanVersion
+	}
+	n := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name,
+			Labels: map[string]string{
+				"type":                 "virtual-kubelet",
+				"kubernetes.io/role":   "agent",
+				corev1.LabelArchStable: arch,
+				corev1.LabelOSStable:   os,
+				corev1.LabelHostname:   name,
+				LabelManaged:           "true",
+			},
+			Annotations: map[string]string{
+				AnnotationDeviceAddresses: strings.Join(inv.Addresses, ","),
+				AnnotationAgentVersion:    inv.AgentVersion,
+			},
+		},
+		Spec: corev1.NodeSpec{
+			Taints: []corev1.Taint{{Key: TaintKey, Value: TaintValue, Effect: corev1.TaintEffectNoSchedule}},
+		},
+		Status: corev1.NodeStatus{
+			Capacity:    capacity,
+			Allocatable: capacity.DeepCopy(),
+			Conditions: []corev1.NodeCondition{
+				ready,
+				cond(corev1.NodeMemoryPressure, "KubeletHasSufficientMemory", "device has sufficient memory"),
+				cond(corev1.NodeDiskPressure, "KubeletHasNoDiskPressure", "device has no disk pressure"),
+				cond(corev1.NodePIDPressure, "KubeletHasSufficientPID", "device has sufficient PID available"),
+				cond(corev1.NodeNetworkUnavailable, "RouteCreated", "device network is managed by the device"),
+			},
+			Addresses: []corev1.NodeAddress{
+				{Type: corev1.NodeInternalIP, Address: p.cfg.NodeAddress},
+				{Type: corev1.NodeHostName, Address: name},
+			},
+			DaemonEndpoints: corev1.NodeDaemonEndpoints{
+				KubeletEndpoint: corev1.DaemonEndpoint{Port: p.cfg.KubeletPort},
+			},
+			NodeInfo: corev1.NodeSystemInfo{
+				MachineID:               inv.MachineID,
+				BootID:                  inv.BootID,
+				KernelVersion:           inv.KernelVersion,
+				OSImage:                 inv.OSImage,
+				ContainerRuntimeVersion: runtimeVersion,
+				KubeletVersion:          p.cfg.Version,
+				KubeProxyVersion:        "",
+				OperatingSystem:         os,
+				Architecture:            arch,
+			},
+		},
+	}
+	return n
+}

@@ -1,0 +1,364 @@
+package provider
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	"github.com/virtual-kubelet/virtual-kubelet/node"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+)
+
+var (
+	_ node.PodLifecycleHandler = (*Provider)(nil)
+	_ node.PodNotifier         = (*Provider)(nil)
+)
+
+// errWaitingForDevice is returned by DeletePod until the device reports
+// that the pod's containers are gone; the pod controller retries.
+var errWaitingForDevice = errors.New("waiting for the device to remove the pod's containers")
+
+// podEntry is what the provider holds of one pod.
+type podEntry struct {
+	pod      *corev1.Pod        // as last given by the pod controller
+	status   *bridge.PodStatus  // as last reported by the device; nil if none
+	refusal  *corev1.PodStatus  // set when the pod cannot run on a device
+	ignored  []string           // spec fields accepted but not honoured
+	deleting bool
+}
+
+// podTable indexes pods by namespace/name and by UID.
+type podTable struct {
+	byKey map[string]*podEntry
+	// statusByUID holds device reports, including those of pods that the
+	// pod controller has not handed over yet.
+	statusByUID map[string]*bridge.PodStatus
+	// desired holds the encoded workload of every key in the workloads
+	// bucket: "<device>.<uid>" → bytes.
+	desired map[string][]byte
+	// refs maps a UID to the pod's coordinates, for pods known from KV.
+	refs map[string]podRef
+	// byUID indexes byKey.
+	byUID map[string]*podEntry
+}
+
+// podRef locates a pod known only from the buckets.
+type podRef struct{ namespace, name, device string }
+
+func newPodTable() podTable {
+	return podTable{
+		byKey:       map[string]*podEntry{},
+		statusByUID: map[string]*bridge.PodStatus{},
+		desired:     map[string][]byte{},
+		refs:        map[string]podRef{},
+		byUID:       map[string]*podEntry{},
+	}
+}
+
+func podKey(namespace, name string) string { return namespace + "/" + name }
+
+// retryWaitingForDevice retries a pod that waits for its device for as long
+// as it takes, at a gentle pace; other errors get the default policy.
+func retryWaitingForDevice(_ context.Context, _ string, timesTried int, _ time.Time, err error) (*time.Duration, error) {
+	if errors.Is(err, errWaitingForDevice) {
+		d := min(time.Duration(timesTried+1)*time.Second, 15*time.Second)
+		return &d, nil
+	}
+	if timesTried < 20 {
+		return nil, nil
+	}
+	return nil, fmt.Errorf("maximum retries reached: %w", err)
+}
+
+// loadState reads both buckets once, so that the provider knows what the
+// devices run before the pod controller asks.
+func (p *Provider) loadState(ctx context.Context) error {
+	load := func(kv jetstream.KeyValue, fn func(jetstream.KeyValueEntry)) error {
+		w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+		if err != nil {
+			return err
+		}
+		defer w.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case e := <-w.Updates():
+				if e == nil {
+					return nil
+				}
+				fn(e)
+			}
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := load(p.workloads, func(e jetstream.KeyValueEntry) {
+		p.pods.desired[e.Key()] = e.Value()
+		device, _, _ := bridge.SplitPodKey(e.Key())
+		if w, err := bridge.Decode[bridge.Workload](e.Value()); err == nil {
+			p.pods.refs[w.UID] = podRef{w.Namespace, w.Name, device}
+		}
+	}); err != nil {
+		return fmt.Errorf("reading bucket %s: %w", bridge.WorkloadsBucket, err)
+	}
+	if err := load(p.status, func(e jetstream.KeyValueEntry) {
+		device, _, _ := bridge.SplitPodKey(e.Key())
+		if st, err := bridge.Decode[bridge.PodStatus](e.Value()); err == nil {
+			p.pods.statusByUID[st.UID] = st
+			p.pods.refs[st.UID] = podRef{st.Namespace, st.Name, device}
+		}
+	}); err != nil {
+		return fmt.Errorf("reading bucket %s: %w", bridge.StatusBucket, err)
+	}
+	return nil
+}
+
+// watchStatus applies device reports as they arrive.
+func (p *Provider) watchStatus(ctx context.Context) {
+	delay := time.Second
+	for ctx.Err() == nil {
+		w, err := p.status.WatchAll(ctx, jetstream.UpdatesOnly())
+		if err == nil {
+			delay = time.Second
+			for e := range w.Updates() {
+				if e == nil {
+					continue
+				}
+				p.applyStatus(e)
+			}
+			w.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		p.log.Warn("status watch ended; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 15*time.Second)
+	}
+}
+
+func (p *Provider) applyStatus(e jetstream.KeyValueEntry) {
+	device, uid, ok := bridge.SplitPodKey(e.Key())
+	if !ok {
+		return
+	}
+	var st *bridge.PodStatus
+	if e.Operation() == jetstream.KeyValuePut {
+		var err error
+		if st, err = bridge.Decode[bridge.PodStatus](e.Value()); err != nil || st.UID != uid {
+			p.log.Warn("ignoring malformed status", "key", e.Key(), "err", err)
+			return
+		}
+	}
+	p.mu.Lock()
+	if st != nil {
+		p.pods.statusByUID[uid] = st
+		p.pods.refs[uid] = podRef{st.Namespace, st.Name, device}
+	} else {
+		delete(p.pods.statusByUID, uid)
+		if _, ok := p.pods.desired[e.Key()]; !ok {
+			delete(p.pods.refs, uid)
+		}
+	}
+	ent := p.pods.byUID[uid]
+	var out *corev1.Pod
+	if ent != nil && ent.pod.Spec.NodeName == device {
+		ent.status = st
+		out = p.podWithStatus(ent)
+	}
+	cb := p.notifyPod
+	p.mu.Unlock()
+	if out != nil && cb != nil {
+		cb(out)
+	}
+}
+
+// NotifyPods keeps cb to push pod status changes.
+func (p *Provider) NotifyPods(_ context.Context, cb func(*corev1.Pod)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.notifyPod = cb
+}
+
+// CreatePod hands pod to its device.
+func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
+	return p.syncPod(ctx, pod)
+}
+
+// UpdatePod hands the changed pod to its device.
+func (p *Provider) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
+	return p.syncPod(ctx, pod)
+}
+
+func (p *Provider) syncPod(ctx context.Context, pod *corev1.Pod) error {
+	device := pod.Spec.NodeName
+	w, ignored, refusal := p.translate(ctx, pod)
+	key := podKey(pod.Namespace, pod.Name)
+	kvKey := bridge.PodKey(device, string(pod.UID))
+
+	p.mu.Lock()
+	ent := p.pods.byKey[key]
+	if ent == nil || ent.pod.UID != pod.UID {
+		if ent != nil {
+			delete(p.pods.byUID, string(ent.pod.UID))
+		}
+		ent = &podEntry{}
+		p.pods.byKey[key] = ent
+		p.pods.byUID[string(pod.UID)] = ent
+	}
+	ent.pod = pod.DeepCopy()
+	ent.ignored = ignored
+	ent.status = p.pods.statusByUID[string(pod.UID)]
+	ent.refusal = nil
+	if refusal != "" {
+		ent.refusal = &corev1.PodStatus{Phase: corev1.PodPending, Reason: "UnsupportedPodSpec",
+			Message: "vk-fleet cannot run this pod on a device: " + refusal}
+	}
+	prev := p.pods.desired[kvKey]
+	p.mu.Unlock()
+
+	if refusal != "" {
+		p.log.Warn("refusing pod", "pod", key, "node", device, "reason", refusal)
+		p.notify(ent)
+		return nil
+	}
+	data, err := bridge.Encode(w)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(prev, data) {
+		if _, err := p.workloads.Put(ctx, kvKey, data); err != nil {
+			return fmt.Errorf("publishing workload of pod %s to device %s: %w", key, device, err)
+		}
+		p.mu.Lock()
+		p.pods.desired[kvKey] = data
+		p.pods.refs[string(pod.UID)] = podRef{pod.Namespace, pod.Name, device}
+		p.mu.Unlock()
+		p.log.Info("workload published", "pod", key, "node", device)
+	}
+	p.notify(ent)
+	return nil
+}
+
+// notify pushes ent's current status.
+func (p *Provider) notify(ent *podEntry) {
+	p.mu.Lock()
+	out := p.podWithStatus(ent)
+	cb := p.notifyPod
+	p.mu.Unlock()
+	if cb != nil && out != nil {
+		cb(out)
+	}
+}
+
+// DeletePod asks the device to remove the pod's containers. It returns
+// errWaitingForDevice until the device confirms, so that the Pod object
+// outlives its containers.
+func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
+	device := pod.Spec.NodeName
+	uid := string(pod.UID)
+	kvKey := bridge.PodKey(device, uid)
+	key := podKey(pod.Namespace, pod.Name)
+
+	p.mu.Lock()
+	ent := p.pods.byKey[key]
+	if ent == nil || ent.pod.UID != pod.UID {
+		if ent = p.pods.byUID[uid]; ent == nil {
+			// A pod known only from the buckets (left over from before a
+			// restart): index it by UID so the device's answer finds it.
+			ent = &podEntry{pod: pod.DeepCopy(), status: p.pods.statusByUID[uid]}
+			p.pods.byUID[uid] = ent
+		}
+	}
+	ent.deleting = true
+	_, published := p.pods.desired[kvKey]
+	p.mu.Unlock()
+
+	if published {
+		if err := p.workloads.Delete(ctx, kvKey); err != nil {
+			return fmt.Errorf("withdrawing workload of pod %s from device %s: %w", key, device, err)
+		}
+		p.mu.Lock()
+		delete(p.pods.desired, kvKey)
+		p.mu.Unlock()
+		p.log.Info("workload withdrawn", "pod", key, "node", device)
+	}
+
+	p.mu.Lock()
+	_, running := p.pods.statusByUID[uid]
+	p.mu.Unlock()
+	if running {
+		return fmt.Errorf("pod %s on %s: %w", key, device, errWaitingForDevice)
+	}
+	p.mu.Lock()
+	out := p.podWithStatus(ent)
+	if cur := p.pods.byKey[key]; cur == ent {
+		delete(p.pods.byKey, key)
+	}
+	if cur := p.pods.byUID[uid]; cur == ent {
+		delete(p.pods.byUID, uid)
+	}
+	delete(p.pods.refs, uid)
+	cb := p.notifyPod
+	p.mu.Unlock()
+	if cb != nil && out != nil {
+		cb(out)
+	}
+	return nil
+}
+
+// GetPod returns the pod as the provider knows it.
+func (p *Provider) GetPod(_ context.Context, namespace, name string) (*corev1.Pod, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ent := p.pods.byKey[podKey(namespace, name)]
+	if ent == nil {
+		return nil, errdefs.NotFoundf("pod %s/%s is not known to vk-fleet", namespace, name)
+	}
+	return p.podWithStatus(ent), nil
+}
+
+// GetPodStatus returns the pod's status as its device reports it.
+func (p *Provider) GetPodStatus(ctx context.Context, namespace, name string) (*corev1.PodStatus, error) {
+	pod, err := p.GetPod(ctx, namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	return &pod.Status, nil
+}
+
+// GetPods returns every pod the provider or its devices know of, including
+// pods only found in the buckets (for the pod controller's start-up cleanup).
+func (p *Provider) GetPods(context.Context) ([]*corev1.Pod, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seen := map[string]bool{}
+	var out []*corev1.Pod
+	for _, ent := range p.pods.byKey {
+		seen[string(ent.pod.UID)] = true
+		out = append(out, p.podWithStatus(ent))
+	}
+	for uid, ref := range p.pods.refs {
+		if seen[uid] {
+			continue
+		}
+		pod := &corev1.Pod{}
+		pod.Namespace, pod.Name, pod.UID = ref.namespace, ref.name, types.UID(uid)
+		pod.Spec.NodeName = ref.device
+		out = append(out, pod)
+	}
+	return out, nil
+}

@@ -1,0 +1,190 @@
+package provider
+
+import (
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+)
+
+// ConditionIgnoredFields is a pod condition listing spec fields that the
+// device accepts but does not honour.
+const ConditionIgnoredFields corev1.PodConditionType = "vk-fleet.io/IgnoredFields"
+
+// podWithStatus returns a copy of ent's pod carrying the status vk-fleet
+// knows. Callers hold p.mu.
+func (p *Provider) podWithStatus(ent *podEntry) *corev1.Pod {
+	if ent == nil || ent.pod == nil {
+		return nil
+	}
+	pod := ent.pod.DeepCopy()
+	prev := ent.pod.Status
+	st := &pod.Status
+	now := metav1.Now()
+
+	switch {
+	case ent.refusal != nil:
+		*st = *ent.refusal.DeepCopy()
+		st.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: scheduledAt(&prev, now)}}
+		for _, c := range pod.Spec.Containers {
+			st.ContainerStatuses = append(st.ContainerStatuses, corev1.ContainerStatus{
+				Name: c.Name, Image: c.Image,
+				State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "UnsupportedPodSpec", Message: st.Message}},
+			})
+		}
+	case ent.status == nil && ent.deleting:
+		// The device has removed (or never ran) the pod.
+		terminateAll(pod, st)
+	case ent.status == nil:
+		// Not reported yet: the device may be offline.
+		st.Phase = corev1.PodPending
+		st.HostIP = p.cfg.NodeAddress
+		st.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: scheduledAt(&prev, now)}}
+		st.ContainerStatuses = nil
+		for _, c := range pod.Spec.Containers {
+			st.ContainerStatuses = append(st.ContainerStatuses, corev1.ContainerStatus{
+				Name: c.Name, Image: c.Image,
+				State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating", Message: "waiting for device " + pod.Spec.NodeName}},
+			})
+		}
+	default:
+		fromDevice(pod, ent.status, st, &prev, now, p.cfg.NodeAddress)
+	}
+	if len(ent.ignored) > 0 {
+		st.Conditions = append(st.Conditions, corev1.PodCondition{
+			Type: ConditionIgnoredFields, Status: corev1.ConditionTrue, Reason: "NotSupportedOnDevice",
+			Message:            "accepted but not honoured on the device: " + strings.Join(ent.ignored, "; "),
+			LastTransitionTime: transitionTime(&prev, ConditionIgnoredFields, corev1.ConditionTrue, now),
+		})
+	}
+	return pod
+}
+
+func fromDevice(pod *corev1.Pod, ds *bridge.PodStatus, st *corev1.PodStatus, prev *corev1.PodStatus, now metav1.Time, hostIP string) {
+	st.Phase = corev1.PodPhase(ds.Phase)
+	st.Reason, st.Message = ds.Reason, ds.Message
+	st.HostIP = hostIP
+	st.HostIPs = []corev1.HostIP{{IP: hostIP}}
+	st.PodIP = ds.PodIP
+	st.PodIPs = nil
+	if ds.PodIP != "" {
+		st.PodIPs = []corev1.PodIP{{IP: ds.PodIP}}
+	}
+	if ds.StartTime != nil {
+		t := metav1.NewTime(*ds.StartTime)
+		st.StartTime = &t
+	}
+	st.ContainerStatuses = nil
+	allReady, anyCreated := len(ds.Containers) > 0, false
+	for _, c := range ds.Containers {
+		cs := corev1.ContainerStatus{
+			Name: c.Name, Image: c.Image, ImageID: c.ImageID,
+			RestartCount: c.RestartCount, Ready: c.Ready,
+		}
+		if c.ContainerID != "" {
+			cs.ContainerID = "podman://" + c.ContainerID
+			anyCreated = true
+		}
+		started := c.State == bridge.StateRunning
+		cs.Started = &started
+		switch c.State {
+		case bridge.StateRunning:
+			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(c.StartedAt)}
+		case bridge.StateTerminated:
+			cs.State.Terminated = &corev1.ContainerStateTerminated{
+				ExitCode: c.ExitCode, Reason: c.Reason, Message: c.Message,
+				StartedAt: mt(c.StartedAt), FinishedAt: mt(c.FinishedAt), ContainerID: cs.ContainerID,
+			}
+		default:
+			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: c.Reason, Message: c.Message}
+		}
+		if lt := c.LastTermination; lt != nil {
+			cs.LastTerminationState.Terminated = &corev1.ContainerStateTerminated{
+				ExitCode: lt.ExitCode, Reason: lt.Reason, StartedAt: mt(lt.StartedAt), FinishedAt: mt(lt.FinishedAt),
+			}
+		}
+		if !c.Ready {
+			allReady = false
+		}
+		st.ContainerStatuses = append(st.ContainerStatuses, cs)
+	}
+	cond := func(t corev1.PodConditionType, ok bool, reason string) corev1.PodCondition {
+		s := corev1.ConditionFalse
+		if ok {
+			s = corev1.ConditionTrue
+			reason = ""
+		}
+		return corev1.PodCondition{Type: t, Status: s, Reason: reason, LastTransitionTime: transitionTime(prev, t, s, now)}
+	}
+	terminal := st.Phase == corev1.PodSucceeded || st.Phase == corev1.PodFailed
+	ready := allReady && st.Phase == corev1.PodRunning
+	st.Conditions = []corev1.PodCondition{
+		cond(corev1.PodReadyToStartContainers, anyCreated && !terminal, ""),
+		cond(corev1.PodInitialized, true, ""),
+		cond(corev1.PodReady, ready, readyReason(terminal)),
+		cond(corev1.ContainersReady, ready, readyReason(terminal)),
+		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: scheduledAt(prev, now)},
+	}
+}
+
+func readyReason(terminal bool) string {
+	if terminal {
+		return "PodCompleted"
+	}
+	return "ContainersNotReady"
+}
+
+// terminateAll marks every container of a deleted pod terminated, which
+// lets the pod controller remove the Pod object.
+func terminateAll(pod *corev1.Pod, st *corev1.PodStatus) {
+	now := metav1.Now()
+	byName := map[string]corev1.ContainerStatus{}
+	for _, cs := range st.ContainerStatuses {
+		byName[cs.Name] = cs
+	}
+	st.ContainerStatuses = nil
+	for _, c := range pod.Spec.Containers {
+		cs := byName[c.Name]
+		cs.Name, cs.Image, cs.Ready = c.Name, c.Image, false
+		if cs.State.Terminated == nil {
+			var started metav1.Time
+			if cs.State.Running != nil {
+				started = cs.State.Running.StartedAt
+			}
+			cs.State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+				ExitCode: 0, Reason: "Completed", Message: "removed from the device",
+				StartedAt: started, FinishedAt: now, ContainerID: cs.ContainerID,
+			}}
+		}
+		st.ContainerStatuses = append(st.ContainerStatuses, cs)
+	}
+	for i := range st.Conditions {
+		if st.Conditions[i].Type == corev1.PodReady || st.Conditions[i].Type == corev1.ContainersReady {
+			st.Conditions[i].Status = corev1.ConditionFalse
+		}
+	}
+}
+
+func mt(t *time.Time) metav1.Time {
+	if t == nil {
+		return metav1.Time{}
+	}
+	return metav1.NewTime(*t)
+}
+
+func scheduledAt(prev *corev1.PodStatus, now metav1.Time) metav1.Time {
+	return transitionTime(prev, corev1.PodScheduled, corev1.ConditionTrue, now)
+}
+
+// transitionTime keeps a condition's transition time while its status stays.
+func transitionTime(prev *corev1.PodStatus, t corev1.PodConditionType, s corev1.ConditionStatus, now metav1.Time) metav1.Time {
+	for _, c := range prev.Conditions {
+		if c.Type == t && c.Status == s && !c.LastTransitionTime.IsZero() {
+			return c.LastTransitionTime
+		}
+	}
+	return metav1.NewTime(now.Truncate(time.Second))
+}

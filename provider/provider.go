@@ -1,0 +1,383 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	kubeinformers "k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/virtual-kubelet/virtual-kubelet/node"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+)
+
+// Config configures a Provider.
+type Config struct {
+	// Client talks to the Kubernetes API server.
+	Client kubernetes.Interface
+	// NATS is the connection to the fleet's NATS.
+	NATS *nats.Conn
+	// NodeAddress is the InternalIP of every device Node: where the API
+	// server reaches this process's kubelet API.
+	NodeAddress string
+	// KubeletPort is the port of that API.
+	KubeletPort int32
+	// Version is reported as each Node's kubeletVersion.
+	Version string
+	// HeartbeatTimeout is how long a device may be silent before its Node
+	// stops being renewed. Default 20s.
+	HeartbeatTimeout time.Duration
+	// LeaseDurationSeconds of each device's node lease. Default 40.
+	LeaseDurationSeconds int32
+	// PingInterval is how often each NodeController checks its device.
+	// Default 5s.
+	PingInterval time.Duration
+	// StatusUpdateInterval is how often an unchanged Node status is
+	// written. Default 1m.
+	StatusUpdateInterval time.Duration
+	// PodSyncWorkers is the number of pod workers. Default 10.
+	PodSyncWorkers int
+	// KVReplicas of the buckets the provider creates. Default 1.
+	KVReplicas int
+	Logger     *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.HeartbeatTimeout <= 0 {
+		c.HeartbeatTimeout = 20 * time.Second
+	}
+	if c.LeaseDurationSeconds <= 0 {
+		c.LeaseDurationSeconds = 40
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 5 * time.Second
+	}
+	if c.StatusUpdateInterval <= 0 {
+		c.StatusUpdateInterval = time.Minute
+	}
+	if c.PodSyncWorkers <= 0 {
+		c.PodSyncWorkers = 10
+	}
+	if c.KVReplicas <= 0 {
+		c.KVReplicas = 1
+	}
+	if c.NodeAddress == "" {
+		c.NodeAddress = "127.0.0.1"
+	}
+	if c.KubeletPort == 0 {
+		c.KubeletPort = 10250
+	}
+	if c.Version == "" {
+		c.Version = "v0.0.0-dev"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Provider serves many devices as Nodes. Create it with New, start it with Run.
+type Provider struct {
+	cfg Config
+	log *slog.Logger
+
+	js        jetstream.JetStream
+	workloads jetstream.KeyValue
+	status    jetstream.KeyValue
+
+	mu      sync.Mutex
+	devices map[string]*device
+	pods    podTable
+
+	notifyPod func(*corev1.Pod)
+	ready     chan struct{}
+}
+
+// New returns a Provider for cfg.
+func New(cfg Config) (*Provider, error) {
+	cfg.setDefaults()
+	if cfg.Client == nil || cfg.NATS == nil {
+		return nil, errors.New("kubernetes client and nats connection are required")
+	}
+	return &Provider{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		devices: map[string]*device{},
+		pods:    newPodTable(),
+		ready:   make(chan struct{}),
+	}, nil
+}
+
+// Ready is closed once the provider serves pods.
+func (p *Provider) Ready() <-chan struct{} { return p.ready }
+
+// Run serves devices until ctx ends.
+func (p *Provider) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ctx = withVKLogger(ctx, p.log)
+
+	if err := p.openBuckets(ctx); err != nil {
+		return err
+	}
+	if err := p.loadState(ctx); err != nil {
+		return err
+	}
+	if err := p.loadDevices(ctx); err != nil {
+		return err
+	}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.watchStatus(ctx)
+	}()
+
+	sub, err := p.cfg.NATS.Subscribe(bridge.HeartbeatWildcard, func(m *nats.Msg) {
+		p.handleHeartbeat(ctx, m)
+	})
+	if err != nil {
+		return fmt.Errorf("subscribing to heartbeats: %w", err)
+	}
+	defer sub.Unsubscribe()
+
+	factory := kubeinformers.NewSharedInformerFactoryWithOptions(p.cfg.Client, 0,
+		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) {}))
+	podFactory := kubeinformers.NewSharedInformerFactoryWithOptions(p.cfg.Client, 0,
+		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermNotEqualSelector("spec.nodeName", "").String()
+		}))
+	podInformer := podFactory.Core().V1().Pods()
+	cmInformer := factory.Core().V1().ConfigMaps()
+	secretInformer := factory.Core().V1().Secrets()
+	svcInformer := factory.Core().V1().Services()
+
+	broadcaster := record.NewBroadcaster()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: p.cfg.Client.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "vk-fleet"})
+
+	pc, err := node.NewPodController(node.PodControllerConfig{
+		PodClient:                             p.cfg.Client.CoreV1(),
+		PodInformer:                           podInformer,
+		EventRecorder:                         recorder,
+		Provider:                              p,
+		ConfigMapInformer:                     cmInformer,
+		SecretInformer:                        secretInformer,
+		ServiceInformer:                       svcInformer,
+		PodEventFilterFunc:                    p.servesPod,
+		SyncPodsFromKubernetesShouldRetryFunc: retryWaitingForDevice,
+	})
+	if err != nil {
+		return fmt.Errorf("creating pod controller: %w", err)
+	}
+	podFactory.Start(ctx.Done())
+	factory.Start(ctx.Done())
+
+	pcErr := make(chan error, 1)
+	go func() { pcErr <- pc.Run(ctx, p.cfg.PodSyncWorkers) }()
+	select {
+	case <-pc.Ready():
+	case err := <-pcErr:
+		return fmt.Errorf("running pod controller: %w", err)
+	case <-ctx.Done():
+		return nil
+	}
+	p.log.Info("provider ready", "devices", len(p.deviceNames()))
+	close(p.ready)
+
+	select {
+	case <-ctx.Done():
+	case err := <-pcErr:
+		if err != nil {
+			return fmt.Errorf("running pod controller: %w", err)
+		}
+	}
+	cancel()
+	p.stopDevices()
+	return nil
+}
+
+func (p *Provider) openBuckets(ctx context.Context) error {
+	js, err := jetstream.New(p.cfg.NATS)
+	if err != nil {
+		return fmt.Errorf("opening jetstream: %w", err)
+	}
+	p.js = js
+	p.workloads, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      bridge.WorkloadsBucket,
+		Description: "vk-fleet desired state: one Workload per <device>.<podUID>",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    p.cfg.KVReplicas,
+	})
+	if err != nil {
+		return fmt.Errorf("creating bucket %s: %w", bridge.WorkloadsBucket, err)
+	}
+	p.status, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      bridge.StatusBucket,
+		Description: "vk-fleet observed state: one PodStatus per <device>.<podUID>",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    p.cfg.KVReplicas,
+	})
+	if err != nil {
+		return fmt.Errorf("creating bucket %s: %w", bridge.StatusBucket, err)
+	}
+	return nil
+}
+
+// loadDevices registers every Node vk-fleet served before, so that their
+// pods are served from the start. Their NodeControllers start with their
+// first heartbeat.
+func (p *Provider) loadDevices(ctx context.Context) error {
+	nodes, err := p.cfg.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: LabelManaged + "=true"})
+	if err != nil {
+		return fmt.Errorf("listing device nodes: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, n := range nodes.Items {
+		if _, ok := p.devices[n.Name]; !ok && bridge.ValidateDeviceName(n.Name) == nil {
+			p.devices[n.Name] = &device{name: n.Name, p: p}
+		}
+	}
+	return nil
+}
+
+func (p *Provider) deviceNames() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.devices))
+	for n := range p.devices {
+		out = append(out, n)
+	}
+	return out
+}
+
+// servesPod reports whether pod is bound to a device of this process.
+func (p *Provider) servesPod(_ context.Context, pod *corev1.Pod) bool {
+	if pod.Spec.NodeName == "" {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.devices[pod.Spec.NodeName]
+	return ok
+}
+
+func (p *Provider) handleHeartbeat(ctx context.Context, m *nats.Msg) {
+	name, ok := bridge.DeviceFromHeartbeatSubject(m.Subject)
+	if !ok {
+		return
+	}
+	hb, err := bridge.Decode[bridge.Heartbeat](m.Data)
+	if err != nil || hb.Device != name {
+		p.log.Warn("ignoring malformed heartbeat", "subject", m.Subject, "err", err)
+		return
+	}
+	p.mu.Lock()
+	d, ok := p.devices[name]
+	if !ok {
+		d = &device{name: name, p: p}
+		p.devices[name] = d
+	}
+	p.mu.Unlock()
+
+	d.mu.Lock()
+	prev := d.hb
+	wasStale := d.stale || time.Since(d.lastSeen) > p.cfg.HeartbeatTimeout
+	d.lastSeen = time.Now()
+	d.hb = hb
+	d.stale = false
+	start := d.cancel == nil
+	if start {
+		dctx, cancel := context.WithCancel(ctx)
+		d.cancel = cancel
+		go p.runNode(dctx, d)
+	}
+	d.mu.Unlock()
+
+	switch {
+	case start:
+		p.log.Info("device online", "device", name, "arch", hb.Inventory.Architecture, "agent", hb.Inventory.AgentVersion)
+	case wasStale:
+		// The NodeController refuses status updates until its next ping
+		// sees the device again; push the Node once it has.
+		p.log.Info("device back", "device", name)
+		time.AfterFunc(p.cfg.PingInterval+time.Second, d.pushNode)
+	case inventoryChanged(prev, hb):
+		d.pushNode()
+	}
+}
+
+func inventoryChanged(a, b *bridge.Heartbeat) bool {
+	if a == nil {
+		return true
+	}
+	x, y := a.Inventory, b.Inventory
+	return x.PodmanVersion != y.PodmanVersion || x.AgentVersion != y.AgentVersion ||
+		x.KernelVersion != y.KernelVersion || x.OSImage != y.OSImage || x.BootID != y.BootID ||
+		x.CPUs != y.CPUs || x.MemoryBytes != y.MemoryBytes || a.RuntimeError != b.RuntimeError ||
+		fmt.Sprint(x.Addresses) != fmt.Sprint(y.Addresses)
+}
+
+// runNode runs the NodeController of d, restarting it after errors, until
+// ctx ends.
+func (p *Provider) runNode(ctx context.Context, d *device) {
+	log := p.log.With("node", d.name)
+	ctx = withVKLogger(ctx, log)
+	delay := time.Second
+	for ctx.Err() == nil {
+		d.mu.Lock()
+		hb := d.hb
+		d.mu.Unlock()
+		nc, err := node.NewNodeController(d, p.buildNode(d.name, hb), p.cfg.Client.CoreV1().Nodes(),
+			node.WithNodeEnableLeaseV1(p.cfg.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease), p.cfg.LeaseDurationSeconds),
+			node.WithNodePingInterval(p.cfg.PingInterval),
+			node.WithNodeStatusUpdateInterval(p.cfg.StatusUpdateInterval),
+		)
+		if err == nil {
+			err = nc.Run(ctx)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("node controller stopped; restarting", "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
+
+func (p *Provider) stopDevices() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, d := range p.devices {
+		d.mu.Lock()
+		if d.cancel != nil {
+			d.cancel()
+			d.cancel = nil
+		}
+		d.mu.Unlock()
+	}
+}

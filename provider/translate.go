@@ -1,0 +1,255 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+)
+
+// translate turns a pod into the Workload its device runs. ignored lists
+// spec fields that are accepted but not honoured; refusal, when not empty,
+// says why the pod cannot run on a device at all.
+//
+// Env is already resolved by the pod controller (values from ConfigMaps,
+// Secrets and the downward API).
+func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Workload, ignored []string, refusal string) {
+	spec := &pod.Spec
+	var refusals []string
+	refuse := func(format string, a ...any) { refusals = append(refusals, fmt.Sprintf(format, a...)) }
+	ignore := func(format string, a ...any) { ignored = append(ignored, fmt.Sprintf(format, a...)) }
+
+	if len(spec.InitContainers) > 0 {
+		refuse("init containers are not supported")
+	}
+	if spec.HostPID {
+		refuse("hostPID is not supported")
+	}
+	if spec.HostIPC {
+		refuse("hostIPC is not supported")
+	}
+	if len(spec.ImagePullSecrets) > 0 {
+		ignore("imagePullSecrets (devices pull with their own credentials)")
+	}
+
+	w = &bridge.Workload{
+		UID:                           string(pod.UID),
+		Namespace:                     pod.Namespace,
+		Name:                          pod.Name,
+		Generation:                    pod.Generation,
+		RestartPolicy:                 string(spec.RestartPolicy),
+		HostNetwork:                   spec.HostNetwork,
+		Hostname:                      spec.Hostname,
+		TerminationGracePeriodSeconds: spec.TerminationGracePeriodSeconds,
+	}
+	if pod.DeletionGracePeriodSeconds != nil {
+		w.TerminationGracePeriodSeconds = pod.DeletionGracePeriodSeconds
+	}
+	if w.RestartPolicy == "" {
+		w.RestartPolicy = bridge.RestartAlways
+	}
+	if w.Hostname == "" && !spec.HostNetwork {
+		w.Hostname = pod.Name
+	}
+
+	// Volumes.
+	skipMounts := map[string]bool{}
+	for _, v := range spec.Volumes {
+		bv := bridge.Volume{Name: v.Name}
+		switch {
+		case v.EmptyDir != nil:
+			bv.EmptyDir = true
+		case v.HostPath != nil:
+			bv.HostPath = v.HostPath.Path
+		case v.ConfigMap != nil:
+			files, err := p.configMapFiles(ctx, pod.Namespace, v.ConfigMap)
+			if err != nil {
+				refuse("volume %q: %v", v.Name, err)
+				continue
+			}
+			bv.Files = files
+		case v.Secret != nil:
+			files, err := p.secretFiles(ctx, pod.Namespace, v.Secret)
+			if err != nil {
+				refuse("volume %q: %v", v.Name, err)
+				continue
+			}
+			bv.Files = files
+		case v.Projected != nil && isServiceAccountVolume(v.Projected):
+			// The API server's token volume: devices do not talk to the
+			// API server, so it is left out on purpose.
+			skipMounts[v.Name] = true
+			continue
+		default:
+			refuse("volume %q: only emptyDir, hostPath, configMap and secret volumes are supported", v.Name)
+			continue
+		}
+		w.Volumes = append(w.Volumes, bv)
+	}
+
+	var podSec *corev1.PodSecurityContext = spec.SecurityContext
+	for _, c := range spec.Containers {
+		bc := bridge.Container{
+			Name:            c.Name,
+			Image:           c.Image,
+			ImagePullPolicy: string(c.ImagePullPolicy),
+			Command:         c.Command,
+			Args:            c.Args,
+			WorkingDir:      c.WorkingDir,
+			TTY:             c.TTY,
+			Stdin:           c.Stdin,
+		}
+		for _, e := range c.Env {
+			bc.Env = append(bc.Env, bridge.EnvVar{Name: e.Name, Value: e.Value})
+		}
+		for _, port := range c.Ports {
+			bc.Ports = append(bc.Ports, bridge.Port{
+				Name: port.Name, ContainerPort: port.ContainerPort, HostPort: port.HostPort,
+				HostIP: port.HostIP, Protocol: string(port.Protocol),
+			})
+			if port.Protocol == corev1.ProtocolSCTP {
+				refuse("container %q: SCTP ports are not supported", c.Name)
+			}
+		}
+		for _, m := range c.VolumeMounts {
+			if skipMounts[m.Name] {
+				continue
+			}
+			if m.SubPath != "" || m.SubPathExpr != "" {
+				refuse("container %q: volume mount subPath is not supported", c.Name)
+				continue
+			}
+			bc.Mounts = append(bc.Mounts, bridge.Mount{Volume: m.Name, Path: m.MountPath, ReadOnly: m.ReadOnly})
+		}
+		if len(c.VolumeDevices) > 0 {
+			refuse("container %q: volumeDevices are not supported", c.Name)
+		}
+		if lim := c.Resources.Limits; lim != nil {
+			if q, ok := lim[corev1.ResourceMemory]; ok {
+				bc.Resources.MemoryLimitBytes = q.Value()
+			}
+			if q, ok := lim[corev1.ResourceCPU]; ok {
+				bc.Resources.CPULimitMilli = q.MilliValue()
+			}
+		}
+		bc.Security = security(podSec, c.SecurityContext)
+		if c.LivenessProbe != nil || c.ReadinessProbe != nil || c.StartupProbe != nil {
+			ignore("container %q: probes (the container is ready while it runs)", c.Name)
+		}
+		if c.Lifecycle != nil {
+			ignore("container %q: lifecycle hooks", c.Name)
+		}
+		w.Containers = append(w.Containers, bc)
+	}
+	if len(refusals) > 0 {
+		return nil, ignored, strings.Join(refusals, "; ")
+	}
+	return w, ignored, ""
+}
+
+func isServiceAccountVolume(p *corev1.ProjectedVolumeSource) bool {
+	for _, s := range p.Sources {
+		if s.ServiceAccountToken != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func security(ps *corev1.PodSecurityContext, cs *corev1.SecurityContext) *bridge.Security {
+	s := &bridge.Security{}
+	if ps != nil {
+		s.RunAsUser, s.RunAsGroup = ps.RunAsUser, ps.RunAsGroup
+	}
+	if cs != nil {
+		if cs.RunAsUser != nil {
+			s.RunAsUser = cs.RunAsUser
+		}
+		if cs.RunAsGroup != nil {
+			s.RunAsGroup = cs.RunAsGroup
+		}
+		if cs.Privileged != nil {
+			s.Privileged = *cs.Privileged
+		}
+		if cs.ReadOnlyRootFilesystem != nil {
+			s.ReadOnlyRootFilesystem = *cs.ReadOnlyRootFilesystem
+		}
+		if cs.Capabilities != nil {
+			for _, c := range cs.Capabilities.Add {
+				s.CapAdd = append(s.CapAdd, string(c))
+			}
+			for _, c := range cs.Capabilities.Drop {
+				s.CapDrop = append(s.CapDrop, string(c))
+			}
+		}
+	}
+	if s.RunAsUser == nil && s.RunAsGroup == nil && !s.Privileged && !s.ReadOnlyRootFilesystem &&
+		len(s.CapAdd) == 0 && len(s.CapDrop) == 0 {
+		return nil
+	}
+	return s
+}
+
+func (p *Provider) configMapFiles(ctx context.Context, ns string, v *corev1.ConfigMapVolumeSource) (map[string][]byte, error) {
+	cm, err := p.cfg.Client.CoreV1().ConfigMaps(ns).Get(ctx, v.Name, metav1.GetOptions{})
+	if err != nil {
+		if v.Optional != nil && *v.Optional {
+			return map[string][]byte{}, nil
+		}
+		return nil, fmt.Errorf("reading configmap %s: %w", v.Name, err)
+	}
+	data := map[string][]byte{}
+	for k, s := range cm.Data {
+		data[k] = []byte(s)
+	}
+	for k, b := range cm.BinaryData {
+		data[k] = b
+	}
+	return projectItems(data, v.Items)
+}
+
+func (p *Provider) secretFiles(ctx context.Context, ns string, v *corev1.SecretVolumeSource) (map[string][]byte, error) {
+	s, err := p.cfg.Client.CoreV1().Secrets(ns).Get(ctx, v.SecretName, metav1.GetOptions{})
+	if err != nil {
+		if v.Optional != nil && *v.Optional {
+			return map[string][]byte{}, nil
+		}
+		return nil, fmt.Errorf("reading secret %s: %w", v.SecretName, err)
+	}
+	return projectItems(s.Data, v.Items)
+}
+
+// projectItems applies a volume's items list: without items every key is
+// a file; with items only those keys, at their paths.
+func projectItems(data map[string][]byte, items []corev1.KeyToPath) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	if len(items) == 0 {
+		keys := make([]string, 0, len(data))
+		for k := range data {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			out[k] = data[k]
+		}
+		return out, nil
+	}
+	for _, it := range items {
+		b, ok := data[it.Key]
+		if !ok {
+			return nil, fmt.Errorf("key %q not found", it.Key)
+		}
+		clean := path.Clean(it.Path)
+		if path.IsAbs(clean) || strings.HasPrefix(clean, "..") {
+			return nil, fmt.Errorf("item path %q must be relative and stay inside the volume", it.Path)
+		}
+		out[clean] = b
+	}
+	return out, nil
+}
