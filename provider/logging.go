@@ -35,15 +35,26 @@ func (v vkLogger) Fatalf(f string, a ...any) {
 	v.l.Error(fmt.Sprintf(f, a...))
 	os.Exit(1)
 }
-func (v vkLogger) WithField(k string, val any) vklog.Logger { return vkLogger{l: v.l.With(k, val)} }
+func (v vkLogger) WithField(k string, val any) vklog.Logger {
+	return v.WithFields(vklog.Fields{k: val})
+}
 func (v vkLogger) WithFields(fs vklog.Fields) vklog.Logger {
 	args := make([]any, 0, 2*len(fs))
 	for k, val := range fs {
+		if err, ok := val.(error); ok {
+			// Not %+v: virtual-kubelet's errors carry stack traces.
+			val = err.Error()
+		}
 		args = append(args, k, val)
 	}
 	return vkLogger{l: v.l.With(args...)}
 }
-func (v vkLogger) WithError(err error) vklog.Logger { return vkLogger{l: v.l.With("err", err)} }
+func (v vkLogger) WithError(err error) vklog.Logger {
+	if err == nil {
+		return v
+	}
+	return vkLogger{l: v.l.With("err", err.Error())}
+}
 
 // withVKLogger puts l into ctx for virtual-kubelet's log.G.
 func withVKLogger(ctx context.Context, l *slog.Logger) context.Context {

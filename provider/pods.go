@@ -28,10 +28,10 @@ var errWaitingForDevice = errors.New("waiting for the device to remove the pod's
 
 // podEntry is what the provider holds of one pod.
 type podEntry struct {
-	pod      *corev1.Pod        // as last given by the pod controller
-	status   *bridge.PodStatus  // as last reported by the device; nil if none
-	refusal  *corev1.PodStatus  // set when the pod cannot run on a device
-	ignored  []string           // spec fields accepted but not honoured
+	pod      *corev1.Pod       // as last given by the pod controller
+	status   *bridge.PodStatus // as last reported by the device; nil if none
+	refusal  *corev1.PodStatus // set when the pod cannot run on a device
+	ignored  []string          // spec fields accepted but not honoured
 	deleting bool
 }
 

@@ -1,0 +1,42 @@
+# Shared by hack/demo.sh and hack/test.sh: installs what vk-fleet needs on a
+# fresh Debian 12 machine (as root) and builds the cached control plane.
+# shellcheck shell=bash
+
+VKF_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export VKF_TAGS="remote containers_image_openpgp exclude_graphdriver_btrfs"
+
+vkf_log() { echo "==> $*" >&2; }
+
+# vkf_install_packages installs podman and friends from Debian if missing.
+vkf_install_packages() {
+  local need=()
+  command -v podman >/dev/null || need+=(podman)
+  command -v runc >/dev/null || need+=(runc)
+  [ -x /bin/busybox ] || need+=(busybox-static)
+  [ -x /usr/libexec/podman/catatonit ] || command -v catatonit >/dev/null || need+=(catatonit)
+  command -v git >/dev/null || need+=(git)
+  if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+      echo "missing packages: ${need[*]}; run as root or install them" >&2
+      return 1
+    fi
+    vkf_log "installing ${need[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  command -v go >/dev/null || { echo "go 1.26 is required on PATH (/usr/local/go/bin)" >&2; return 1; }
+}
+
+# vkf_controlplane builds (once) and exports the control-plane binaries.
+vkf_controlplane() {
+  vkf_log "control plane binaries (built once from the Go module proxy, then cached)"
+  VKF_CONTROLPLANE_BIN=$("$VKF_ROOT/hack/controlplane-build.sh")
+  export VKF_CONTROLPLANE_BIN
+}
+
+# vkf_build builds vk-fleet and device-agent into $VKF_ROOT/bin.
+vkf_build() {
+  vkf_log "building vk-fleet and device-agent"
+  (cd "$VKF_ROOT" && go build -tags "$VKF_TAGS" -o bin/ ./cmd/vk-fleet ./cmd/device-agent)
+  export VKF_BIN_DIR="$VKF_ROOT/bin"
+}

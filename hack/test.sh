@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the whole vk-fleet test suite: unit tests, integration tests with
+# real NATS and podman, and e2e tests against a real control plane.
+# Installs what it needs on a fresh Debian 12 machine (run as root).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$VKF_ROOT"
+
+vkf_install_packages
+vkf_controlplane
+vkf_build
+
+export VKF_REQUIRE_PODMAN=1 VKF_REQUIRE_CONTROLPLANE=1 VKF_REQUIRE_E2E=1 VKF_NO_BUILD=1
+
+vkf_log "go vet"
+go vet -tags "$VKF_TAGS" ./...
+
+vkf_log "cross-compiling device-agent for linux/arm64 and linux/arm"
+CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -tags "$VKF_TAGS" -o /dev/null ./cmd/device-agent
+CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 go build -tags "$VKF_TAGS" -o /dev/null ./cmd/device-agent
+
+vkf_log "tests"
+# -p 1: the e2e and integration packages each start servers; two cores.
+go test -tags "$VKF_TAGS" -p 1 -count=1 -timeout 45m "$@" ./...

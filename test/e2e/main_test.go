@@ -1,0 +1,62 @@
+// Package e2e holds vk-fleet's end-to-end tests: a real control plane
+// (kube-apiserver, etcd, controller-manager, scheduler built from the Go
+// module proxy), the real vk-fleet and device-agent binaries, a real NATS
+// server (embedded in vk-fleet) and real podman.
+//
+// They run with `go test -tags 'remote containers_image_openpgp
+// exclude_graphdriver_btrfs' ./test/e2e/`; hack/test.sh is the full suite.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/vk-fleet/vk-fleet/internal/devcluster"
+)
+
+// Devices of the shared cluster.
+const (
+	devA = "pi-kitchen"
+	devB = "pi-garage"
+)
+
+var cluster *devcluster.Cluster
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if _, err := exec.LookPath("podman"); err != nil && os.Getenv("VKF_REQUIRE_E2E") != "1" {
+		fmt.Println("e2e: podman not installed; skipping (hack/test.sh installs it)")
+		return 0
+	}
+	dir, err := os.MkdirTemp("", "vkf-e2e-")
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	start := time.Now()
+	cluster, err = devcluster.Start(ctx, devcluster.Config{Dir: dir, Devices: []string{devA, devB}, Logger: log})
+	if err != nil {
+		fmt.Println("e2e: starting cluster:", err)
+		return 1
+	}
+	log.Info("e2e cluster started", "dir", dir, "took", time.Since(start).Round(time.Millisecond))
+	code := m.Run()
+	cluster.Stop()
+	if code == 0 && os.Getenv("VKF_KEEP_E2E") == "" {
+		os.RemoveAll(dir)
+	} else {
+		fmt.Println("e2e: logs kept in", dir)
+	}
+	return code
+}
