@@ -1,0 +1,208 @@
+// Package simruntime is an in-memory nodeagent.Runtime: containers "run" the
+// moment they are created and keep running until told otherwise. It lets the
+// real agent loop run without podman, for tests and for simulated fleets.
+package simruntime
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+	"github.com/vk-fleet/vk-fleet/nodeagent"
+)
+
+// Runtime is an in-memory runtime. The zero value is ready to use.
+type Runtime struct {
+	// Images lists the images that exist locally; nil means every image does.
+	Images map[string]bool
+	// Exit, if set, decides a container's fate at start: return ok=false to
+	// keep it running, or ok=true and an exit code to make it exit at once.
+	Exit func(w *bridge.Workload, container string) (code int32, ok bool)
+
+	mu      sync.Mutex
+	pods    map[string]*nodeagent.PodState
+	subs    []chan nodeagent.Event
+	nextID  atomic.Uint64
+	created atomic.Int64
+	down    bool
+}
+
+var _ nodeagent.Runtime = (*Runtime)(nil)
+
+// Version reports a fake podman version.
+func (r *Runtime) Version(context.Context) (string, error) {
+	if err := r.check(); err != nil {
+		return "", err
+	}
+	return "sim-5.0.0", nil
+}
+
+// SetDown makes every call fail with nodeagent.ErrRuntimeUnavailable.
+func (r *Runtime) SetDown(down bool) {
+	r.mu.Lock()
+	r.down = down
+	r.mu.Unlock()
+}
+
+func (r *Runtime) check() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.down {
+		return fmt.Errorf("simulated: %w", nodeagent.ErrRuntimeUnavailable)
+	}
+	return nil
+}
+
+// Created counts the pods created so far.
+func (r *Runtime) Created() int64 { return r.created.Load() }
+
+// ListPods returns copies of every pod.
+func (r *Runtime) ListPods(context.Context) ([]nodeagent.PodState, error) {
+	if err := r.check(); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]nodeagent.PodState, 0, len(r.pods))
+	for _, p := range r.pods {
+		c := *p
+		c.Containers = append([]nodeagent.ContainerState(nil), p.Containers...)
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// CreatePod "runs" w's containers.
+func (r *Runtime) CreatePod(_ context.Context, w *bridge.Workload, specHash string) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	for _, c := range w.Containers {
+		if r.Images != nil && !r.Images[c.Image] {
+			reason := nodeagent.ReasonErrImagePull
+			if c.ImagePullPolicy == bridge.PullNever {
+				reason = nodeagent.ReasonErrImageNeverPull
+			}
+			return &nodeagent.ContainerError{Container: c.Name, Reason: reason, Err: fmt.Errorf("image %q not found", c.Image)}
+		}
+	}
+	now := time.Now()
+	p := &nodeagent.PodState{UID: w.UID, Namespace: w.Namespace, Name: w.Name, SpecHash: specHash, PodIP: "10.89.0." + strconv.Itoa(int(r.nextID.Add(1)%250)+1)}
+	for _, c := range w.Containers {
+		cs := nodeagent.ContainerState{
+			Name: c.Name, ID: fmt.Sprintf("sim%012d", r.nextID.Add(1)), Image: c.Image, ImageID: "sha256:sim",
+			State: nodeagent.ContainerRunning, StartedAt: now,
+		}
+		if r.Exit != nil {
+			if code, ok := r.Exit(w, c.Name); ok {
+				cs.State, cs.ExitCode, cs.FinishedAt = nodeagent.ContainerExited, code, now
+			}
+		}
+		p.Containers = append(p.Containers, cs)
+	}
+	r.mu.Lock()
+	if r.pods == nil {
+		r.pods = map[string]*nodeagent.PodState{}
+	}
+	r.pods[w.UID] = p
+	r.mu.Unlock()
+	r.created.Add(1)
+	r.emit(w.UID)
+	return nil
+}
+
+// StartContainer runs an exited container again.
+func (r *Runtime) StartContainer(_ context.Context, podUID, container string) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	p := r.pods[podUID]
+	found := false
+	if p != nil {
+		for i := range p.Containers {
+			if p.Containers[i].Name == container {
+				p.Containers[i].State = nodeagent.ContainerRunning
+				p.Containers[i].StartedAt = time.Now()
+				found = true
+			}
+		}
+	}
+	r.mu.Unlock()
+	if !found {
+		return fmt.Errorf("container %s of pod %s not found", container, podUID)
+	}
+	r.emit(podUID)
+	return nil
+}
+
+// ExitContainer makes a running container exit with code, as if its
+// process ended.
+func (r *Runtime) ExitContainer(podUID, container string, code int32) {
+	r.mu.Lock()
+	if p := r.pods[podUID]; p != nil {
+		for i := range p.Containers {
+			if p.Containers[i].Name == container {
+				p.Containers[i].State = nodeagent.ContainerExited
+				p.Containers[i].ExitCode = code
+				p.Containers[i].FinishedAt = time.Now()
+			}
+		}
+	}
+	r.mu.Unlock()
+	r.emit(podUID)
+}
+
+// RemovePod forgets the pod.
+func (r *Runtime) RemovePod(_ context.Context, podUID string, _ time.Duration) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	_, ok := r.pods[podUID]
+	delete(r.pods, podUID)
+	r.mu.Unlock()
+	if ok {
+		r.emit(podUID)
+	}
+	return nil
+}
+
+// Events streams pod changes until ctx ends.
+func (r *Runtime) Events(ctx context.Context) (<-chan nodeagent.Event, error) {
+	if err := r.check(); err != nil {
+		return nil, err
+	}
+	ch := make(chan nodeagent.Event, 64)
+	r.mu.Lock()
+	r.subs = append(r.subs, ch)
+	r.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		r.mu.Lock()
+		for i, s := range r.subs {
+			if s == ch {
+				r.subs = append(r.subs[:i], r.subs[i+1:]...)
+				break
+			}
+		}
+		r.mu.Unlock()
+		close(ch)
+	}()
+	return ch, nil
+}
+
+func (r *Runtime) emit(uid string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.subs {
+		select {
+		case s <- nodeagent.Event{PodUID: uid}:
+		default: // the reader's periodic resync catches up
+		}
+	}
+}

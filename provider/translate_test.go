@@ -1,0 +1,159 @@
+package provider
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+)
+
+func testProvider(t *testing.T, objs ...any) *Provider {
+	t.Helper()
+	cs := fake.NewClientset()
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *corev1.ConfigMap:
+			cs.Tracker().Add(o)
+		case *corev1.Secret:
+			cs.Tracker().Add(o)
+		}
+	}
+	p := &Provider{cfg: Config{Client: cs}}
+	p.cfg.setDefaults()
+	p.pods = newPodTable()
+	return p
+}
+
+func basePod() *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web", UID: "uid-1", Generation: 2},
+		Spec: corev1.PodSpec{
+			NodeName: "pi-1",
+			Containers: []corev1.Container{{
+				Name: "c", Image: "img:1", Command: []string{"sh"}, Args: []string{"-c", "true"},
+				Env:   []corev1.EnvVar{{Name: "A", Value: "1"}},
+				Ports: []corev1.ContainerPort{{ContainerPort: 80, HostPort: 8080, HostIP: "127.0.0.1", Protocol: corev1.ProtocolTCP}},
+				Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
+					corev1.ResourceMemory: resource.MustParse("64Mi"), corev1.ResourceCPU: resource.MustParse("500m"),
+				}},
+				VolumeMounts: []corev1.VolumeMount{{Name: "kube-api-access-x", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount"}},
+			}},
+			Volumes: []corev1.Volume{{Name: "kube-api-access-x", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+				Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token"}}},
+			}}}},
+		},
+	}
+}
+
+func TestTranslateBasics(t *testing.T) {
+	p := testProvider(t)
+	w, ignored, refusal := p.translate(t.Context(), basePod())
+	if refusal != "" || len(ignored) != 0 {
+		t.Fatalf("refusal %q ignored %v", refusal, ignored)
+	}
+	if w.UID != "uid-1" || w.Generation != 2 || w.RestartPolicy != bridge.RestartAlways || w.Hostname != "web" {
+		t.Errorf("workload = %+v", w)
+	}
+	c := w.Containers[0]
+	if c.Resources.MemoryLimitBytes != 64<<20 || c.Resources.CPULimitMilli != 500 {
+		t.Errorf("resources = %+v", c.Resources)
+	}
+	if len(c.Ports) != 1 || c.Ports[0].HostPort != 8080 || c.Ports[0].HostIP != "127.0.0.1" {
+		t.Errorf("ports = %+v", c.Ports)
+	}
+	if len(c.Mounts) != 0 || len(w.Volumes) != 0 {
+		t.Errorf("the service-account token volume must be left out: %+v %+v", c.Mounts, w.Volumes)
+	}
+}
+
+func TestTranslateRefusesWhatDevicesCannotDo(t *testing.T) {
+	p := testProvider(t)
+	pod := basePod()
+	pod.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "i"}}
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: "data", VolumeSource: corev1.VolumeSource{
+		PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}})
+	_, _, refusal := p.translate(t.Context(), pod)
+	for _, want := range []string{"init containers", `volume "data"`} {
+		if !strings.Contains(refusal, want) {
+			t.Errorf("refusal %q does not mention %q", refusal, want)
+		}
+	}
+}
+
+func TestTranslateResolvesConfigMapAndSecretVolumes(t *testing.T) {
+	p := testProvider(t,
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "cfg"}, Data: map[string]string{"a.conf": "x=1", "b": "2"}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "sec"}, Data: map[string][]byte{"token": []byte("s3cret")}},
+	)
+	pod := basePod()
+	pod.Spec.Volumes = append(pod.Spec.Volumes,
+		corev1.Volume{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}, Items: []corev1.KeyToPath{{Key: "a.conf", Path: "app/a.conf"}}}}},
+		corev1.Volume{Name: "sec", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "sec"}}},
+		corev1.Volume{Name: "missing", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "nope"}, Optional: new(bool)}}},
+	)
+	*pod.Spec.Volumes[3].ConfigMap.Optional = true
+	w, _, refusal := p.translate(t.Context(), pod)
+	if refusal != "" {
+		t.Fatal(refusal)
+	}
+	files := map[string]map[string][]byte{}
+	for _, v := range w.Volumes {
+		files[v.Name] = v.Files
+	}
+	if string(files["cfg"]["app/a.conf"]) != "x=1" || len(files["cfg"]) != 1 {
+		t.Errorf("configmap files = %v", files["cfg"])
+	}
+	if string(files["sec"]["token"]) != "s3cret" {
+		t.Errorf("secret files = %v", files["sec"])
+	}
+
+	pod.Spec.Volumes[1].ConfigMap.Items[0].Path = "../escape"
+	if _, _, refusal := p.translate(t.Context(), pod); !strings.Contains(refusal, "inside the volume") {
+		t.Errorf("path escape not refused: %q", refusal)
+	}
+}
+
+func TestPodStatusFromDevice(t *testing.T) {
+	p := testProvider(t)
+	now := time.Now().UTC().Truncate(time.Second)
+	ent := &podEntry{pod: basePod(), status: &bridge.PodStatus{
+		UID: "uid-1", Phase: bridge.PhaseFailed, PodIP: "10.88.0.2", StartTime: &now,
+		Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateTerminated, ExitCode: 3, Reason: "Error",
+			StartedAt: &now, FinishedAt: &now, ContainerID: "abc"}},
+	}, ignored: []string{"probes"}}
+	got := p.podWithStatus(ent).Status
+	if got.Phase != corev1.PodFailed || got.PodIP != "10.88.0.2" || got.StartTime == nil || got.HostIP != "127.0.0.1" {
+		t.Errorf("status = %+v", got)
+	}
+	cs := got.ContainerStatuses[0]
+	if cs.State.Terminated == nil || cs.State.Terminated.ExitCode != 3 || cs.ContainerID != "podman://abc" || cs.Ready {
+		t.Errorf("container status = %+v", cs)
+	}
+	conds := map[corev1.PodConditionType]corev1.PodCondition{}
+	for _, c := range got.Conditions {
+		conds[c.Type] = c
+	}
+	if conds[corev1.PodReady].Status != corev1.ConditionFalse || conds[corev1.PodScheduled].Status != corev1.ConditionTrue {
+		t.Errorf("conditions = %+v", got.Conditions)
+	}
+	if c := conds[ConditionIgnoredFields]; c.Status != corev1.ConditionTrue || !strings.Contains(c.Message, "probes") {
+		t.Errorf("ignored-fields condition = %+v", c)
+	}
+}
+
+func TestRefusedPodStaysPendingWithReason(t *testing.T) {
+	p := testProvider(t)
+	ent := &podEntry{pod: basePod(), refusal: &corev1.PodStatus{Phase: corev1.PodPending, Reason: "UnsupportedPodSpec", Message: "no"}}
+	st := p.podWithStatus(ent).Status
+	if st.Phase != corev1.PodPending || st.Reason != "UnsupportedPodSpec" || st.ContainerStatuses[0].State.Waiting == nil {
+		t.Errorf("status = %+v", st)
+	}
+}
