@@ -1,0 +1,119 @@
+// Package podmantest runs a private podman API service and builds a tiny
+// busybox image for tests that need a real podman.
+//
+// A test calls Setup, which skips the test when podman is missing (or fails
+// it when VKF_REQUIRE_PODMAN=1), starts `podman system service` on a socket
+// of its own and makes sure the test image exists:
+//
+//	svc, image := podmantest.Setup(t)
+//	rt, err := podman.New(ctx, svc.URI, "device-a")
+//
+// The service uses the machine's default (shared) podman storage, so tests
+// must label and clean up what they create.
+package podmantest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// EnvRequire names the environment variable that, set to "1", turns a
+// missing podman from a skipped test into a failed one (for CI machines
+// that must run the podman tests).
+const EnvRequire = "VKF_REQUIRE_PODMAN"
+
+// Image is the reference under which Setup builds the busybox test image.
+const Image = "localhost/vkf-busybox:v1"
+
+// confText is the containers.conf that makes podman work on the sandboxed
+// test machines (no CAP_SYS_RESOURCE, cgroup v1: crun fails, runc works).
+// events_logger = "file" lets the service stream events on machines
+// without journald.
+const confText = `[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+
+[engine]
+runtime = "runc"
+events_logger = "file"
+`
+
+// ContainersConf writes a containers.conf for tests into dir and returns
+// its path. Point podman at it with the CONTAINERS_CONF environment
+// variable of the podman process only.
+func ContainersConf(dir string) (string, error) {
+	path := filepath.Join(dir, "containers.conf")
+	if err := os.WriteFile(path, []byte(confText), 0o644); err != nil {
+		return "", fmt.Errorf("writing containers.conf: %w", err)
+	}
+	return path, nil
+}
+
+// Require skips t when podman is not installed, or fails t when the
+// environment variable EnvRequire is "1".
+func Require(t testing.TB) {
+	t.Helper()
+	if _, err := exec.LookPath("podman"); err != nil {
+		if os.Getenv(EnvRequire) == "1" {
+			t.Fatalf("podman is required (%s=1) but not installed: %v", EnvRequire, err)
+		}
+		t.Skipf("podman is not installed (set %s=1 to fail instead): %v", EnvRequire, err)
+	}
+}
+
+// Setup starts a podman service for t and makes sure the busybox test image
+// exists. It returns the service and the image reference. The service stops
+// when t ends. Setup skips t when podman is missing (see Require).
+func Setup(t testing.TB) (*Service, string) {
+	t.Helper()
+	Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	// A socket path must stay below 108 bytes; t.TempDir() can be longer.
+	dir, err := os.MkdirTemp("", "vkf-podman-")
+	if err != nil {
+		t.Fatalf("creating service dir: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+
+	svc, err := StartService(ctx, dir)
+	if err != nil {
+		t.Fatalf("starting podman service: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := svc.Stop(); err != nil {
+			t.Errorf("stopping podman service: %v", err)
+		}
+	})
+	if err := BuildBusyboxImage(ctx, svc.Conf, Image); err != nil {
+		t.Fatalf("building test image: %v", err)
+	}
+	return svc, Image
+}
+
+// podmanCmd builds a podman command that reads the containers.conf at conf.
+func podmanCmd(ctx context.Context, conf string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "podman", args...)
+	cmd.Env = append(os.Environ(), "CONTAINERS_CONF="+conf)
+	return cmd
+}
+
+// runPodman runs podman with args and returns its standard output.
+func runPodman(ctx context.Context, conf string, args ...string) ([]byte, error) {
+	cmd := podmanCmd(ctx, conf, args...)
+	out, err := cmd.Output()
+	if err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return out, fmt.Errorf("podman %v: %w: %s", args, err, exit.Stderr)
+		}
+		return out, fmt.Errorf("podman %v: %w", args, err)
+	}
+	return out, nil
+}

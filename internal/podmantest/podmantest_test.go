@@ -1,0 +1,90 @@
+package podmantest
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestContainersConf(t *testing.T) {
+	path, err := ContainersConf(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`runtime = "runc"`, `"nofile=1024:1024"`, `"nproc=1024:1024"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("containers.conf lacks %s:\n%s", want, b)
+		}
+	}
+}
+
+func TestSetup(t *testing.T) {
+	svc, image := Setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// The service answers the libpod API.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://d/v4.0.0/libpod/_ping", nil)
+	resp, err := svc.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatalf("pinging service: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "OK" {
+		t.Fatalf("ping answered %s %q", resp.Status, body)
+	}
+
+	// Building again, concurrently, finds the image and does nothing.
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Go(func() { errs[i] = BuildBusyboxImage(ctx, svc.Conf, image) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatalf("building image again: %v", err)
+		}
+	}
+
+	// The image runs busybox applets through PATH.
+	out, err := runPodman(ctx, svc.Conf, "run", "--rm", image, "sh", "-c", "echo hello; id -u")
+	if err != nil {
+		t.Fatalf("running test image: %v", err)
+	}
+	if got := string(out); got != "hello\n0\n" {
+		t.Errorf("container printed %q, want %q", got, "hello\n0\n")
+	}
+}
+
+func TestStopTwice(t *testing.T) {
+	Require(t)
+	dir, err := os.MkdirTemp("", "vkf-podman-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	svc, err := StartService(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Stop(); err != nil {
+		t.Fatalf("first Stop: %v", err)
+	}
+	if err := svc.Stop(); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+	if _, err := os.Stat(svc.Socket); !os.IsNotExist(err) {
+		t.Errorf("socket %s still exists after Stop: %v", svc.Socket, err)
+	}
+}

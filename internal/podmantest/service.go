@@ -1,0 +1,177 @@
+package podmantest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Service is a running `podman system service` listening on a unix socket.
+type Service struct {
+	// Socket is the path of the service's unix socket.
+	Socket string
+	// URI is the connection URI for the podman bindings: "unix://" + Socket.
+	URI string
+	// Conf is the containers.conf the service reads (CONTAINERS_CONF).
+	Conf string
+	// Log is the file that receives the service's output.
+	Log string
+
+	cmd      *exec.Cmd
+	done     chan struct{} // closed when the process has exited
+	waitErr  error         // set before done closes
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// startTimeout bounds how long StartService waits for the socket to answer.
+const startTimeout = 30 * time.Second
+
+// StartService writes a containers.conf into dir and starts
+// `podman system service --time=0 unix://<dir>/podman.sock` with it. It
+// returns once the service answers /_ping. Keep dir short: a unix socket
+// path must stay below 108 bytes.
+func StartService(ctx context.Context, dir string) (*Service, error) {
+	conf, err := ContainersConf(dir)
+	if err != nil {
+		return nil, err
+	}
+	socket := filepath.Join(dir, "podman.sock")
+	if len(socket) >= 108 {
+		return nil, fmt.Errorf("socket path %s is too long for a unix socket", socket)
+	}
+	logPath := filepath.Join(dir, "podman-service.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("creating service log: %w", err)
+	}
+	defer logFile.Close()
+
+	// Not CommandContext: the service outlives ctx, which only bounds the start.
+	cmd := exec.Command("podman", "system", "service", "--time=0", "unix://"+socket)
+	cmd.Env = append(os.Environ(), "CONTAINERS_CONF="+conf)
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid: true,
+		// A test binary that dies (e.g. on -timeout) takes the service along.
+		Pdeathsig: syscall.SIGTERM,
+	}
+	s := &Service{
+		Socket: socket,
+		URI:    "unix://" + socket,
+		Conf:   conf,
+		Log:    logPath,
+		cmd:    cmd,
+		done:   make(chan struct{}),
+	}
+	// Pdeathsig fires when the OS thread that started the child ends, so
+	// start and wait on one locked thread that lives as long as the child.
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		s.waitErr = cmd.Wait()
+		close(s.done)
+	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("starting podman system service: %w", err)
+	}
+
+	if err := s.waitReady(ctx); err != nil {
+		s.Stop()
+		out, _ := os.ReadFile(logPath)
+		return nil, fmt.Errorf("waiting for podman service: %w; log:\n%s", err, out)
+	}
+	return s, nil
+}
+
+// waitReady polls the service's /_ping until it answers OK, the process
+// exits, ctx ends or startTimeout passes.
+func (s *Service) waitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	client := s.HTTPClient()
+	defer client.CloseIdleConnections()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var lastErr error
+	for {
+		if lastErr = s.ping(ctx, client); lastErr == nil {
+			return nil
+		}
+		select {
+		case <-s.done:
+			return fmt.Errorf("service exited: %v", s.waitErr)
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last ping: %v)", ctx.Err(), lastErr)
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Service) ping(ctx context.Context, client *http.Client) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://d/_ping", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("ping answered %s", resp.Status)
+	}
+	return nil
+}
+
+// HTTPClient returns an HTTP client that talks to the service's socket;
+// the host part of request URLs is ignored ("http://d/_ping").
+func (s *Service) HTTPClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", s.Socket)
+		},
+	}}
+}
+
+// stopGrace is how long Stop lets the service shut down before killing it.
+const stopGrace = 10 * time.Second
+
+// Stop terminates the service (its process group, by PID) and waits for it
+// to exit. Containers the service started keep running. Stop is safe to
+// call more than once.
+func (s *Service) Stop() error {
+	s.stopOnce.Do(func() {
+		pgid := s.cmd.Process.Pid
+		if err := syscall.Kill(-pgid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+			s.stopErr = fmt.Errorf("signalling podman service: %w", err)
+		}
+		timer := time.NewTimer(stopGrace)
+		defer timer.Stop()
+		select {
+		case <-s.done:
+		case <-timer.C:
+			syscall.Kill(-pgid, syscall.SIGKILL)
+			<-s.done
+		}
+		os.Remove(s.Socket)
+	})
+	return s.stopErr
+}

@@ -1,0 +1,127 @@
+package podman
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/containers/podman/v5/pkg/bindings"
+	"github.com/containers/podman/v5/pkg/bindings/system"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+	"github.com/vk-fleet/vk-fleet/nodeagent"
+)
+
+// DefaultStateRoot is the directory under which a Runtime keeps the files of
+// its volumes when WithStateDir is not given: DefaultStateRoot/<device>.
+const DefaultStateRoot = "/var/lib/vk-fleet"
+
+// Runtime runs the pods of one device in podman. Create it with New.
+type Runtime struct {
+	device   string
+	conn     context.Context // carries the bindings connection; only its values are used
+	stateDir string
+	log      *slog.Logger
+	creds    PullCredentialsFunc
+}
+
+var _ nodeagent.Runtime = (*Runtime)(nil)
+
+// PullCredentialsFunc returns the registry credentials for pulling image for
+// workload w. An empty username means an anonymous pull.
+type PullCredentialsFunc func(ctx context.Context, w *bridge.Workload, image string) (username, password string, err error)
+
+// An Option configures a Runtime.
+type Option func(*Runtime)
+
+// WithStateDir sets the directory where the Runtime writes the files of
+// emptyDir, ConfigMap and Secret volumes (<dir>/volumes/<pod UID>/<volume>).
+// podman bind-mounts them, so the directory must be visible to the podman
+// service at the same path. The default is DefaultStateRoot/<device>.
+func WithStateDir(dir string) Option {
+	return func(r *Runtime) { r.stateDir = dir }
+}
+
+// WithLogger sets the logger; the Runtime adds the attribute device.
+// The default is slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(r *Runtime) {
+		if l != nil {
+			r.log = l
+		}
+	}
+}
+
+// WithPullCredentials sets the function that supplies registry credentials
+// for image pulls. Without it every pull is anonymous.
+func WithPullCredentials(f PullCredentialsFunc) Option {
+	return func(r *Runtime) { r.creds = f }
+}
+
+// New connects to the podman service at uri ("unix:///run/podman/podman.sock")
+// and returns the Runtime of device. It fails with an error wrapping
+// nodeagent.ErrRuntimeUnavailable when the service does not answer.
+func New(ctx context.Context, uri, device string, opts ...Option) (*Runtime, error) {
+	if device == "" {
+		return nil, errors.New("creating podman runtime: empty device name")
+	}
+	r := &Runtime{device: device, log: slog.Default()}
+	for _, o := range opts {
+		o(r)
+	}
+	if r.stateDir == "" {
+		r.stateDir = filepath.Join(DefaultStateRoot, device)
+	}
+	r.log = r.log.With("device", device)
+
+	conn, err := bindings.NewConnection(valuesOnly{ctx}, uri)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to podman at %s: %w", uri, classify(err))
+	}
+	r.conn = conn
+	return r, nil
+}
+
+// Device returns the device whose pods r runs.
+func (r *Runtime) Device() string { return r.device }
+
+// Version returns the podman version of the service, e.g. "4.3.1".
+func (r *Runtime) Version(ctx context.Context) (string, error) {
+	rep, err := system.Version(r.ctx(ctx), nil)
+	if err != nil {
+		return "", fmt.Errorf("getting podman version: %w", classify(err))
+	}
+	if rep.Server == nil || rep.Server.Version == "" {
+		return "", errors.New("getting podman version: service reported none")
+	}
+	return rep.Server.Version, nil
+}
+
+// ctx returns a context that ends with ctx and carries the bindings
+// connection.
+func (r *Runtime) ctx(ctx context.Context) context.Context {
+	return connContext{Context: ctx, conn: r.conn}
+}
+
+// connContext is a caller's context that also carries the values of the
+// bindings connection context, which take precedence.
+type connContext struct {
+	context.Context
+	conn context.Context
+}
+
+func (c connContext) Value(key any) any {
+	if v := c.conn.Value(key); v != nil {
+		return v
+	}
+	return c.Context.Value(key)
+}
+
+// valuesOnly is a context that ends with the one it wraps but carries none
+// of its values, so that the connection context New keeps holds only the
+// bindings' own values.
+type valuesOnly struct{ context.Context }
+
+func (valuesOnly) Value(any) any { return nil }
