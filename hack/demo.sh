@@ -9,4 +9,4 @@ cd "$VKF_ROOT"
 vkf_install_packages
 vkf_controlplane
 vkf_build
-exec go run ./hack/demo "$@"
+exec go run -tags "$VKF_TAGS" ./hack/demo "$@"

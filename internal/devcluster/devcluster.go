@@ -18,6 +18,7 @@ import (
 
 	"github.com/vk-fleet/vk-fleet/internal/controlplane"
 	"github.com/vk-fleet/vk-fleet/internal/podmantest"
+	"github.com/vk-fleet/vk-fleet/nodeagent/podman"
 )
 
 // BuildTags are the tags the device agent (podman bindings) builds with.
@@ -217,6 +218,7 @@ func (c *Cluster) Stop() {
 	for _, p := range agents {
 		p.Stop(10 * time.Second)
 	}
+	c.removeDevicePods()
 	if c.Provider != nil {
 		c.Provider.Stop(10 * time.Second)
 	}
@@ -225,6 +227,26 @@ func (c *Cluster) Stop() {
 	}
 	if c.CP != nil {
 		_ = c.CP.Stop()
+	}
+}
+
+// removeDevicePods removes what the devices left running in podman: by
+// design agents leave their pods running when they stop.
+func (c *Cluster) removeDevicePods() {
+	if c.Podman == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, d := range c.cfg.Devices {
+		rt, err := podman.New(ctx, c.Podman.URI, d)
+		if err != nil {
+			continue
+		}
+		pods, _ := rt.ListPods(ctx)
+		for _, p := range pods {
+			_ = rt.RemovePod(ctx, p.UID, time.Second)
+		}
 	}
 }
 
