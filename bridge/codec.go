@@ -7,7 +7,7 @@ import (
 
 // Message is any type this package puts on the wire.
 type Message interface {
-	Heartbeat | Workload | PodStatus
+	Heartbeat | Workload | PodStatus | EnrollRequest | EnrollResponse
 }
 
 // Encode returns the wire form of m.

@@ -9,4 +9,6 @@ package bridge
 //
 //   - 1 (2026-11-27): first version. Heartbeat with Inventory, Workload,
 //     PodStatus; KV buckets vkf-workloads and vkf-status; subject vkf.dev.<device>.hb.
-const ProtocolVersion = 1
+//   - 2 (2026-11-27): enrollment: EnrollRequest and EnrollResponse on vkf.enroll,
+//     Error with codes. Devices use the inbox prefix _INBOX_<device>.
+const ProtocolVersion = 2

@@ -1,0 +1,44 @@
+package bridge
+
+// EnrollSubject receives EnrollRequests (request/reply). A connection
+// authenticated with an enrollment token may publish here and nothing else.
+const EnrollSubject = "vkf.enroll"
+
+// EnrollRequest asks to register a device. It travels over TLS: Token is a
+// secret and must never be logged.
+type EnrollRequest struct {
+	Token string `json:"token"`
+	Name  string `json:"name"`
+	// NKey is the device's public user nkey (its seed stays on the device).
+	NKey string `json:"nkey,omitempty"`
+	// ZitadelUserID names the device's Zitadel machine user instead.
+	ZitadelUserID string            `json:"zitadelUserID,omitempty"`
+	Labels        map[string]string `json:"labels,omitempty"`
+	// ProtocolVersion of the enrolling client.
+	ProtocolVersion int `json:"protocolVersion,omitempty"`
+}
+
+// EnrollResponse answers an EnrollRequest.
+type EnrollResponse struct {
+	Device string `json:"device,omitempty"`
+	Error  *Error `json:"error,omitempty"`
+}
+
+// Error codes that cross the wire.
+const (
+	CodeInvalid      = "invalid"       // the request is malformed
+	CodeTokenInvalid = "token-invalid" // unknown token, or wrong secret
+	CodeTokenExpired = "token-expired"
+	CodeTokenUsedUp  = "token-used-up"
+	CodeNameTaken    = "name-taken"
+	CodeInternal     = "internal"
+)
+
+// Error is an error that crosses the wire: a code the other side maps back
+// to its own error, and a message for people.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }

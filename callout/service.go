@@ -1,0 +1,299 @@
+package callout
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+)
+
+// AuthCalloutSubject is where nats-server sends authorization requests.
+const AuthCalloutSubject = "$SYS.REQ.USER.AUTH"
+
+// xkeyHeader carries the server's public xkey on encrypted requests.
+const xkeyHeader = "Nats-Server-Xkey"
+
+// Devices finds the device a credential belongs to. The registry's device
+// cache implements it.
+type Devices interface {
+	// DeviceByNKey returns the device registered with the public nkey.
+	DeviceByNKey(pub string) (string, bool)
+	// DeviceByZitadelUser returns the device of a Zitadel machine user.
+	DeviceByZitadelUser(userID string) (string, bool)
+}
+
+// Tokens checks enrollment tokens.
+type Tokens interface {
+	// CheckEnrollmentToken reports whether raw is a genuine enrollment
+	// token (right ID and secret), returning its ID. Expiry and uses are
+	// checked by the enrollment service, which can say so clearly.
+	CheckEnrollmentToken(ctx context.Context, raw string) (id string, err error)
+}
+
+// Introspector verifies an OAuth access token (Zitadel's introspection).
+type Introspector interface {
+	// Introspect returns the token's subject (the machine user ID) if the
+	// token is active.
+	Introspect(ctx context.Context, token string) (subject string, err error)
+}
+
+// Config configures a Service.
+type Config struct {
+	Keys    Keys
+	Devices Devices
+	Tokens  Tokens
+	// Zitadel verifies Zitadel access tokens; nil refuses them.
+	Zitadel Introspector
+	// Services maps public nkeys of service identities (vk-fleet replicas)
+	// to a name.
+	Services map[string]string
+	// DeviceTTL bounds a device session: at its end the server disconnects
+	// the device, which reconnects and is checked again. Default 1h.
+	DeviceTTL time.Duration
+	// EnrollTTL bounds an enrollment session. Default 5m.
+	EnrollTTL time.Duration
+	Logger    *slog.Logger
+}
+
+// Service answers auth callout requests. Create it with New.
+type Service struct {
+	cfg Config
+	log *slog.Logger
+
+	mu    sync.Mutex
+	conns map[string]map[clientRef]bool // device → live connections
+}
+
+// clientRef identifies one client connection on one server.
+type clientRef struct {
+	Server string
+	CID    uint64
+}
+
+// ErrDenied is the reason every refused connection gets.
+var ErrDenied = errors.New("not authorized")
+
+// New returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Keys.Issuer == nil {
+		return nil, errors.New("callout issuer key is required")
+	}
+	if cfg.Devices == nil || cfg.Tokens == nil {
+		return nil, errors.New("callout needs a device lookup and a token checker")
+	}
+	if cfg.DeviceTTL <= 0 {
+		cfg.DeviceTTL = time.Hour
+	}
+	if cfg.EnrollTTL <= 0 {
+		cfg.EnrollTTL = 5 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Service{cfg: cfg, log: cfg.Logger.With("component", "callout"), conns: map[string]map[clientRef]bool{}}, nil
+}
+
+// Run serves requests on nc (a user of the AUTH account listed in the
+// server's auth_users) until ctx ends.
+func (s *Service) Run(ctx context.Context, nc *nats.Conn) error {
+	sub, err := nc.QueueSubscribe(AuthCalloutSubject, "vk-fleet-callout", func(m *nats.Msg) {
+		s.handle(ctx, m)
+	})
+	if err != nil {
+		return fmt.Errorf("subscribing to %s: %w", AuthCalloutSubject, err)
+	}
+	if err := nc.Flush(); err != nil {
+		return fmt.Errorf("subscribing to %s: %w", AuthCalloutSubject, err)
+	}
+	s.log.Info("auth callout serving", "xkey", s.cfg.Keys.XKey != nil)
+	<-ctx.Done()
+	return sub.Unsubscribe()
+}
+
+// identity is who a connection proved to be.
+type identity struct {
+	kind   string // "device", "enroll", "service"
+	name   string
+	perms  jwt.Permissions
+	ttl    time.Duration
+	device string
+}
+
+func (s *Service) handle(ctx context.Context, m *nats.Msg) {
+	data := m.Data
+	serverXKey := m.Header.Get(xkeyHeader)
+	if serverXKey != "" {
+		if s.cfg.Keys.XKey == nil {
+			s.log.Error("encrypted auth request but no xkey configured")
+			return
+		}
+		var err error
+		if data, err = s.cfg.Keys.XKey.Open(m.Data, serverXKey); err != nil {
+			s.log.Error("decrypting auth request", "err", err)
+			return
+		}
+	}
+	req, err := jwt.DecodeAuthorizationRequestClaims(string(data))
+	if err != nil {
+		s.log.Error("decoding auth request", "err", err)
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	id, err := s.authenticate(rctx, req)
+	log := s.log.With("client", req.ClientInformation.ID, "host", req.ClientInformation.Host, "server", req.Server.ID)
+
+	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
+	resp.Audience = req.Server.ID
+	if err != nil {
+		// The reason stays in our log; the client learns nothing.
+		log.Warn("connection refused", "reason", err)
+		resp.Error = ErrDenied.Error()
+	} else {
+		uc := jwt.NewUserClaims(req.UserNkey)
+		uc.Name = id.kind + ":" + id.name
+		uc.Audience = FleetAccount
+		uc.Expires = time.Now().Add(id.ttl).Unix()
+		uc.Permissions = id.perms
+		uc.Permissions.Resp = nil
+		if resp.Jwt, err = uc.Encode(s.cfg.Keys.Issuer); err != nil {
+			log.Error("signing user jwt", "err", err)
+			resp.Jwt, resp.Error = "", ErrDenied.Error()
+		} else {
+			log.Info("connection authorized", "identity", uc.Name)
+			if id.device != "" {
+				s.track(id.device, clientRef{Server: req.Server.ID, CID: req.ClientInformation.ID})
+			}
+		}
+	}
+	token, err := resp.Encode(s.cfg.Keys.Issuer)
+	if err != nil {
+		s.log.Error("signing auth response", "err", err)
+		return
+	}
+	out := []byte(token)
+	if serverXKey != "" {
+		if out, err = s.cfg.Keys.XKey.Seal(out, serverXKey); err != nil {
+			s.log.Error("encrypting auth response", "err", err)
+			return
+		}
+	}
+	_ = m.Respond(out)
+}
+
+// authenticate decides who the client is. Every error denies.
+func (s *Service) authenticate(ctx context.Context, req *jwt.AuthorizationRequestClaims) (*identity, error) {
+	o := req.ConnectOptions
+	switch {
+	case o.Nkey != "":
+		if err := verifyNonce(o.Nkey, req.ClientInformation.Nonce, o.SignedNonce); err != nil {
+			return nil, err
+		}
+		if name, ok := s.cfg.Services[o.Nkey]; ok {
+			return &identity{kind: "service", name: name, perms: ServicePermissions(), ttl: 24 * time.Hour}, nil
+		}
+		device, ok := s.cfg.Devices.DeviceByNKey(o.Nkey)
+		if !ok {
+			return nil, fmt.Errorf("nkey %s is not registered to a device", o.Nkey)
+		}
+		return &identity{kind: "device", name: device, device: device, perms: DevicePermissions(device), ttl: s.cfg.DeviceTTL}, nil
+	case o.Token != "" && looksLikeEnrollmentToken(o.Token):
+		id, err := s.cfg.Tokens.CheckEnrollmentToken(ctx, o.Token)
+		if err != nil {
+			return nil, fmt.Errorf("enrollment token: %w", err)
+		}
+		return &identity{kind: "enroll", name: id, perms: EnrollmentPermissions(), ttl: s.cfg.EnrollTTL}, nil
+	case o.Token != "":
+		if s.cfg.Zitadel == nil {
+			return nil, errors.New("bearer tokens are not accepted: no Zitadel configured")
+		}
+		sub, err := s.cfg.Zitadel.Introspect(ctx, o.Token)
+		if err != nil {
+			return nil, fmt.Errorf("zitadel token: %w", err)
+		}
+		device, ok := s.cfg.Devices.DeviceByZitadelUser(sub)
+		if !ok {
+			return nil, fmt.Errorf("zitadel user %s is not registered to a device", sub)
+		}
+		return &identity{kind: "device", name: device, device: device, perms: DevicePermissions(device), ttl: s.cfg.DeviceTTL}, nil
+	}
+	return nil, errors.New("no credential presented")
+}
+
+// looksLikeEnrollmentToken matches the bootstrap-token shape [a-z0-9]{6}.[a-z0-9]{16}.
+func looksLikeEnrollmentToken(t string) bool {
+	id, secret, ok := strings.Cut(t, ".")
+	if !ok || len(id) != 6 || len(secret) != 16 {
+		return false
+	}
+	for _, c := range id + secret {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+func verifyNonce(pub, nonce, signed string) error {
+	if nonce == "" || signed == "" {
+		return errors.New("nkey presented without a signed nonce")
+	}
+	kp, err := nkeys.FromPublicKey(pub)
+	if err != nil {
+		return fmt.Errorf("bad nkey: %w", err)
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(signed)
+	if err != nil {
+		if sig, err = base64.StdEncoding.DecodeString(signed); err != nil {
+			return fmt.Errorf("bad nonce signature encoding: %w", err)
+		}
+	}
+	if err := kp.Verify([]byte(nonce), sig); err != nil {
+		return fmt.Errorf("nonce signature does not verify for %s", pub)
+	}
+	return nil
+}
+
+func (s *Service) track(device string, ref clientRef) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns[device] == nil {
+		s.conns[device] = map[clientRef]bool{}
+	}
+	s.conns[device][ref] = true
+}
+
+// Kicker disconnects a client connection.
+type Kicker interface {
+	Kick(ctx context.Context, serverID string, cid uint64) error
+}
+
+// Kick disconnects every connection device made through this service. The
+// device's credentials must already be revoked (its Node deleted), or it
+// simply reconnects.
+func (s *Service) Kick(ctx context.Context, k Kicker, device string) int {
+	s.mu.Lock()
+	refs := s.conns[device]
+	delete(s.conns, device)
+	s.mu.Unlock()
+	n := 0
+	for ref := range refs {
+		if err := k.Kick(ctx, ref.Server, ref.CID); err != nil {
+			s.log.Debug("kicking connection", "device", device, "cid", ref.CID, "err", err)
+			continue
+		}
+		n++
+	}
+	if n > 0 {
+		s.log.Info("revoked device disconnected", "device", device, "connections", n)
+	}
+	return n
+}

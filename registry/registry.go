@@ -1,0 +1,225 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nkeys"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+)
+
+// Labels, annotations and taint of device Nodes.
+const (
+	// LabelManaged marks Nodes (and tokens) that vk-fleet owns.
+	LabelManaged = "vk-fleet.io/managed"
+	// AnnotationNKey is the device's public nkey.
+	AnnotationNKey = "vk-fleet.io/nkey"
+	// AnnotationZitadelUser is the ID of the device's Zitadel machine user.
+	AnnotationZitadelUser = "vk-fleet.io/zitadel-user-id"
+	// AnnotationEnrolledAt is when the device enrolled.
+	AnnotationEnrolledAt = "vk-fleet.io/enrolled-at"
+	// AnnotationEnrollToken is the ID (not the secret) of the token used.
+	AnnotationEnrollToken = "vk-fleet.io/enrollment-token-id"
+	// AnnotationDeviceAddresses lists the device's own IP addresses.
+	AnnotationDeviceAddresses = "vk-fleet.io/device-addresses"
+	// AnnotationAgentVersion is the device agent's version.
+	AnnotationAgentVersion = "vk-fleet.io/agent-version"
+	// TaintKey is the virtual-kubelet convention for provider taints.
+	TaintKey   = "virtual-kubelet.io/provider"
+	TaintValue = "vk-fleet"
+)
+
+// DefaultTokenNamespace holds bootstrap-token Secrets, as in kubeadm.
+const DefaultTokenNamespace = "kube-system"
+
+// Registry reads and writes devices and enrollment tokens.
+type Registry struct {
+	client         kubernetes.Interface
+	tokenNamespace string
+	now            func() time.Time
+}
+
+// New returns a Registry that keeps tokens in kube-system.
+func New(client kubernetes.Interface) *Registry {
+	return &Registry{client: client, tokenNamespace: DefaultTokenNamespace, now: time.Now}
+}
+
+// WithTokenNamespace returns a copy of r that keeps tokens in ns.
+func (r *Registry) WithTokenNamespace(ns string) *Registry {
+	c := *r
+	c.tokenNamespace = ns
+	return &c
+}
+
+// Enrollment is a device's request to join.
+type Enrollment struct {
+	Token string // "<id>.<secret>"
+	Name  string
+	// NKey is the device's public user nkey; ZitadelUserID the device's
+	// Zitadel machine user. Exactly one is set.
+	NKey          string
+	ZitadelUserID string
+	Labels        map[string]string
+}
+
+// Validate checks the request without looking anything up.
+func (e *Enrollment) Validate() error {
+	if err := bridge.ValidateDeviceName(e.Name); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidInput, err)
+	}
+	switch {
+	case e.NKey != "" && e.ZitadelUserID != "":
+		return fmt.Errorf("%w: give a device key or a Zitadel user, not both", ErrInvalidInput)
+	case e.NKey != "":
+		if !nkeys.IsValidPublicUserKey(e.NKey) {
+			return fmt.Errorf("%w: device key is not a public user nkey", ErrInvalidInput)
+		}
+	case e.ZitadelUserID == "":
+		return fmt.Errorf("%w: a device key or a Zitadel user is required", ErrInvalidInput)
+	}
+	return ValidateLabels(e.Labels)
+}
+
+// Enroll checks and consumes the token and registers the device as a Node
+// that is NotReady until the device first connects.
+func (r *Registry) Enroll(ctx context.Context, e Enrollment) (*corev1.Node, error) {
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	if _, err := r.client.CoreV1().Nodes().Get(ctx, e.Name, metav1.GetOptions{}); err == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNameTaken, e.Name)
+	} else if !apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("checking device name: %w", err)
+	}
+	if e.NKey != "" {
+		if existing, err := r.deviceByAnnotation(ctx, AnnotationNKey, e.NKey); err != nil {
+			return nil, err
+		} else if existing != "" {
+			return nil, fmt.Errorf("%w: this device key is already enrolled as %s", ErrNameTaken, existing)
+		}
+	}
+	tok, err := r.consumeToken(ctx, e.Token)
+	if err != nil {
+		return nil, err
+	}
+	labels := map[string]string{}
+	for k, v := range tok.Labels {
+		labels[k] = v
+	}
+	for k, v := range e.Labels {
+		labels[k] = v
+	}
+	labels[LabelManaged] = "true"
+	labels["type"] = "virtual-kubelet"
+	labels[corev1.LabelHostname] = e.Name
+	ann := map[string]string{
+		AnnotationEnrolledAt:  r.now().UTC().Format(time.RFC3339),
+		AnnotationEnrollToken: tok.ID,
+	}
+	if e.NKey != "" {
+		ann[AnnotationNKey] = e.NKey
+	} else {
+		ann[AnnotationZitadelUser] = e.ZitadelUserID
+	}
+	now := metav1.NewTime(r.now())
+	n := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: e.Name, Labels: labels, Annotations: ann},
+		Spec: corev1.NodeSpec{
+			Taints: []corev1.Taint{
+				{Key: TaintKey, Value: TaintValue, Effect: corev1.TaintEffectNoSchedule},
+			},
+		},
+	}
+	created, err := r.client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("%w: %s", ErrNameTaken, e.Name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("registering device: %w", err)
+	}
+	created.Status.Conditions = []corev1.NodeCondition{{
+		Type: corev1.NodeReady, Status: corev1.ConditionFalse, Reason: "DeviceNotConnected",
+		Message: "device enrolled; waiting for its first connection", LastHeartbeatTime: now, LastTransitionTime: now,
+	}}
+	if updated, err := r.client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err == nil {
+		created = updated
+	}
+	return created, nil
+}
+
+func (r *Registry) deviceByAnnotation(ctx context.Context, key, value string) (string, error) {
+	nodes, err := r.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: LabelManaged + "=true"})
+	if err != nil {
+		return "", fmt.Errorf("listing devices: %w", err)
+	}
+	for _, n := range nodes.Items {
+		if n.Annotations[key] == value {
+			return n.Name, nil
+		}
+	}
+	return "", nil
+}
+
+// Revoke deletes the device's Node: the device can no longer connect, and
+// vk-fleet disconnects it and withdraws its workloads.
+func (r *Registry) Revoke(ctx context.Context, name string) error {
+	n, err := r.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	if err != nil {
+		return fmt.Errorf("reading device %s: %w", name, err)
+	}
+	if n.Labels[LabelManaged] != "true" {
+		return fmt.Errorf("%w: node %s is not a vk-fleet device", ErrNotFound, name)
+	}
+	err = r.client.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &n.UID}})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("revoking device %s: %w", name, err)
+	}
+	return nil
+}
+
+// Device summarises one enrolled device.
+type Device struct {
+	Name         string
+	Ready        corev1.ConditionStatus
+	LastSeen     time.Time
+	Labels       map[string]string
+	AgentVersion string
+	Identity     string // "nkey" or "zitadel"
+}
+
+// List returns every enrolled device, by name.
+func (r *Registry) List(ctx context.Context) ([]Device, error) {
+	nodes, err := r.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: LabelManaged + "=true"})
+	if err != nil {
+		return nil, fmt.Errorf("listing devices: %w", err)
+	}
+	out := make([]Device, 0, len(nodes.Items))
+	for _, n := range nodes.Items {
+		d := Device{Name: n.Name, Ready: corev1.ConditionUnknown, Labels: n.Labels, AgentVersion: n.Annotations[AnnotationAgentVersion]}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady {
+				d.Ready = c.Status
+				if c.Status == corev1.ConditionTrue || c.Reason != "DeviceNotConnected" {
+					d.LastSeen = c.LastHeartbeatTime.Time
+				}
+			}
+		}
+		d.Identity = "nkey"
+		if n.Annotations[AnnotationZitadelUser] != "" {
+			d.Identity = "zitadel"
+		}
+		out = append(out, d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
