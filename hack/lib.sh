@@ -37,6 +37,6 @@ vkf_controlplane() {
 # vkf_build builds vk-fleet and device-agent into $VKF_ROOT/bin.
 vkf_build() {
   vkf_log "building vk-fleet and device-agent"
-  (cd "$VKF_ROOT" && go build -tags "$VKF_TAGS" -o bin/ ./cmd/vk-fleet ./cmd/device-agent)
+  (cd "$VKF_ROOT" && go build -tags "$VKF_TAGS" -o bin/ ./cmd/vk-fleet ./cmd/device-agent ./cmd/fleetctl)
   export VKF_BIN_DIR="$VKF_ROOT/bin"
 }

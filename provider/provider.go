@@ -30,6 +30,9 @@ type Config struct {
 	Client kubernetes.Interface
 	// NATS is the connection to the fleet's NATS.
 	NATS *nats.Conn
+	// Registry says which devices are enrolled. Only enrolled devices are
+	// served; deleting a device's Node revokes it.
+	Registry DeviceRegistry
 	// NodeAddress is the InternalIP of every device Node: where the API
 	// server reaches this process's kubelet API.
 	NodeAddress string
@@ -88,6 +91,15 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// DeviceRegistry is the set of enrolled devices; *registry.Cache
+// implements it.
+type DeviceRegistry interface {
+	// Has reports whether name is enrolled.
+	Has(name string) bool
+	// OnDelete registers fn to run when a device is revoked.
+	OnDelete(fn func(name string))
+}
+
 // Provider serves many devices as Nodes. Create it with New, start it with Run.
 type Provider struct {
 	cfg Config
@@ -108,8 +120,8 @@ type Provider struct {
 // New returns a Provider for cfg.
 func New(cfg Config) (*Provider, error) {
 	cfg.setDefaults()
-	if cfg.Client == nil || cfg.NATS == nil {
-		return nil, errors.New("kubernetes client and nats connection are required")
+	if cfg.Client == nil || cfg.NATS == nil || cfg.Registry == nil {
+		return nil, errors.New("kubernetes client, nats connection and device registry are required")
 	}
 	return &Provider{
 		cfg:     cfg,
@@ -135,9 +147,7 @@ func (p *Provider) Run(ctx context.Context) error {
 	if err := p.loadState(ctx); err != nil {
 		return err
 	}
-	if err := p.loadDevices(ctx); err != nil {
-		return err
-	}
+	p.cfg.Registry.OnDelete(func(name string) { p.revoke(ctx, name) })
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -243,24 +253,6 @@ func (p *Provider) openBuckets(ctx context.Context) error {
 	return nil
 }
 
-// loadDevices registers every Node vk-fleet served before, so that their
-// pods are served from the start. Their NodeControllers start with their
-// first heartbeat.
-func (p *Provider) loadDevices(ctx context.Context) error {
-	nodes, err := p.cfg.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: LabelManaged + "=true"})
-	if err != nil {
-		return fmt.Errorf("listing device nodes: %w", err)
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, n := range nodes.Items {
-		if _, ok := p.devices[n.Name]; !ok && bridge.ValidateDeviceName(n.Name) == nil {
-			p.devices[n.Name] = &device{name: n.Name, p: p}
-		}
-	}
-	return nil
-}
-
 func (p *Provider) deviceNames() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -273,13 +265,7 @@ func (p *Provider) deviceNames() []string {
 
 // servesPod reports whether pod is bound to a device of this process.
 func (p *Provider) servesPod(_ context.Context, pod *corev1.Pod) bool {
-	if pod.Spec.NodeName == "" {
-		return false
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_, ok := p.devices[pod.Spec.NodeName]
-	return ok
+	return pod.Spec.NodeName != "" && p.cfg.Registry.Has(pod.Spec.NodeName)
 }
 
 func (p *Provider) handleHeartbeat(ctx context.Context, m *nats.Msg) {
@@ -290,6 +276,12 @@ func (p *Provider) handleHeartbeat(ctx context.Context, m *nats.Msg) {
 	hb, err := bridge.Decode[bridge.Heartbeat](m.Data)
 	if err != nil || hb.Device != name {
 		p.log.Warn("ignoring malformed heartbeat", "subject", m.Subject, "err", err)
+		return
+	}
+	if !p.cfg.Registry.Has(name) {
+		// Only an enrolled device can authenticate; this one was revoked
+		// a moment ago, or NATS runs without the callout.
+		p.log.Debug("ignoring heartbeat of a device that is not enrolled", "device", name)
 		return
 	}
 	p.mu.Lock()
@@ -345,6 +337,10 @@ func (p *Provider) runNode(ctx context.Context, d *device) {
 	ctx = withVKLogger(ctx, log)
 	delay := time.Second
 	for ctx.Err() == nil {
+		if !p.cfg.Registry.Has(d.name) {
+			// Never re-create the Node of a revoked device.
+			return
+		}
 		d.mu.Lock()
 		hb := d.hb
 		d.mu.Unlock()
@@ -367,6 +363,44 @@ func (p *Provider) runNode(ctx context.Context, d *device) {
 		}
 		delay = min(2*delay, 30*time.Second)
 	}
+}
+
+// revoke stops serving a device whose Node was deleted and withdraws its
+// desired and observed state from the buckets.
+func (p *Provider) revoke(ctx context.Context, name string) {
+	p.mu.Lock()
+	d := p.devices[name]
+	delete(p.devices, name)
+	var keys []string
+	for k := range p.pods.desired {
+		if dev, _, ok := bridge.SplitPodKey(k); ok && dev == name {
+			keys = append(keys, k)
+		}
+	}
+	p.mu.Unlock()
+	if d != nil {
+		d.mu.Lock()
+		if d.cancel != nil {
+			d.cancel()
+			d.cancel = nil
+		}
+		d.mu.Unlock()
+	}
+	for _, k := range keys {
+		if err := p.workloads.Purge(ctx, k); err != nil {
+			p.log.Warn("purging workload of revoked device", "device", name, "key", k, "err", err)
+			continue
+		}
+		p.mu.Lock()
+		delete(p.pods.desired, k)
+		p.mu.Unlock()
+	}
+	if lister, err := p.status.ListKeysFiltered(ctx, bridge.DeviceKeys(name)); err == nil {
+		for k := range lister.Keys() {
+			_ = p.status.Purge(ctx, k)
+		}
+	}
+	p.log.Info("device revoked", "device", name, "workloadsWithdrawn", len(keys))
 }
 
 func (p *Provider) stopDevices() {

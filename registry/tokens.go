@@ -207,3 +207,14 @@ func reservedLabel(k string) bool {
 	return prefix == "vk-fleet.io" || prefix == "kubernetes.io" || prefix == "k8s.io" ||
 		strings.HasSuffix(prefix, ".kubernetes.io") || strings.HasSuffix(prefix, ".k8s.io")
 }
+
+// CheckEnrollmentToken reports whether raw is a genuine enrollment token:
+// its ID exists and its secret matches. Expiry and uses are checked at
+// enrollment, where the client can be told which it was.
+func (r *Registry) CheckEnrollmentToken(ctx context.Context, raw string) (string, error) {
+	t, _, err := r.LookupToken(ctx, raw)
+	if err != nil {
+		return "", err
+	}
+	return t.ID, nil
+}

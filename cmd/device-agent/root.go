@@ -22,7 +22,10 @@ import (
 
 // options of the device-agent command.
 type options struct {
+	ConfigFile        string
 	Name              string
+	NKeyFile          string
+	CAFile            string
 	NATSURL           string
 	StateDir          string
 	PodmanURL         string
@@ -44,7 +47,10 @@ func defaultOptions() *options {
 }
 
 func (o *options) Bind(fs *pflag.FlagSet) {
+	fs.StringVar(&o.ConfigFile, "config", o.ConfigFile, "configuration file written by `fleetctl enroll` (default "+nodeagent.DefaultConfigPath+" if it exists); flags override it")
 	fs.StringVar(&o.Name, "name", o.Name, "device name: the Node name (RFC 1123 label); default: the host name")
+	fs.StringVar(&o.NKeyFile, "nkey-file", o.NKeyFile, "the device's nkey seed file (written by fleetctl enroll)")
+	fs.StringVar(&o.CAFile, "ca-file", o.CAFile, "CA certificate that NATS's certificate must chain to")
 	fs.StringVar(&o.NATSURL, "nats-url", o.NATSURL, "NATS server URL(s), comma separated")
 	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "directory for the agent's persistent state")
 	fs.StringVar(&o.PodmanURL, "podman-url", o.PodmanURL, "podman API socket URL")
@@ -54,7 +60,31 @@ func (o *options) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
 }
 
-func (o *options) Complete() error {
+// Complete fills unset flags from the configuration file.
+func (o *options) Complete(fs *pflag.FlagSet) error {
+	path := o.ConfigFile
+	if path == "" {
+		if _, err := os.Stat(nodeagent.DefaultConfigPath); err == nil {
+			path = nodeagent.DefaultConfigPath
+		}
+	}
+	if path != "" {
+		fc, err := nodeagent.LoadFileConfig(path)
+		if err != nil {
+			return err
+		}
+		set := func(flag string, dst *string, v string) {
+			if !fs.Changed(flag) && v != "" {
+				*dst = v
+			}
+		}
+		set("name", &o.Name, fc.Name)
+		set("nats-url", &o.NATSURL, fc.NATSURL)
+		set("ca-file", &o.CAFile, fc.CAFile)
+		set("nkey-file", &o.NKeyFile, fc.NKeyFile)
+		set("state-dir", &o.StateDir, fc.StateDir)
+		set("podman-url", &o.PodmanURL, fc.PodmanURL)
+	}
 	if o.Name == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -77,6 +107,14 @@ func (o *options) Validate() error {
 	if o.HeartbeatInterval <= 0 {
 		return errors.New("--heartbeat-interval must be positive")
 	}
+	if o.NKeyFile == "" {
+		return errors.New("--nkey-file is required (run `fleetctl enroll` to create the device key)")
+	}
+	if fi, err := os.Stat(o.NKeyFile); err != nil {
+		return fmt.Errorf("--nkey-file: %w", err)
+	} else if fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("--nkey-file %s is readable by others (mode %v); chmod 600 it", o.NKeyFile, fi.Mode().Perm())
+	}
 	return nil
 }
 
@@ -92,7 +130,15 @@ func (o *options) Run(ctx context.Context) error {
 		// The agent must run (and report) even when podman is not up yet.
 		return fmt.Errorf("connecting to podman at %s: %w", o.PodmanURL, err)
 	}
-	nc, err := nats.Connect(o.NATSURL,
+	nkeyOpt, err := nats.NkeyOptionFromSeed(o.NKeyFile)
+	if err != nil {
+		return fmt.Errorf("loading device key: %w", err)
+	}
+	natsOpts := []nats.Option{nkeyOpt}
+	if o.CAFile != "" {
+		natsOpts = append(natsOpts, nats.RootCAs(o.CAFile))
+	}
+	nc, err := nats.Connect(o.NATSURL, append(natsOpts,
 		nats.Name("vk-fleet device-agent "+o.Name),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
@@ -101,7 +147,13 @@ func (o *options) Run(ctx context.Context) error {
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("nats disconnected", "err", err)
 		}),
-	)
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("connecting to nats", "err", err)
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Warn("nats error", "err", err)
+		}),
+	)...)
 	if err != nil {
 		return fmt.Errorf("dialing nats: %w", err)
 	}
@@ -134,7 +186,7 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.Complete(); err != nil {
+			if err := o.Complete(cmd.Flags()); err != nil {
 				return err
 			}
 			if err := o.Validate(); err != nil {

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
@@ -17,15 +16,23 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vk-fleet/vk-fleet/internal/logging"
-	"github.com/vk-fleet/vk-fleet/internal/natsd"
+	"github.com/vk-fleet/vk-fleet/internal/hub"
 	"github.com/vk-fleet/vk-fleet/internal/version"
 	"github.com/vk-fleet/vk-fleet/provider"
+	"github.com/vk-fleet/vk-fleet/registry"
 )
 
 // options of the vk-fleet command.
 type options struct {
 	Kubeconfig       string
 	NATSURL          string
+	NATSNKeyFile     string
+	NATSCAFile       string
+	TLSCertFile      string
+	TLSKeyFile       string
+	TLSHosts         []string
+	TokenNamespace   string
+	DeviceTTL        time.Duration
 	NATSListen       string
 	NATSStoreDir     string
 	NodeAddress      string
@@ -46,6 +53,8 @@ func defaultOptions() *options {
 		NATSListen:       "0.0.0.0:4222",
 		NATSStoreDir:     "/var/lib/vk-fleet/nats",
 		NodeAddress:      os.Getenv("VKF_NODE_ADDRESS"),
+		TokenNamespace:   registry.DefaultTokenNamespace,
+		DeviceTTL:        time.Hour,
 		KubeletPort:      10250,
 		HeartbeatTimeout: 20 * time.Second,
 		LeaseDuration:    40 * time.Second,
@@ -60,7 +69,14 @@ func defaultOptions() *options {
 
 func (o *options) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig file; empty means in-cluster configuration")
-	fs.StringVar(&o.NATSURL, "nats-url", o.NATSURL, "URL of an external NATS server; empty starts an embedded one")
+	fs.StringVar(&o.NATSURL, "nats-url", o.NATSURL, "URL of an external NATS server (its auth callout runs as `vk-fleet callout`); empty starts an embedded one")
+	fs.StringVar(&o.NATSNKeyFile, "nats-nkey-file", o.NATSNKeyFile, "service identity (nkey seed file) for an external NATS")
+	fs.StringVar(&o.NATSCAFile, "nats-ca-file", o.NATSCAFile, "CA certificate of an external NATS")
+	fs.StringVar(&o.TLSCertFile, "nats-tls-cert", o.TLSCertFile, "TLS certificate of the embedded NATS server (default: generate a CA and certificate in --nats-store-dir/tls)")
+	fs.StringVar(&o.TLSKeyFile, "nats-tls-key", o.TLSKeyFile, "TLS key of the embedded NATS server")
+	fs.StringSliceVar(&o.TLSHosts, "nats-tls-host", o.TLSHosts, "host names and IPs devices use to reach NATS, for the generated certificate (default: localhost, 127.0.0.1, the node address and host name)")
+	fs.StringVar(&o.TokenNamespace, "token-namespace", o.TokenNamespace, "namespace of enrollment tokens (bootstrap-token Secrets)")
+	fs.DurationVar(&o.DeviceTTL, "device-session-ttl", o.DeviceTTL, "how long a device session lasts before the device re-authenticates")
 	fs.StringVar(&o.NATSListen, "nats-listen", o.NATSListen, "host:port the embedded NATS server listens on for devices")
 	fs.StringVar(&o.NATSStoreDir, "nats-store-dir", o.NATSStoreDir, "JetStream storage directory of the embedded NATS server")
 	fs.StringVar(&o.NodeAddress, "node-address", o.NodeAddress, "InternalIP of the device Nodes: where the API server reaches this process (default: this host's address)")
@@ -79,6 +95,12 @@ func (o *options) Complete() error {
 	if o.NodeAddress == "" {
 		o.NodeAddress = firstHostAddress()
 	}
+	if len(o.TLSHosts) == 0 {
+		o.TLSHosts = []string{"localhost", "127.0.0.1", o.NodeAddress}
+		if h, err := os.Hostname(); err == nil {
+			o.TLSHosts = append(o.TLSHosts, h)
+		}
+	}
 	return nil
 }
 
@@ -91,6 +113,9 @@ func (o *options) Validate() error {
 	}
 	if o.NATSURL == "" && o.NATSStoreDir == "" {
 		return errors.New("--nats-store-dir is required for the embedded NATS server")
+	}
+	if (o.TLSCertFile == "") != (o.TLSKeyFile == "") {
+		return errors.New("--nats-tls-cert and --nats-tls-key go together")
 	}
 	return nil
 }
@@ -113,48 +138,37 @@ func (o *options) Run(ctx context.Context) error {
 		return fmt.Errorf("creating kubernetes client: %w", err)
 	}
 
-	url := o.NATSURL
-	if url == "" {
+	if o.NATSURL == "" {
 		if err := os.MkdirAll(o.NATSStoreDir, 0o700); err != nil {
 			return fmt.Errorf("creating nats store directory: %w", err)
 		}
-		srv, err := natsd.Start(ctx, natsd.Config{Listen: o.NATSListen, StoreDir: o.NATSStoreDir, Logger: log})
-		if err != nil {
-			return err
-		}
-		defer srv.Shutdown()
-		url = srv.ClientURL()
-		log.Info("embedded nats server listening", "url", url, "listen", o.NATSListen)
 	}
-	nc, err := nats.Connect(url,
-		nats.Name("vk-fleet provider"),
-		nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(true),
-		nats.ReconnectWait(time.Second),
-	)
-	if err != nil {
-		return fmt.Errorf("dialing nats: %w", err)
+	cfg := hub.Config{
+		Client:         client,
+		NATSListen:     o.NATSListen,
+		NATSStoreDir:   o.NATSStoreDir,
+		TLSCertFile:    o.TLSCertFile,
+		TLSKeyFile:     o.TLSKeyFile,
+		TLSHosts:       o.TLSHosts,
+		TokenNamespace: o.TokenNamespace,
+		DeviceTTL:      o.DeviceTTL,
+		Logger:         log,
+		Provider: provider.Config{
+			NodeAddress:          o.NodeAddress,
+			KubeletPort:          o.KubeletPort,
+			Version:              version.Version,
+			HeartbeatTimeout:     o.HeartbeatTimeout,
+			LeaseDurationSeconds: int32(o.LeaseDuration / time.Second),
+			PingInterval:         o.PingInterval,
+			StatusUpdateInterval: o.StatusInterval,
+			PodSyncWorkers:       o.PodWorkers,
+		},
 	}
-	defer nc.Close()
-
-	p, err := provider.New(provider.Config{
-		Client:               client,
-		NATS:                 nc,
-		NodeAddress:          o.NodeAddress,
-		KubeletPort:          o.KubeletPort,
-		Version:              version.Version,
-		HeartbeatTimeout:     o.HeartbeatTimeout,
-		LeaseDurationSeconds: int32(o.LeaseDuration / time.Second),
-		PingInterval:         o.PingInterval,
-		StatusUpdateInterval: o.StatusInterval,
-		PodSyncWorkers:       o.PodWorkers,
-		Logger:               log,
-	})
-	if err != nil {
-		return err
+	if o.NATSURL != "" {
+		cfg.External = &hub.External{URL: o.NATSURL, NKeySeedFile: o.NATSNKeyFile, CAFile: o.NATSCAFile}
 	}
 	log.Info("vk-fleet starting", "version", version.Version, "nodeAddress", o.NodeAddress)
-	return p.Run(ctx)
+	return hub.Run(ctx, cfg)
 }
 
 func newRootCommand() *cobra.Command {
@@ -177,6 +191,7 @@ func newRootCommand() *cobra.Command {
 		},
 	}
 	o.Bind(cmd.Flags())
+	cmd.AddCommand(newCalloutCommand())
 	return cmd
 }
 

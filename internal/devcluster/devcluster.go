@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,8 +25,8 @@ import (
 // BuildTags are the tags the device agent (podman bindings) builds with.
 const BuildTags = "remote containers_image_openpgp exclude_graphdriver_btrfs"
 
-// EnvBinDir names a directory holding prebuilt vk-fleet and device-agent
-// binaries; without it Start builds them into <Dir>/bin.
+// EnvBinDir names a directory holding prebuilt vk-fleet, device-agent and
+// fleetctl binaries; without it Start builds them into <Dir>/bin.
 const EnvBinDir = "VKF_BIN_DIR"
 
 // Config configures a development cluster.
@@ -126,16 +127,65 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if c.natsPort, err = freePort(); err != nil {
 		return nil, err
 	}
-	c.NATSURL = "nats://127.0.0.1:" + itoa(c.natsPort)
+	c.NATSURL = "tls://127.0.0.1:" + itoa(c.natsPort)
 	if err := c.StartProvider(ctx); err != nil {
 		return nil, err
 	}
 	for _, d := range cfg.Devices {
+		if err := c.Enroll(ctx, d); err != nil {
+			return nil, err
+		}
 		if err := c.StartAgent(ctx, d); err != nil {
 			return nil, err
 		}
 	}
 	return c, nil
+}
+
+// Fleetctl runs the fleetctl binary with the admin kubeconfig.
+func (c *Cluster) Fleetctl(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(c.binDir, "fleetctl"), args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.CP.Kubeconfig)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("fleetctl %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// DeviceRoot is the directory `fleetctl enroll --root` writes device's
+// files into.
+func (c *Cluster) DeviceRoot(device string) string {
+	return filepath.Join(c.cfg.Dir, "devices", device)
+}
+
+// CAFile holds the NATS CA, as `fleetctl ca` prints it.
+func (c *Cluster) CAFile() string { return filepath.Join(c.cfg.Dir, "nats-ca.crt") }
+
+// Enroll enrolls device the way an admin and a person at the device would:
+// `fleetctl token create`, then `fleetctl enroll` on the device.
+func (c *Cluster) Enroll(ctx context.Context, device string, labels ...string) error {
+	if _, err := os.Stat(c.CAFile()); err != nil {
+		ca, err := c.Fleetctl(ctx, "ca")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(c.CAFile(), []byte(ca), 0o644); err != nil {
+			return fmt.Errorf("writing CA file: %w", err)
+		}
+	}
+	token, err := c.Fleetctl(ctx, "token", "create", "--ttl", "10m")
+	if err != nil {
+		return err
+	}
+	args := []string{"enroll", "--server", c.NATSURL, "--token", strings.TrimSpace(token), "--name", device,
+		"--ca", c.CAFile(), "--root", c.DeviceRoot(device),
+		"--state-dir", filepath.Join(c.cfg.Dir, "agents", device), "--podman-url", c.Podman.URI}
+	for _, l := range labels {
+		args = append(args, "--label", l)
+	}
+	_, err = c.Fleetctl(ctx, args...)
+	return err
 }
 
 // StartProvider starts (or restarts) the vk-fleet process.
@@ -176,10 +226,7 @@ func (c *Cluster) StartAgent(_ context.Context, device string) error {
 	}
 	p, err := startProcess("agent-"+device, filepath.Join(c.cfg.Dir, "agent-"+device+".log"), nil,
 		filepath.Join(c.binDir, "device-agent"),
-		"--name", device,
-		"--nats-url", c.NATSURL,
-		"--state-dir", filepath.Join(c.cfg.Dir, "agents", device),
-		"--podman-url", c.Podman.URI,
+		"--config", filepath.Join(c.DeviceRoot(device), "etc/vk-fleet/agent.json"),
 		"--heartbeat-interval", c.cfg.HeartbeatInterval.String(),
 		"--resync-interval", "5s",
 		"--address", "127.0.0.1",
@@ -295,7 +342,7 @@ func binaries(ctx context.Context, dir string, log *slog.Logger) (string, error)
 	}
 	out := filepath.Join(dir, "bin")
 	log.Info("building vk-fleet and device-agent", "dir", out)
-	cmd := exec.CommandContext(ctx, "go", "build", "-tags", BuildTags, "-o", out+"/", "./cmd/vk-fleet", "./cmd/device-agent")
+	cmd := exec.CommandContext(ctx, "go", "build", "-tags", BuildTags, "-o", out+"/", "./cmd/vk-fleet", "./cmd/device-agent", "./cmd/fleetctl")
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building binaries: %w\n%s", err, b)

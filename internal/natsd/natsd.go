@@ -4,6 +4,7 @@ package natsd
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -21,6 +22,11 @@ type Config struct {
 	StoreDir string
 	// Name of the server. Default "vk-fleet".
 	Name string
+	// ConfigText is nats-server configuration (accounts, authorization)
+	// applied before the fields above.
+	ConfigText string
+	// TLS, if set, serves client connections over TLS only.
+	TLS *tls.Config
 	// Options, if set, is applied last to the server options (auth, TLS).
 	Options func(*server.Options) error
 	Logger  *slog.Logger
@@ -48,15 +54,24 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if name == "" {
 		name = "vk-fleet"
 	}
-	opts := &server.Options{
-		ServerName:         name,
-		Host:               host,
-		Port:               port,
-		JetStream:          true,
-		StoreDir:           cfg.StoreDir,
-		NoSigs:             true,
-		MaxPayload:         8 << 20,
-		JetStreamMaxMemory: 64 << 20,
+	opts := &server.Options{}
+	if cfg.ConfigText != "" {
+		if err := opts.ProcessConfigString(cfg.ConfigText); err != nil {
+			return nil, fmt.Errorf("parsing nats server configuration: %w", err)
+		}
+	}
+	opts.ServerName = name
+	opts.Host, opts.Port = host, port
+	opts.JetStream = true
+	opts.StoreDir = cfg.StoreDir
+	opts.NoSigs = true
+	opts.MaxPayload = 8 << 20
+	opts.JetStreamMaxMemory = 64 << 20
+	if cfg.TLS != nil {
+		opts.TLSConfig = cfg.TLS
+		opts.TLS = true
+		opts.TLSVerify = false
+		opts.TLSTimeout = 5
 	}
 	if cfg.Options != nil {
 		if err := cfg.Options(opts); err != nil {
@@ -81,6 +96,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	return &Server{s: s}, nil
 }
+
+// DisconnectClient closes a client connection by its ID.
+func (s *Server) DisconnectClient(cid uint64) error { return s.s.DisconnectClientByID(cid) }
 
 // ClientURL is the URL clients connect to.
 func (s *Server) ClientURL() string { return s.s.ClientURL() }

@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+	"github.com/vk-fleet/vk-fleet/callout"
+	"github.com/vk-fleet/vk-fleet/enrollment"
+	"github.com/vk-fleet/vk-fleet/nodeagent"
+	"github.com/vk-fleet/vk-fleet/registry"
+)
+
+// Paths on the device, below --root.
+const (
+	configDir   = "etc/vk-fleet"
+	unitPath    = "etc/systemd/system/vk-fleet-agent.service"
+	unitName    = "vk-fleet-agent.service"
+	defaultRoot = "/"
+)
+
+// enrollOptions of `fleetctl enroll`, run on the device.
+type enrollOptions struct {
+	Server      string
+	Token       string
+	TokenFile   string
+	Name        string
+	Labels      []string
+	CA          string
+	Root        string
+	Install     bool
+	Force       bool
+	StateDir    string
+	PodmanURL   string
+	AgentBinary string
+	Timeout     time.Duration
+
+	labels map[string]string
+}
+
+func (o *enrollOptions) Bind(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Server, "server", "", "vk-fleet's NATS URL, e.g. tls://fleet.example.com:4222")
+	fs.StringVar(&o.Token, "token", "", "enrollment token from `fleetctl token create` (or use --token-file)")
+	fs.StringVar(&o.TokenFile, "token-file", "", "file holding the enrollment token")
+	fs.StringVar(&o.Name, "name", "", "device name, which becomes the Node name (default: the host name)")
+	fs.StringArrayVar(&o.Labels, "label", nil, "Node label for this device (key=value; repeatable)")
+	fs.StringVar(&o.CA, "ca", "", "CA certificate to trust for the server (from `fleetctl ca`); pinned in the agent configuration")
+	fs.StringVar(&o.Root, "root", defaultRoot, "write files below this directory instead of /")
+	fs.BoolVar(&o.Install, "install", false, "write and enable a systemd unit for device-agent")
+	fs.BoolVar(&o.Force, "force", false, "overwrite an existing agent configuration and device key")
+	fs.StringVar(&o.StateDir, "state-dir", "/var/lib/vk-fleet-agent", "agent state directory (on the device)")
+	fs.StringVar(&o.PodmanURL, "podman-url", "unix:///run/podman/podman.sock", "podman API socket the agent uses")
+	fs.StringVar(&o.AgentBinary, "agent-binary", "/usr/local/bin/device-agent", "device-agent binary, for the systemd unit")
+	fs.DurationVar(&o.Timeout, "timeout", 30*time.Second, "how long to try to reach the server")
+}
+
+func (o *enrollOptions) Complete() error {
+	if o.TokenFile != "" {
+		b, err := os.ReadFile(o.TokenFile)
+		if err != nil {
+			return fmt.Errorf("reading --token-file: %w", err)
+		}
+		o.Token = strings.TrimSpace(string(b))
+	}
+	if o.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("reading host name for --name: %w", err)
+		}
+		o.Name = strings.ToLower(h)
+	}
+	var err error
+	o.labels, err = registry.ParseLabels(strings.Join(o.Labels, ","))
+	return err
+}
+
+func (o *enrollOptions) Validate() error {
+	if o.Server == "" {
+		return errors.New("--server is required")
+	}
+	if o.Token == "" {
+		return errors.New("--token or --token-file is required")
+	}
+	if err := bridge.ValidateDeviceName(o.Name); err != nil {
+		return fmt.Errorf("--name: %w", err)
+	}
+	if o.CA != "" {
+		if _, err := os.Stat(o.CA); err != nil {
+			return fmt.Errorf("--ca: %w", err)
+		}
+	}
+	return nil
+}
+
+func (o *enrollOptions) path(rel string) string { return filepath.Join(o.Root, rel) }
+
+func (o *enrollOptions) Run(ctx context.Context, out io.Writer) error {
+	cfgPath := o.path(filepath.Join(configDir, "agent.json"))
+	keyPath := o.path(filepath.Join(configDir, "device.nk"))
+	if !o.Force {
+		for _, p := range []string{cfgPath, keyPath} {
+			if _, err := os.Stat(p); err == nil {
+				return fmt.Errorf("%s exists: this device is already enrolled (use --force to enroll again)", p)
+			}
+		}
+	}
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return fmt.Errorf("generating device key: %w", err)
+	}
+	seed, _ := kp.Seed()
+	pub, _ := kp.PublicKey()
+	if err := os.MkdirAll(filepath.Dir(keyPath), 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", filepath.Dir(keyPath), err)
+	}
+	// The seed is written before the request, so that a registered key is
+	// never lost, and removed again if enrollment fails.
+	tmpKey := keyPath + ".new"
+	if err := os.WriteFile(tmpKey, append(seed, '\n'), 0o600); err != nil {
+		return fmt.Errorf("writing device key: %w", err)
+	}
+	enrolled := false
+	defer func() {
+		if !enrolled {
+			os.Remove(tmpKey)
+		}
+	}()
+
+	opts := []nats.Option{
+		nats.Token(o.Token),
+		nats.Name("fleetctl enroll"),
+		nats.CustomInboxPrefix(callout.EnrollInboxPrefix),
+		nats.Timeout(10 * time.Second),
+		nats.NoReconnect(),
+	}
+	if o.CA != "" {
+		opts = append(opts, nats.RootCAs(o.CA))
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	nc, err := nats.Connect(o.Server, opts...)
+	if err != nil {
+		if errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization") {
+			return fmt.Errorf("the server refused the enrollment token: it is unknown or mistyped (%w)", registry.ErrTokenInvalid)
+		}
+		return fmt.Errorf("connecting to %s: %w", o.Server, err)
+	}
+	defer nc.Close()
+	name, err := enrollment.Request(ctx, nc, &bridge.EnrollRequest{Token: o.Token, Name: o.Name, NKey: pub, Labels: o.labels})
+	if err != nil {
+		return explainEnrollError(err, o.Name)
+	}
+	if err := os.Rename(tmpKey, keyPath); err != nil {
+		return fmt.Errorf("device %s enrolled, but saving its key failed: %w", name, err)
+	}
+	enrolled = true
+
+	fc := nodeagent.FileConfig{
+		Name: name, NATSURL: o.Server, NKeyFile: keyPath,
+		StateDir: o.StateDir, PodmanURL: o.PodmanURL,
+	}
+	if o.CA != "" {
+		caPath := o.path(filepath.Join(configDir, "ca.crt"))
+		b, err := os.ReadFile(o.CA)
+		if err != nil {
+			return fmt.Errorf("reading --ca: %w", err)
+		}
+		if filepath.Clean(o.CA) != caPath {
+			if err := os.WriteFile(caPath, b, 0o644); err != nil {
+				return fmt.Errorf("pinning the CA: %w", err)
+			}
+		}
+		fc.CAFile = caPath
+	}
+	if err := fc.Save(cfgPath); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "device %s enrolled; agent configuration written to %s (key %s, mode 0600)\n", name, cfgPath, keyPath)
+	if o.Install {
+		return o.installUnit(ctx, out, cfgPath)
+	}
+	fmt.Fprintf(out, "start the agent with: %s --config %s\n", o.AgentBinary, cfgPath)
+	return nil
+}
+
+// explainEnrollError turns the server's refusal into advice.
+func explainEnrollError(err error, name string) error {
+	switch {
+	case errors.Is(err, registry.ErrTokenExpired):
+		return fmt.Errorf("%w: ask your admin for a new one (fleetctl token create)", err)
+	case errors.Is(err, registry.ErrTokenUsedUp):
+		return fmt.Errorf("%w: it was already used for as many devices as it allows; ask for a new one", err)
+	case errors.Is(err, registry.ErrNameTaken):
+		return fmt.Errorf("%w: pick another --name, or have an admin run `fleetctl revoke %s` first", err, name)
+	}
+	return err
+}
+
+const unitTemplate = `[Unit]
+Description=vk-fleet device agent
+Wants=network-online.target podman.socket
+After=network-online.target podman.socket
+
+[Service]
+ExecStart=%s --config %s
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+`
+
+func (o *enrollOptions) installUnit(ctx context.Context, out io.Writer, cfgPath string) error {
+	unit := o.path(unitPath)
+	if err := os.MkdirAll(filepath.Dir(unit), 0o755); err != nil {
+		return fmt.Errorf("creating unit directory: %w", err)
+	}
+	if err := os.WriteFile(unit, fmt.Appendf(nil, unitTemplate, o.AgentBinary, cfgPath), 0o644); err != nil {
+		return fmt.Errorf("writing systemd unit: %w", err)
+	}
+	if filepath.Clean(o.Root) != "/" {
+		fmt.Fprintf(out, "systemd unit written to %s (not enabled: --root is not /)\n", unit)
+		return nil
+	}
+	for _, args := range [][]string{{"daemon-reload"}, {"enable", "--now", unitName}} {
+		if b, err := exec.CommandContext(ctx, "systemctl", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("systemctl %s: %w: %s", strings.Join(args, " "), err, b)
+		}
+	}
+	fmt.Fprintf(out, "device-agent enabled and started (%s)\n", unitName)
+	return nil
+}
+
+func newEnrollCommand() *cobra.Command {
+	o := &enrollOptions{}
+	cmd := &cobra.Command{
+		Use:   "enroll",
+		Short: "Enroll this device: generate its key, register it, write the agent configuration",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Complete(); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context(), cmd.OutOrStdout())
+		},
+	}
+	o.Bind(cmd.Flags())
+	return cmd
+}

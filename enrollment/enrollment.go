@@ -1,0 +1,133 @@
+// Package enrollment serves and sends device enrollment requests over NATS
+// (bridge.EnrollSubject): a device holding an enrollment token registers its
+// name, public key and labels, and becomes a Node.
+package enrollment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+	"github.com/vk-fleet/vk-fleet/registry"
+)
+
+// Registrar registers devices; *registry.Registry implements it.
+type Registrar interface {
+	Enroll(ctx context.Context, e registry.Enrollment) (string, error)
+}
+
+// RegistryRegistrar adapts a *registry.Registry.
+type RegistryRegistrar struct{ R *registry.Registry }
+
+// Enroll registers the device and returns its name.
+func (a RegistryRegistrar) Enroll(ctx context.Context, e registry.Enrollment) (string, error) {
+	n, err := a.R.Enroll(ctx, e)
+	if err != nil {
+		return "", err
+	}
+	return n.Name, nil
+}
+
+// Serve answers enrollment requests on nc until ctx ends.
+func Serve(ctx context.Context, nc *nats.Conn, reg Registrar, log *slog.Logger) error {
+	log = log.With("component", "enrollment")
+	sub, err := nc.QueueSubscribe(bridge.EnrollSubject, "vk-fleet-enrollment", func(m *nats.Msg) {
+		resp := handle(ctx, reg, m.Data, log)
+		data, _ := bridge.Encode(resp)
+		_ = m.Respond(data)
+	})
+	if err != nil {
+		return fmt.Errorf("subscribing to %s: %w", bridge.EnrollSubject, err)
+	}
+	<-ctx.Done()
+	return sub.Unsubscribe()
+}
+
+func handle(ctx context.Context, reg Registrar, data []byte, log *slog.Logger) *bridge.EnrollResponse {
+	req, err := bridge.Decode[bridge.EnrollRequest](data)
+	if err != nil {
+		return &bridge.EnrollResponse{Error: &bridge.Error{Code: bridge.CodeInvalid, Message: "malformed enrollment request"}}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	name, err := reg.Enroll(ctx, registry.Enrollment{
+		Token: req.Token, Name: req.Name, NKey: req.NKey, ZitadelUserID: req.ZitadelUserID, Labels: req.Labels,
+	})
+	if err != nil {
+		code := codeOf(err)
+		// Never log the request: it holds the token.
+		log.Warn("enrollment refused", "device", req.Name, "code", code, "err", err)
+		msg := err.Error()
+		if code == bridge.CodeInternal {
+			msg = "enrollment failed on the server; see the vk-fleet logs"
+		}
+		return &bridge.EnrollResponse{Error: &bridge.Error{Code: code, Message: msg}}
+	}
+	log.Info("device enrolled", "device", name, "identity", identityKind(req))
+	return &bridge.EnrollResponse{Device: name}
+}
+
+func identityKind(r *bridge.EnrollRequest) string {
+	if r.ZitadelUserID != "" {
+		return "zitadel"
+	}
+	return "nkey"
+}
+
+var codes = []struct {
+	err  error
+	code string
+}{
+	{registry.ErrTokenExpired, bridge.CodeTokenExpired},
+	{registry.ErrTokenUsedUp, bridge.CodeTokenUsedUp},
+	{registry.ErrTokenInvalid, bridge.CodeTokenInvalid},
+	{registry.ErrNameTaken, bridge.CodeNameTaken},
+	{registry.ErrInvalidInput, bridge.CodeInvalid},
+}
+
+func codeOf(err error) string {
+	for _, c := range codes {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return bridge.CodeInternal
+}
+
+// ErrorFor maps a wire error back to the registry's sentinel error, so the
+// client can tell its user what to do.
+func ErrorFor(e *bridge.Error) error {
+	for _, c := range codes {
+		if c.code == e.Code {
+			return fmt.Errorf("%w: %s", c.err, e.Message)
+		}
+	}
+	return errors.New(e.Message)
+}
+
+// Request sends an enrollment request over nc (connected with the token)
+// and returns the registered device name.
+func Request(ctx context.Context, nc *nats.Conn, req *bridge.EnrollRequest) (string, error) {
+	req.ProtocolVersion = bridge.ProtocolVersion
+	data, err := bridge.Encode(req)
+	if err != nil {
+		return "", err
+	}
+	msg, err := nc.RequestWithContext(ctx, bridge.EnrollSubject, data)
+	if err != nil {
+		return "", fmt.Errorf("sending enrollment request: %w", err)
+	}
+	resp, err := bridge.Decode[bridge.EnrollResponse](msg.Data)
+	if err != nil {
+		return "", err
+	}
+	if resp.Error != nil {
+		return "", ErrorFor(resp.Error)
+	}
+	return resp.Device, nil
+}

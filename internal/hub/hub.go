@@ -1,0 +1,257 @@
+// Package hub runs vk-fleet's server side in one process: the embedded NATS
+// server with the auth callout (the small-install default), the device
+// registry cache, the enrollment service and the provider.
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/vk-fleet/vk-fleet/callout"
+	"github.com/vk-fleet/vk-fleet/enrollment"
+	"github.com/vk-fleet/vk-fleet/internal/certgen"
+	"github.com/vk-fleet/vk-fleet/internal/natsd"
+	"github.com/vk-fleet/vk-fleet/provider"
+	"github.com/vk-fleet/vk-fleet/registry"
+)
+
+// CAConfigMap is the ConfigMap (in the token namespace) that publishes the
+// embedded NATS server's CA certificate under the key "ca.crt", for
+// `fleetctl enroll --ca`.
+const CAConfigMap = "vk-fleet-nats-ca"
+
+// External points the hub at a NATS cluster run elsewhere, whose auth
+// callout runs as `vk-fleet callout`.
+type External struct {
+	URL string
+	// NKeySeedFile is this replica's service identity.
+	NKeySeedFile string
+	// CAFile verifies the servers' certificates; empty uses the system pool.
+	CAFile string
+}
+
+// Config configures the hub.
+type Config struct {
+	Client kubernetes.Interface
+	// External, if set, uses an external NATS instead of the embedded one.
+	External *External
+	// NATSListen is host:port of the embedded server.
+	NATSListen string
+	// NATSStoreDir holds JetStream data and the generated TLS files.
+	NATSStoreDir string
+	// TLSCertFile and TLSKeyFile serve TLS; empty generates a CA and a
+	// certificate for TLSHosts into <NATSStoreDir>/tls.
+	TLSCertFile, TLSKeyFile string
+	TLSHosts                []string
+	// TokenNamespace holds enrollment tokens and the CA ConfigMap.
+	TokenNamespace string
+	// Zitadel verifies Zitadel tokens; nil refuses them.
+	Zitadel callout.Introspector
+	// DeviceTTL bounds a device session before it re-authenticates.
+	DeviceTTL time.Duration
+	// Provider configures the provider; its Client, NATS and Registry are
+	// filled in by the hub.
+	Provider provider.Config
+	Logger   *slog.Logger
+	// Ready, if set, is called with the client URL once devices can connect.
+	Ready func(natsURL string)
+}
+
+// Run runs everything until ctx ends, shutting down in reverse order.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.TokenNamespace == "" {
+		cfg.TokenNamespace = registry.DefaultTokenNamespace
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if cfg.External != nil {
+		return runExternal(ctx, cfg, log)
+	}
+
+	tlsFiles := certgen.Files{Cert: cfg.TLSCertFile, Key: cfg.TLSKeyFile}
+	if cfg.TLSCertFile == "" {
+		var err error
+		if tlsFiles, err = certgen.Ensure(filepath.Join(cfg.NATSStoreDir, "tls"), cfg.TLSHosts); err != nil {
+			return err
+		}
+	}
+	tlsCfg, err := tlsFiles.ServerTLS()
+	if err != nil {
+		return err
+	}
+
+	keys, err := callout.GenerateKeys()
+	if err != nil {
+		return err
+	}
+	users := callout.NewEmbeddedUsers()
+	srv, err := natsd.Start(ctx, natsd.Config{
+		Listen: cfg.NATSListen, StoreDir: cfg.NATSStoreDir, Logger: log,
+		ConfigText: callout.ServerConfig(keys, users), TLS: tlsCfg,
+		Options: func(o *server.Options) error {
+			o.AlwaysEnableNonce = true // devices sign it with their nkey
+			return nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer srv.Shutdown()
+	log.Info("embedded nats server listening (TLS, every connection authenticated)", "listen", cfg.NATSListen, "url", srv.ClientURL())
+
+	cache := registry.NewCache(cfg.Client)
+	if err := cache.Run(ctx); err != nil {
+		return err
+	}
+	reg := registry.New(cfg.Client).WithTokenNamespace(cfg.TokenNamespace)
+
+	inproc := func(name, user, pass string) (*nats.Conn, error) {
+		nc, err := nats.Connect("", nats.InProcessServer(srv.Inner()), nats.UserInfo(user, pass), nats.Name(name),
+			nats.MaxReconnects(-1))
+		if err != nil {
+			return nil, fmt.Errorf("connecting %s to the embedded nats server: %w", name, err)
+		}
+		return nc, nil
+	}
+	calloutConn, err := inproc("vk-fleet callout", callout.CalloutUser, users.CalloutPassword)
+	if err != nil {
+		return err
+	}
+	defer calloutConn.Close()
+	svc, err := callout.New(callout.Config{
+		Keys: keys, Devices: cache, Tokens: reg, Zitadel: cfg.Zitadel, DeviceTTL: cfg.DeviceTTL, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := svc.Run(ctx, calloutConn); err != nil {
+			log.Error("auth callout stopped", "err", err)
+		}
+	}()
+	kicker := embeddedKicker{srv}
+	cache.OnDelete(func(name string) { svc.Kick(context.WithoutCancel(ctx), kicker, name) })
+
+	nc, err := inproc("vk-fleet provider", callout.ProviderUser, users.ProviderPassword)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := enrollment.Serve(ctx, nc, enrollment.RegistryRegistrar{R: reg}, log); err != nil {
+			log.Error("enrollment service stopped", "err", err)
+		}
+	}()
+	if err := publishCA(ctx, cfg.Client, cfg.TokenNamespace, tlsFiles.CA); err != nil {
+		log.Warn("publishing the nats CA certificate", "err", err)
+	}
+	if cfg.Ready != nil {
+		cfg.Ready(srv.ClientURL())
+	}
+
+	return runProvider(ctx, cfg, nc, cache, log)
+}
+
+func runProvider(ctx context.Context, cfg Config, nc *nats.Conn, cache *registry.Cache, log *slog.Logger) error {
+	pcfg := cfg.Provider
+	pcfg.Client, pcfg.NATS, pcfg.Registry, pcfg.Logger = cfg.Client, nc, cache, log
+	p, err := provider.New(pcfg)
+	if err != nil {
+		return err
+	}
+	return p.Run(ctx)
+}
+
+// runExternal serves enrollment and the provider over an external NATS.
+func runExternal(ctx context.Context, cfg Config, log *slog.Logger) error {
+	opts := []nats.Option{nats.Name("vk-fleet provider"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true)}
+	if cfg.External.NKeySeedFile != "" {
+		o, err := nats.NkeyOptionFromSeed(cfg.External.NKeySeedFile)
+		if err != nil {
+			return fmt.Errorf("loading service nkey: %w", err)
+		}
+		opts = append(opts, o)
+	}
+	if cfg.External.CAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.External.CAFile))
+	}
+	nc, err := nats.Connect(cfg.External.URL, opts...)
+	if err != nil {
+		return fmt.Errorf("dialing nats: %w", err)
+	}
+	defer nc.Close()
+	cache := registry.NewCache(cfg.Client)
+	if err := cache.Run(ctx); err != nil {
+		return err
+	}
+	reg := registry.New(cfg.Client).WithTokenNamespace(cfg.TokenNamespace)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := enrollment.Serve(ctx, nc, enrollment.RegistryRegistrar{R: reg}, log); err != nil {
+			log.Error("enrollment service stopped", "err", err)
+		}
+	}()
+	if cfg.Ready != nil {
+		cfg.Ready(cfg.External.URL)
+	}
+	return runProvider(ctx, cfg, nc, cache, log)
+}
+
+type embeddedKicker struct{ s *natsd.Server }
+
+func (k embeddedKicker) Kick(_ context.Context, serverID string, cid uint64) error {
+	if serverID != k.s.Inner().ID() {
+		return errors.New("connection is on another server")
+	}
+	return k.s.DisconnectClient(cid)
+}
+
+// publishCA stores the CA certificate in a ConfigMap so that admins can
+// hand it to devices.
+func publishCA(ctx context.Context, client kubernetes.Interface, ns, caFile string) error {
+	if caFile == "" {
+		return nil
+	}
+	ca, err := os.ReadFile(caFile)
+	if err != nil {
+		return fmt.Errorf("reading CA: %w", err)
+	}
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: CAConfigMap, Namespace: ns, Labels: map[string]string{registry.LabelManaged: "true"}},
+		Data:       map[string]string{"ca.crt": string(ca)},
+	}
+	_, err = client.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		_, err = client.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{})
+	}
+	return err
+}

@@ -1,0 +1,153 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Cache is an in-memory index of enrolled devices, kept current by a Node
+// informer. It answers the callout's lookups without API calls.
+type Cache struct {
+	informer cache.SharedIndexInformer
+
+	mu       sync.RWMutex
+	byNKey   map[string]string
+	byZUser  map[string]string
+	devices  map[string]*corev1.Node
+	onDelete []func(name string)
+	onAdd    []func(node *corev1.Node)
+}
+
+// NewCache returns a Cache over every Node labelled vk-fleet.io/managed=true.
+// Call Run to start it.
+func NewCache(client kubernetes.Interface) *Cache {
+	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.LabelSelector = LabelManaged + "=true"
+	}))
+	c := &Cache{
+		informer: f.Core().V1().Nodes().Informer(),
+		byNKey:   map[string]string{},
+		byZUser:  map[string]string{},
+		devices:  map[string]*corev1.Node{},
+	}
+	_, _ = c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { c.put(o) },
+		UpdateFunc: func(_, o any) { c.put(o) },
+		DeleteFunc: func(o any) {
+			if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = t.Obj
+			}
+			if n, ok := o.(*corev1.Node); ok {
+				c.remove(n.Name)
+			}
+		},
+	})
+	return c
+}
+
+// OnAdd registers fn to run when a device appears (or changes).
+func (c *Cache) OnAdd(fn func(*corev1.Node)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onAdd = append(c.onAdd, fn)
+}
+
+// OnDelete registers fn to run when a device's Node is deleted: it is revoked.
+func (c *Cache) OnDelete(fn func(name string)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onDelete = append(c.onDelete, fn)
+}
+
+// Run starts the informer and waits for its first sync; it returns then,
+// and the informer runs until ctx ends.
+func (c *Cache) Run(ctx context.Context) error {
+	go c.informer.Run(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced) {
+		return fmt.Errorf("syncing device cache: %w", ctx.Err())
+	}
+	return nil
+}
+
+func (c *Cache) put(o any) {
+	n, ok := o.(*corev1.Node)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	if old := c.devices[n.Name]; old != nil {
+		delete(c.byNKey, old.Annotations[AnnotationNKey])
+		delete(c.byZUser, old.Annotations[AnnotationZitadelUser])
+	}
+	c.devices[n.Name] = n
+	if k := n.Annotations[AnnotationNKey]; k != "" {
+		c.byNKey[k] = n.Name
+	}
+	if u := n.Annotations[AnnotationZitadelUser]; u != "" {
+		c.byZUser[u] = n.Name
+	}
+	fns := c.onAdd
+	c.mu.Unlock()
+	for _, fn := range fns {
+		fn(n)
+	}
+}
+
+func (c *Cache) remove(name string) {
+	c.mu.Lock()
+	old := c.devices[name]
+	if old == nil {
+		c.mu.Unlock()
+		return
+	}
+	delete(c.devices, name)
+	delete(c.byNKey, old.Annotations[AnnotationNKey])
+	delete(c.byZUser, old.Annotations[AnnotationZitadelUser])
+	fns := c.onDelete
+	c.mu.Unlock()
+	for _, fn := range fns {
+		fn(name)
+	}
+}
+
+// DeviceByNKey returns the device registered with the public nkey.
+func (c *Cache) DeviceByNKey(pub string) (string, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	name, ok := c.byNKey[pub]
+	return name, ok
+}
+
+// DeviceByZitadelUser returns the device of a Zitadel machine user.
+func (c *Cache) DeviceByZitadelUser(id string) (string, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	name, ok := c.byZUser[id]
+	return name, ok
+}
+
+// Has reports whether name is an enrolled device.
+func (c *Cache) Has(name string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	_, ok := c.devices[name]
+	return ok
+}
+
+// Names returns every enrolled device.
+func (c *Cache) Names() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]string, 0, len(c.devices))
+	for n := range c.devices {
+		out = append(out, n)
+	}
+	return out
+}
