@@ -122,3 +122,12 @@ func createNamespace(t *testing.T, name string) string {
 	})
 	return name
 }
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}

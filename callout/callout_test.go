@@ -1,0 +1,484 @@
+package callout_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+	"github.com/vk-fleet/vk-fleet/callout"
+	"github.com/vk-fleet/vk-fleet/internal/natsd"
+	"github.com/vk-fleet/vk-fleet/zitadel"
+	"github.com/vk-fleet/vk-fleet/zitadel/devicetoken"
+	"github.com/vk-fleet/vk-fleet/zitadel/zitadeltest"
+)
+
+// devices is an in-memory device registry.
+type devices struct {
+	mu     sync.Mutex
+	byKey  map[string]string
+	byUser map[string]string
+}
+
+func (d *devices) DeviceByNKey(pub string) (string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n, ok := d.byKey[pub]
+	return n, ok
+}
+
+func (d *devices) DeviceByZitadelUser(id string) (string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n, ok := d.byUser[id]
+	return n, ok
+}
+
+// tokens accepts exactly one enrollment token.
+type tokens struct{ valid string }
+
+func (t tokens) CheckEnrollmentToken(_ context.Context, raw string) (string, error) {
+	if raw != t.valid {
+		return "", errors.New("unknown token")
+	}
+	return raw[:6], nil
+}
+
+const enrollToken = "abcdef.0123456789abcdef"
+
+// authTest is a real nats-server with the callout, like vk-fleet embeds it.
+type authTest struct {
+	t        *testing.T
+	srv      *natsd.Server
+	svc      *callout.Service
+	stop     context.CancelFunc
+	devices  *devices
+	admin    *nats.Conn // the provider's bypass user
+	calloutC *nats.Conn
+	logs     *strings.Builder
+}
+
+func newAuthTest(t *testing.T, zitadelIntrospector callout.Introspector) *authTest {
+	t.Helper()
+	keys, err := callout.GenerateKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := callout.NewEmbeddedUsers()
+	srv, err := natsd.Start(t.Context(), natsd.Config{
+		Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), ConfigText: callout.ServerConfig(keys, users),
+		Options: func(o *server.Options) error { o.AlwaysEnableNonce = true; return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	a := &authTest{t: t, srv: srv, devices: &devices{byKey: map[string]string{}, byUser: map[string]string{}}, logs: &strings.Builder{}}
+	var logMu sync.Mutex
+	log := slog.New(slog.NewTextHandler(lockedWriter{&logMu, a.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a.svc, err = callout.New(callout.Config{Keys: keys, Devices: a.devices, Tokens: tokens{enrollToken}, Zitadel: zitadelIntrospector, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.calloutC, err = nats.Connect(srv.ClientURL(), nats.UserInfo(callout.CalloutUser, users.CalloutPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.calloutC.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stop = cancel
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = a.svc.Run(ctx, a.calloutC)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	a.admin, err = nats.Connect(srv.ClientURL(), nats.UserInfo(callout.ProviderUser, users.ProviderPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.admin.Close)
+	// Wait until the callout's subscription is live: a device connects.
+	a.enroll("probe")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		nc, err := a.tryDevice("probe")
+		if err == nil {
+			nc.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("callout never answered: %v", err)
+		}
+	}
+	js, _ := jetstream.New(a.admin)
+	for _, b := range []string{bridge.WorkloadsBucket, bridge.StatusBucket} {
+		if _, err := js.CreateOrUpdateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: b, History: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return a
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *strings.Builder
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+// keysOf holds each test device's key pair.
+var keysOf sync.Map
+
+// enroll registers device with a fresh nkey.
+func (a *authTest) enroll(device string) nkeys.KeyPair {
+	kp, _ := nkeys.CreateUser()
+	pub, _ := kp.PublicKey()
+	a.devices.mu.Lock()
+	a.devices.byKey[pub] = device
+	a.devices.mu.Unlock()
+	keysOf.Store(a.t.Name()+"/"+device, kp)
+	return kp
+}
+
+func (a *authTest) revoke(device string) {
+	a.devices.mu.Lock()
+	defer a.devices.mu.Unlock()
+	for k, d := range a.devices.byKey {
+		if d == device {
+			delete(a.devices.byKey, k)
+		}
+	}
+}
+
+func nkeyOption(kp nkeys.KeyPair) nats.Option {
+	pub, _ := kp.PublicKey()
+	return nats.Nkey(pub, func(nonce []byte) ([]byte, error) { return kp.Sign(nonce) })
+}
+
+func (a *authTest) tryDevice(device string, extra ...nats.Option) (*nats.Conn, error) {
+	v, ok := keysOf.Load(a.t.Name() + "/" + device)
+	if !ok {
+		a.t.Fatalf("device %s not enrolled", device)
+	}
+	opts := append([]nats.Option{nkeyOption(v.(nkeys.KeyPair)), nats.CustomInboxPrefix(callout.DeviceInboxPrefix(device)),
+		nats.MaxReconnects(0), nats.Timeout(5 * time.Second)}, extra...)
+	return nats.Connect(a.srv.ClientURL(), opts...)
+}
+
+// device connects as device and collects its asynchronous errors.
+func (a *authTest) device(device string) (*nats.Conn, chan error) {
+	errs := make(chan error, 16)
+	nc, err := a.tryDevice(device, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		select {
+		case errs <- err:
+		default:
+		}
+	}))
+	if err != nil {
+		a.t.Fatalf("device %s cannot connect: %v", device, err)
+	}
+	a.t.Cleanup(nc.Close)
+	return nc, errs
+}
+
+func expectPermissionError(t *testing.T, errs chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-errs:
+		if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+			t.Fatalf("%s: got %v, want a permissions violation", what, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s: no permissions violation reported", what)
+	}
+}
+
+func TestDeviceCannotSubscribeToAnotherDevice(t *testing.T) {
+	a := newAuthTest(t, nil)
+	a.enroll("dev-a")
+	a.enroll("dev-b")
+	nc, errs := a.device("dev-a")
+	for _, subj := range []string{bridge.HeartbeatSubject("dev-b"), "vkf.dev.*.hb", "_INBOX_dev-b.>", ">", "$KV.vkf-workloads.dev-b.>"} {
+		if _, err := nc.SubscribeSync(subj); err != nil {
+			t.Fatal(err)
+		}
+		expectPermissionError(t, errs, "subscribe "+subj)
+	}
+}
+
+func TestDeviceCannotPublishAsAnotherDevice(t *testing.T) {
+	a := newAuthTest(t, nil)
+	a.enroll("dev-a")
+	a.enroll("dev-b")
+	nc, errs := a.device("dev-a")
+	for _, subj := range []string{bridge.HeartbeatSubject("dev-b"), "$KV.vkf-status.dev-b.uid-1", "$KV.vkf-workloads.dev-a.uid-1", bridge.EnrollSubject} {
+		if err := nc.Publish(subj, []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+		expectPermissionError(t, errs, "publish "+subj)
+	}
+	// Its own subjects are fine.
+	if err := nc.Publish(bridge.HeartbeatSubject("dev-a"), []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		t.Fatalf("own heartbeat refused: %v", err)
+	default:
+	}
+}
+
+func TestDeviceCannotReadAnotherDevicesKeys(t *testing.T) {
+	a := newAuthTest(t, nil)
+	a.enroll("dev-a")
+	a.enroll("dev-b")
+	ajs, _ := jetstream.New(a.admin)
+	wl, _ := ajs.KeyValue(t.Context(), bridge.WorkloadsBucket)
+	for _, k := range []string{bridge.PodKey("dev-a", "uid-a"), bridge.PodKey("dev-b", "uid-b")} {
+		if _, err := wl.Put(t.Context(), k, []byte(`{"uid":"x"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc, _ := a.device("dev-a")
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, bridge.WorkloadsBucket)
+	if err != nil {
+		t.Fatalf("opening the bucket: %v", err)
+	}
+	// Its own key: readable and watchable.
+	if _, err := kv.Get(ctx, bridge.PodKey("dev-a", "uid-a")); err != nil {
+		t.Fatalf("reading own key: %v", err)
+	}
+	w, err := kv.Watch(ctx, bridge.DeviceKeys("dev-a"))
+	if err != nil {
+		t.Fatalf("watching own keys: %v", err)
+	}
+	if e := <-w.Updates(); e == nil || e.Key() != bridge.PodKey("dev-a", "uid-a") {
+		t.Fatalf("own watch delivered %v", e)
+	}
+	w.Stop()
+	// Another device's keys: not readable, not watchable, not listable.
+	short, cancel2 := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel2()
+	if e, err := kv.Get(short, bridge.PodKey("dev-b", "uid-b")); err == nil {
+		t.Fatalf("read dev-b's key: %s", e.Value())
+	}
+	if w, err := kv.Watch(short, bridge.DeviceKeys("dev-b")); err == nil {
+		select {
+		case e := <-w.Updates():
+			if e != nil {
+				t.Fatalf("watch of dev-b's keys delivered %s", e.Key())
+			}
+		case <-short.Done():
+		}
+	}
+	if w, err := kv.WatchAll(short); err == nil {
+		select {
+		case e := <-w.Updates():
+			if e != nil {
+				t.Fatalf("watch of all keys delivered %s", e.Key())
+			}
+		case <-short.Done():
+		}
+	}
+	if l, err := kv.ListKeys(short); err == nil {
+		for k := range l.Keys() {
+			t.Fatalf("listed key %s", k)
+		}
+	}
+}
+
+func TestEnrollmentTokenCanOnlyEnroll(t *testing.T) {
+	a := newAuthTest(t, nil)
+	errs := make(chan error, 16)
+	nc, err := nats.Connect(a.srv.ClientURL(), nats.Token(enrollToken), nats.CustomInboxPrefix(callout.EnrollInboxPrefix),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
+	if err != nil {
+		t.Fatalf("enrollment token refused: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	// The enrollment request reaches the provider...
+	sub, _ := a.admin.SubscribeSync(bridge.EnrollSubject)
+	_ = a.admin.Flush()
+	if err := nc.Publish(bridge.EnrollSubject, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.NextMsg(5 * time.Second); err != nil {
+		t.Fatalf("enrollment request not delivered: %v", err)
+	}
+	// ...and nothing else is allowed.
+	for _, subj := range []string{bridge.HeartbeatSubject("dev-a"), "$KV.vkf-status.dev-a.x", "$JS.API.STREAM.INFO.KV_vkf-workloads"} {
+		_ = nc.Publish(subj, nil)
+		expectPermissionError(t, errs, "enrollment publish "+subj)
+	}
+	for _, subj := range []string{">", "vkf.dev.*.hb", "_INBOX.>"} {
+		_, _ = nc.SubscribeSync(subj)
+		expectPermissionError(t, errs, "enrollment subscribe "+subj)
+	}
+}
+
+func TestWrongTokenIsRefused(t *testing.T) {
+	a := newAuthTest(t, nil)
+	for _, tok := range []string{"abcdef.ffffffffffffffff", "garbage", ""} {
+		if nc, err := nats.Connect(a.srv.ClientURL(), nats.Token(tok), nats.MaxReconnects(0)); err == nil {
+			nc.Close()
+			t.Errorf("token %q accepted", tok)
+		}
+	}
+	if nc, err := nats.Connect(a.srv.ClientURL(), nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Error("anonymous connection accepted")
+	}
+}
+
+func TestForgedNKeySignatureIsRefused(t *testing.T) {
+	a := newAuthTest(t, nil)
+	victim := a.enroll("dev-a")
+	pub, _ := victim.PublicKey()
+	attacker, _ := nkeys.CreateUser()
+	nc, err := nats.Connect(a.srv.ClientURL(), nats.MaxReconnects(0),
+		nats.Nkey(pub, func(nonce []byte) ([]byte, error) { return attacker.Sign(nonce) }))
+	if err == nil {
+		nc.Close()
+		t.Fatal("a connection claiming dev-a's key with a forged signature was accepted")
+	}
+	// An unregistered key with a valid signature is refused too.
+	stranger, _ := nkeys.CreateUser()
+	if nc, err := nats.Connect(a.srv.ClientURL(), nats.MaxReconnects(0), nkeyOption(stranger)); err == nil {
+		nc.Close()
+		t.Fatal("an unregistered nkey was accepted")
+	}
+}
+
+func TestRevokedDeviceIsKickedAndRefused(t *testing.T) {
+	a := newAuthTest(t, nil)
+	a.enroll("dev-a")
+	closed := make(chan struct{})
+	nc, err := a.tryDevice("dev-a", nats.ClosedHandler(func(*nats.Conn) { close(closed) }), nats.MaxReconnects(3), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	start := time.Now()
+	a.revoke("dev-a")
+	if n := a.svc.Kick(t.Context(), kicker{a.srv}, "dev-a"); n != 1 {
+		t.Fatalf("kicked %d connections, want 1", n)
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("revoked device still connected after 5s")
+	}
+	t.Logf("revoked device cut off after %s", time.Since(start).Round(time.Millisecond))
+	if nc, err := a.tryDevice("dev-a"); err == nil {
+		nc.Close()
+		t.Fatal("revoked device reconnected")
+	}
+}
+
+type kicker struct{ s *natsd.Server }
+
+func (k kicker) Kick(_ context.Context, _ string, cid uint64) error { return k.s.DisconnectClient(cid) }
+
+func TestCalloutDownFailsClosed(t *testing.T) {
+	a := newAuthTest(t, nil)
+	a.enroll("dev-a")
+	a.enroll("dev-b")
+	existing, errs := a.device("dev-a")
+	a.stop() // the callout service goes away
+	a.calloutC.Close()
+	if nc, err := a.tryDevice("dev-b"); err == nil {
+		nc.Close()
+		t.Fatal("a new connection was accepted while the callout is down")
+	}
+	// The existing connection carries on.
+	sub, _ := a.admin.SubscribeSync(bridge.HeartbeatSubject("dev-a"))
+	_ = a.admin.Flush()
+	if err := existing.Publish(bridge.HeartbeatSubject("dev-a"), []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.NextMsg(5 * time.Second); err != nil {
+		t.Fatalf("existing connection stopped working: %v", err)
+	}
+	select {
+	case err := <-errs:
+		t.Fatalf("existing connection got an error: %v", err)
+	default:
+	}
+}
+
+func TestZitadelDeviceAndDeactivatedUser(t *testing.T) {
+	z := zitadeltest.New(t)
+	intro, err := zitadel.NewIntrospector(t.Context(), zitadel.IntrospectorConfig{
+		Issuer: z.Issuer, ClientID: z.APIClientID, ClientSecret: z.APIClientSecret, Insecure: true, CacheTTL: -1, NegativeCacheTTL: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newAuthTest(t, intro)
+	userID, keyJSON := z.AddMachineUser(t, "dev-z")
+	a.devices.mu.Lock()
+	a.devices.byUser[userID] = "dev-z"
+	a.devices.mu.Unlock()
+	ts, err := devicetoken.NewTokenSource(t.Context(), z.Issuer, keyJSON, devicetoken.WithInsecure(), devicetoken.WithProjectID(z.ProjectID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := ts.Token(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(a.srv.ClientURL(), nats.Token(tok), nats.MaxReconnects(0), nats.CustomInboxPrefix(callout.DeviceInboxPrefix("dev-z")))
+	if err != nil {
+		t.Fatalf("zitadel device refused: %v", err)
+	}
+	nc.Close()
+	z.Deactivate(t, userID)
+	if nc, err := nats.Connect(a.srv.ClientURL(), nats.Token(tok), nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Fatal("token of a deactivated machine user accepted")
+	}
+	if strings.Contains(a.logs.String(), tok) {
+		t.Fatal("the callout logged a zitadel token")
+	}
+}
+
+func TestSecretsStayOutOfCalloutLogs(t *testing.T) {
+	a := newAuthTest(t, nil)
+	kp := a.enroll("dev-a")
+	nc, _ := a.device("dev-a")
+	nc.Close()
+	_, _ = nats.Connect(a.srv.ClientURL(), nats.Token("abcdef.ffffffffffffffff"), nats.MaxReconnects(0))
+	if c, err := nats.Connect(a.srv.ClientURL(), nats.Token(enrollToken)); err == nil {
+		c.Close()
+	}
+	seed, _ := kp.Seed()
+	logs := a.logs.String()
+	for _, secret := range []string{string(seed), "0123456789abcdef", "ffffffffffffffff"} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("callout log contains a secret (%.8s…)", secret)
+		}
+	}
+	if !strings.Contains(logs, "connection refused") || !strings.Contains(logs, "connection authorized") {
+		t.Errorf("callout log lacks its decisions:\n%s", logs)
+	}
+}
