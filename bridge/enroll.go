@@ -11,8 +11,10 @@ type EnrollRequest struct {
 	Name  string `json:"name"`
 	// NKey is the device's public user nkey (its seed stays on the device).
 	NKey string `json:"nkey,omitempty"`
-	// ZitadelUserID names the device's Zitadel machine user instead.
-	ZitadelUserID string            `json:"zitadelUserID,omitempty"`
+	// ZitadelToken, instead of NKey, is an access token of the device's
+	// Zitadel machine user: proof that the device holds that user's key.
+	// The server introspects it and registers the token's subject.
+	ZitadelToken string            `json:"zitadelToken,omitempty"`
 	Labels        map[string]string `json:"labels,omitempty"`
 	// ProtocolVersion of the enrolling client.
 	ProtocolVersion int `json:"protocolVersion,omitempty"`

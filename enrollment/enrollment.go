@@ -33,11 +33,18 @@ func (a RegistryRegistrar) Enroll(ctx context.Context, e registry.Enrollment) (s
 	return n.Name, nil
 }
 
-// Serve answers enrollment requests on nc until ctx ends.
-func Serve(ctx context.Context, nc *nats.Conn, reg Registrar, log *slog.Logger) error {
+// Introspector verifies a Zitadel access token and returns its subject;
+// *zitadel.Introspector implements it.
+type Introspector interface {
+	Introspect(ctx context.Context, token string) (subject string, err error)
+}
+
+// Serve answers enrollment requests on nc until ctx ends. zitadel may be
+// nil, which refuses Zitadel enrollments.
+func Serve(ctx context.Context, nc *nats.Conn, reg Registrar, zitadel Introspector, log *slog.Logger) error {
 	log = log.With("component", "enrollment")
 	sub, err := nc.QueueSubscribe(bridge.EnrollSubject, "vk-fleet-enrollment", func(m *nats.Msg) {
-		resp := handle(ctx, reg, m.Data, log)
+		resp := handle(ctx, reg, zitadel, m.Data, log)
 		data, _ := bridge.Encode(resp)
 		_ = m.Respond(data)
 	})
@@ -48,15 +55,25 @@ func Serve(ctx context.Context, nc *nats.Conn, reg Registrar, log *slog.Logger) 
 	return sub.Unsubscribe()
 }
 
-func handle(ctx context.Context, reg Registrar, data []byte, log *slog.Logger) *bridge.EnrollResponse {
+func handle(ctx context.Context, reg Registrar, zitadel Introspector, data []byte, log *slog.Logger) *bridge.EnrollResponse {
 	req, err := bridge.Decode[bridge.EnrollRequest](data)
 	if err != nil {
 		return &bridge.EnrollResponse{Error: &bridge.Error{Code: bridge.CodeInvalid, Message: "malformed enrollment request"}}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	var zitadelUser string
+	if req.ZitadelToken != "" {
+		if zitadel == nil {
+			return &bridge.EnrollResponse{Error: &bridge.Error{Code: bridge.CodeInvalid, Message: "this vk-fleet does not accept Zitadel identities (start it with --zitadel-issuer)"}}
+		}
+		if zitadelUser, err = zitadel.Introspect(ctx, req.ZitadelToken); err != nil {
+			log.Warn("enrollment refused", "device", req.Name, "err", err)
+			return &bridge.EnrollResponse{Error: &bridge.Error{Code: bridge.CodeInvalid, Message: "the Zitadel access token was not accepted"}}
+		}
+	}
 	name, err := reg.Enroll(ctx, registry.Enrollment{
-		Token: req.Token, Name: req.Name, NKey: req.NKey, ZitadelUserID: req.ZitadelUserID, Labels: req.Labels,
+		Token: req.Token, Name: req.Name, NKey: req.NKey, ZitadelUserID: zitadelUser, Labels: req.Labels,
 	})
 	if err != nil {
 		code := codeOf(err)
@@ -73,7 +90,7 @@ func handle(ctx context.Context, reg Registrar, data []byte, log *slog.Logger) *
 }
 
 func identityKind(r *bridge.EnrollRequest) string {
-	if r.ZitadelUserID != "" {
+	if r.ZitadelToken != "" {
 		return "zitadel"
 	}
 	return "nkey"

@@ -22,9 +22,9 @@ type FileConfig struct {
 	StateDir  string `json:"stateDir,omitempty"`
 	PodmanURL string `json:"podmanURL,omitempty"`
 	// Zitadel identity instead of an nkey.
-	ZitadelIssuer  string   `json:"zitadelIssuer,omitempty"`
-	ZitadelKeyFile string   `json:"zitadelKeyFile,omitempty"`
-	ZitadelScopes  []string `json:"zitadelScopes,omitempty"`
+	ZitadelIssuer    string `json:"zitadelIssuer,omitempty"`
+	ZitadelKeyFile   string `json:"zitadelKeyFile,omitempty"`
+	ZitadelProjectID string `json:"zitadelProjectID,omitempty"`
 }
 
 // LoadFileConfig reads path.

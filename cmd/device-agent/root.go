@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,6 +19,7 @@ import (
 	"github.com/vk-fleet/vk-fleet/internal/version"
 	"github.com/vk-fleet/vk-fleet/nodeagent"
 	"github.com/vk-fleet/vk-fleet/nodeagent/podman"
+	"github.com/vk-fleet/vk-fleet/zitadel/devicetoken"
 )
 
 // options of the device-agent command.
@@ -26,6 +28,9 @@ type options struct {
 	Name              string
 	NKeyFile          string
 	CAFile            string
+	ZitadelIssuer     string
+	ZitadelKeyFile    string
+	ZitadelProjectID  string
 	NATSURL           string
 	StateDir          string
 	PodmanURL         string
@@ -51,6 +56,9 @@ func (o *options) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Name, "name", o.Name, "device name: the Node name (RFC 1123 label); default: the host name")
 	fs.StringVar(&o.NKeyFile, "nkey-file", o.NKeyFile, "the device's nkey seed file (written by fleetctl enroll)")
 	fs.StringVar(&o.CAFile, "ca-file", o.CAFile, "CA certificate that NATS's certificate must chain to")
+	fs.StringVar(&o.ZitadelIssuer, "zitadel-issuer", o.ZitadelIssuer, "Zitadel URL, to authenticate as a Zitadel machine user instead of with an nkey")
+	fs.StringVar(&o.ZitadelKeyFile, "zitadel-key-file", o.ZitadelKeyFile, "the machine user's JSON key file")
+	fs.StringVar(&o.ZitadelProjectID, "zitadel-project-id", o.ZitadelProjectID, "Zitadel project whose API vk-fleet introspects tokens with")
 	fs.StringVar(&o.NATSURL, "nats-url", o.NATSURL, "NATS server URL(s), comma separated")
 	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "directory for the agent's persistent state")
 	fs.StringVar(&o.PodmanURL, "podman-url", o.PodmanURL, "podman API socket URL")
@@ -84,6 +92,9 @@ func (o *options) Complete(fs *pflag.FlagSet) error {
 		set("nkey-file", &o.NKeyFile, fc.NKeyFile)
 		set("state-dir", &o.StateDir, fc.StateDir)
 		set("podman-url", &o.PodmanURL, fc.PodmanURL)
+		set("zitadel-issuer", &o.ZitadelIssuer, fc.ZitadelIssuer)
+		set("zitadel-key-file", &o.ZitadelKeyFile, fc.ZitadelKeyFile)
+		set("zitadel-project-id", &o.ZitadelProjectID, fc.ZitadelProjectID)
 	}
 	if o.Name == "" {
 		h, err := os.Hostname()
@@ -107,13 +118,17 @@ func (o *options) Validate() error {
 	if o.HeartbeatInterval <= 0 {
 		return errors.New("--heartbeat-interval must be positive")
 	}
-	if o.NKeyFile == "" {
+	keyFile, flag := o.NKeyFile, "--nkey-file"
+	switch {
+	case o.ZitadelIssuer != "":
+		keyFile, flag = o.ZitadelKeyFile, "--zitadel-key-file"
+	case o.NKeyFile == "":
 		return errors.New("--nkey-file is required (run `fleetctl enroll` to create the device key)")
 	}
-	if fi, err := os.Stat(o.NKeyFile); err != nil {
-		return fmt.Errorf("--nkey-file: %w", err)
+	if fi, err := os.Stat(keyFile); err != nil {
+		return fmt.Errorf("%s: %w", flag, err)
 	} else if fi.Mode().Perm()&0o077 != 0 {
-		return fmt.Errorf("--nkey-file %s is readable by others (mode %v); chmod 600 it", o.NKeyFile, fi.Mode().Perm())
+		return fmt.Errorf("%s %s is readable by others (mode %v); chmod 600 it", flag, keyFile, fi.Mode().Perm())
 	}
 	return nil
 }
@@ -130,11 +145,11 @@ func (o *options) Run(ctx context.Context) error {
 		// The agent must run (and report) even when podman is not up yet.
 		return fmt.Errorf("connecting to podman at %s: %w", o.PodmanURL, err)
 	}
-	nkeyOpt, err := nats.NkeyOptionFromSeed(o.NKeyFile)
+	credential, err := o.credential(ctx, log)
 	if err != nil {
-		return fmt.Errorf("loading device key: %w", err)
+		return err
 	}
-	natsOpts := []nats.Option{nkeyOpt}
+	natsOpts := []nats.Option{credential}
 	if o.CAFile != "" {
 		natsOpts = append(natsOpts, nats.RootCAs(o.CAFile))
 	}
@@ -174,6 +189,34 @@ func (o *options) Run(ctx context.Context) error {
 	slog.SetDefault(log)
 	log.Info("device-agent starting", "version", version.Version, "nats", o.NATSURL, "podman", o.PodmanURL)
 	return a.Run(ctx)
+}
+
+// credential is the device's NATS credential: its nkey, or a Zitadel
+// access token refreshed on every (re)connect.
+func (o *options) credential(ctx context.Context, log *slog.Logger) (nats.Option, error) {
+	if o.ZitadelIssuer == "" {
+		opt, err := nats.NkeyOptionFromSeed(o.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("loading device key: %w", err)
+		}
+		return opt, nil
+	}
+	key, err := os.ReadFile(o.ZitadelKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading zitadel key: %w", err)
+	}
+	opts := []devicetoken.Option{devicetoken.WithLogger(log)}
+	if o.ZitadelProjectID != "" {
+		opts = append(opts, devicetoken.WithProjectID(o.ZitadelProjectID))
+	}
+	if strings.HasPrefix(o.ZitadelIssuer, "http://") {
+		opts = append(opts, devicetoken.WithInsecure())
+	}
+	ts, err := devicetoken.NewTokenSource(ctx, o.ZitadelIssuer, key, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("zitadel identity: %w", err)
+	}
+	return nats.TokenHandler(ts.Handler(10 * time.Second)), nil
 }
 
 func newRootCommand() *cobra.Command {

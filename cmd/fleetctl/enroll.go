@@ -21,6 +21,8 @@ import (
 	"github.com/vk-fleet/vk-fleet/enrollment"
 	"github.com/vk-fleet/vk-fleet/nodeagent"
 	"github.com/vk-fleet/vk-fleet/registry"
+	"github.com/vk-fleet/vk-fleet/zitadel"
+	"github.com/vk-fleet/vk-fleet/zitadel/devicetoken"
 )
 
 // Paths on the device, below --root.
@@ -47,6 +49,12 @@ type enrollOptions struct {
 	AgentBinary string
 	Timeout     time.Duration
 
+	ZitadelIssuer         string
+	ZitadelKeyFile        string
+	ZitadelAdminTokenFile string
+	ZitadelOrgID          string
+	ZitadelProjectID      string
+
 	labels map[string]string
 }
 
@@ -64,6 +72,11 @@ func (o *enrollOptions) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&o.PodmanURL, "podman-url", "unix:///run/podman/podman.sock", "podman API socket the agent uses")
 	fs.StringVar(&o.AgentBinary, "agent-binary", "/usr/local/bin/device-agent", "device-agent binary, for the systemd unit")
 	fs.DurationVar(&o.Timeout, "timeout", 30*time.Second, "how long to try to reach the server")
+	fs.StringVar(&o.ZitadelIssuer, "zitadel", "", "Zitadel URL: use a Zitadel machine user as the device identity instead of an nkey")
+	fs.StringVar(&o.ZitadelKeyFile, "zitadel-key-file", "", "JSON key of an existing machine user for this device")
+	fs.StringVar(&o.ZitadelAdminTokenFile, "zitadel-admin-token-file", "", "file with an admin's access token: create the machine user and its key through Zitadel's API")
+	fs.StringVar(&o.ZitadelOrgID, "zitadel-org-id", "", "Zitadel organisation for the new machine user")
+	fs.StringVar(&o.ZitadelProjectID, "zitadel-project-id", "", "Zitadel project whose API vk-fleet introspects tokens with")
 }
 
 func (o *enrollOptions) Complete() error {
@@ -101,6 +114,9 @@ func (o *enrollOptions) Validate() error {
 			return fmt.Errorf("--ca: %w", err)
 		}
 	}
+	if o.ZitadelIssuer != "" && (o.ZitadelKeyFile == "") == (o.ZitadelAdminTokenFile == "") {
+		return errors.New("--zitadel needs exactly one of --zitadel-key-file (an existing machine user) and --zitadel-admin-token-file (create one)")
+	}
 	return nil
 }
 
@@ -116,19 +132,30 @@ func (o *enrollOptions) Run(ctx context.Context, out io.Writer) error {
 			}
 		}
 	}
-	kp, err := nkeys.CreateUser()
-	if err != nil {
-		return fmt.Errorf("generating device key: %w", err)
-	}
-	seed, _ := kp.Seed()
-	pub, _ := kp.PublicKey()
 	if err := os.MkdirAll(filepath.Dir(keyPath), 0o700); err != nil {
 		return fmt.Errorf("creating %s: %w", filepath.Dir(keyPath), err)
 	}
-	// The seed is written before the request, so that a registered key is
+	req := &bridge.EnrollRequest{Token: o.Token, Name: o.Name, Labels: o.labels}
+	var keyData []byte
+	if o.ZitadelIssuer != "" {
+		keyPath = o.path(filepath.Join(configDir, "zitadel-key.json"))
+		var err error
+		if keyData, req.ZitadelToken, err = o.zitadelIdentity(ctx); err != nil {
+			return err
+		}
+	} else {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			return fmt.Errorf("generating device key: %w", err)
+		}
+		keyData, _ = kp.Seed()
+		keyData = append(keyData, '\n')
+		req.NKey, _ = kp.PublicKey()
+	}
+	// The key is written before the request, so that a registered key is
 	// never lost, and removed again if enrollment fails.
 	tmpKey := keyPath + ".new"
-	if err := os.WriteFile(tmpKey, append(seed, '\n'), 0o600); err != nil {
+	if err := os.WriteFile(tmpKey, keyData, 0o600); err != nil {
 		return fmt.Errorf("writing device key: %w", err)
 	}
 	enrolled := false
@@ -158,7 +185,7 @@ func (o *enrollOptions) Run(ctx context.Context, out io.Writer) error {
 		return fmt.Errorf("connecting to %s: %w", o.Server, err)
 	}
 	defer nc.Close()
-	name, err := enrollment.Request(ctx, nc, &bridge.EnrollRequest{Token: o.Token, Name: o.Name, NKey: pub, Labels: o.labels})
+	name, err := enrollment.Request(ctx, nc, req)
 	if err != nil {
 		return explainEnrollError(err, o.Name)
 	}
@@ -168,8 +195,12 @@ func (o *enrollOptions) Run(ctx context.Context, out io.Writer) error {
 	enrolled = true
 
 	fc := nodeagent.FileConfig{
-		Name: name, NATSURL: o.Server, NKeyFile: keyPath,
-		StateDir: o.StateDir, PodmanURL: o.PodmanURL,
+		Name: name, NATSURL: o.Server, StateDir: o.StateDir, PodmanURL: o.PodmanURL,
+	}
+	if o.ZitadelIssuer != "" {
+		fc.ZitadelIssuer, fc.ZitadelKeyFile, fc.ZitadelProjectID = o.ZitadelIssuer, keyPath, o.ZitadelProjectID
+	} else {
+		fc.NKeyFile = keyPath
 	}
 	if o.CA != "" {
 		caPath := o.path(filepath.Join(configDir, "ca.crt"))
@@ -193,6 +224,42 @@ func (o *enrollOptions) Run(ctx context.Context, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "start the agent with: %s --config %s\n", o.AgentBinary, cfgPath)
 	return nil
+}
+
+// zitadelIdentity returns the machine user's key (created through the API
+// with an admin token, or read from --zitadel-key-file) and a fresh access
+// token proving the device holds it.
+func (o *enrollOptions) zitadelIdentity(ctx context.Context) (key []byte, token string, err error) {
+	insecure := strings.HasPrefix(o.ZitadelIssuer, "http://")
+	if o.ZitadelAdminTokenFile != "" {
+		admin, err := os.ReadFile(o.ZitadelAdminTokenFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("reading --zitadel-admin-token-file: %w", err)
+		}
+		_, key, err = zitadel.CreateMachineUser(ctx, zitadel.AdminConfig{
+			Issuer: o.ZitadelIssuer, Insecure: insecure, Token: strings.TrimSpace(string(admin)), OrgID: o.ZitadelOrgID,
+		}, o.Name)
+		if err != nil {
+			return nil, "", fmt.Errorf("creating the Zitadel machine user: %w", err)
+		}
+	} else if key, err = os.ReadFile(o.ZitadelKeyFile); err != nil {
+		return nil, "", fmt.Errorf("reading --zitadel-key-file: %w", err)
+	}
+	opts := []devicetoken.Option{}
+	if insecure {
+		opts = append(opts, devicetoken.WithInsecure())
+	}
+	if o.ZitadelProjectID != "" {
+		opts = append(opts, devicetoken.WithProjectID(o.ZitadelProjectID))
+	}
+	ts, err := devicetoken.NewTokenSource(ctx, o.ZitadelIssuer, key, opts...)
+	if err != nil {
+		return nil, "", fmt.Errorf("loading the Zitadel key: %w", err)
+	}
+	if token, err = ts.Token(ctx); err != nil {
+		return nil, "", fmt.Errorf("getting a Zitadel access token: %w", err)
+	}
+	return key, token, nil
 }
 
 // explainEnrollError turns the server's refusal into advice.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,36 +16,42 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/vk-fleet/vk-fleet/internal/logging"
 	"github.com/vk-fleet/vk-fleet/internal/hub"
+	"github.com/vk-fleet/vk-fleet/internal/logging"
 	"github.com/vk-fleet/vk-fleet/internal/version"
 	"github.com/vk-fleet/vk-fleet/provider"
 	"github.com/vk-fleet/vk-fleet/registry"
+	"github.com/vk-fleet/vk-fleet/zitadel"
 )
 
 // options of the vk-fleet command.
 type options struct {
-	Kubeconfig       string
-	NATSURL          string
-	NATSNKeyFile     string
-	NATSCAFile       string
-	TLSCertFile      string
-	TLSKeyFile       string
-	TLSHosts         []string
-	TokenNamespace   string
-	DeviceTTL        time.Duration
-	NATSListen       string
-	NATSStoreDir     string
-	NodeAddress      string
-	KubeletPort      int32
-	HeartbeatTimeout time.Duration
-	LeaseDuration    time.Duration
-	PingInterval     time.Duration
-	StatusInterval   time.Duration
-	KubeQPS          float32
-	KubeBurst        int
-	PodWorkers       int
-	LogLevel         string
+	Kubeconfig        string
+	NATSURL           string
+	NATSNKeyFile      string
+	NATSCAFile        string
+	TLSCertFile       string
+	TLSKeyFile        string
+	TLSHosts          []string
+	TokenNamespace    string
+	DeviceTTL         time.Duration
+	ZitadelIssuer     string
+	ZitadelClientID   string
+	ZitadelSecretFile string
+	ZitadelKeyFile    string
+	ZitadelProjectID  string
+	NATSListen        string
+	NATSStoreDir      string
+	NodeAddress       string
+	KubeletPort       int32
+	HeartbeatTimeout  time.Duration
+	LeaseDuration     time.Duration
+	PingInterval      time.Duration
+	StatusInterval    time.Duration
+	KubeQPS           float32
+	KubeBurst         int
+	PodWorkers        int
+	LogLevel          string
 }
 
 func defaultOptions() *options {
@@ -77,6 +84,11 @@ func (o *options) Bind(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.TLSHosts, "nats-tls-host", o.TLSHosts, "host names and IPs devices use to reach NATS, for the generated certificate (default: localhost, 127.0.0.1, the node address and host name)")
 	fs.StringVar(&o.TokenNamespace, "token-namespace", o.TokenNamespace, "namespace of enrollment tokens (bootstrap-token Secrets)")
 	fs.DurationVar(&o.DeviceTTL, "device-session-ttl", o.DeviceTTL, "how long a device session lasts before the device re-authenticates")
+	fs.StringVar(&o.ZitadelIssuer, "zitadel-issuer", o.ZitadelIssuer, "Zitadel URL: accept Zitadel machine users as device identities")
+	fs.StringVar(&o.ZitadelClientID, "zitadel-client-id", o.ZitadelClientID, "client ID of the Zitadel API application that introspects tokens (with --zitadel-client-secret-file)")
+	fs.StringVar(&o.ZitadelSecretFile, "zitadel-client-secret-file", o.ZitadelSecretFile, "file holding that application's client secret")
+	fs.StringVar(&o.ZitadelKeyFile, "zitadel-key-file", o.ZitadelKeyFile, "JSON key of that application (instead of a client secret)")
+	fs.StringVar(&o.ZitadelProjectID, "zitadel-project-id", o.ZitadelProjectID, "Zitadel project ID that device tokens must carry as audience")
 	fs.StringVar(&o.NATSListen, "nats-listen", o.NATSListen, "host:port the embedded NATS server listens on for devices")
 	fs.StringVar(&o.NATSStoreDir, "nats-store-dir", o.NATSStoreDir, "JetStream storage directory of the embedded NATS server")
 	fs.StringVar(&o.NodeAddress, "node-address", o.NodeAddress, "InternalIP of the device Nodes: where the API server reaches this process (default: this host's address)")
@@ -166,6 +178,29 @@ func (o *options) Run(ctx context.Context) error {
 	}
 	if o.NATSURL != "" {
 		cfg.External = &hub.External{URL: o.NATSURL, NKeySeedFile: o.NATSNKeyFile, CAFile: o.NATSCAFile}
+	}
+	if o.ZitadelIssuer != "" {
+		zc := zitadel.IntrospectorConfig{
+			Issuer: o.ZitadelIssuer, ClientID: o.ZitadelClientID, Audience: o.ZitadelProjectID,
+			Insecure: strings.HasPrefix(o.ZitadelIssuer, "http://"), Logger: log,
+		}
+		if o.ZitadelSecretFile != "" {
+			b, err := os.ReadFile(o.ZitadelSecretFile)
+			if err != nil {
+				return fmt.Errorf("reading --zitadel-client-secret-file: %w", err)
+			}
+			zc.ClientSecret = strings.TrimSpace(string(b))
+		}
+		if o.ZitadelKeyFile != "" {
+			if zc.KeyJSON, err = os.ReadFile(o.ZitadelKeyFile); err != nil {
+				return fmt.Errorf("reading --zitadel-key-file: %w", err)
+			}
+		}
+		intro, err := zitadel.NewIntrospector(ctx, zc)
+		if err != nil {
+			return err
+		}
+		cfg.Zitadel = intro
 	}
 	log.Info("vk-fleet starting", "version", version.Version, "nodeAddress", o.NodeAddress)
 	return hub.Run(ctx, cfg)

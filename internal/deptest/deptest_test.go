@@ -18,6 +18,7 @@ func TestDeviceSideDependencies(t *testing.T) {
 		"github.com/vk-fleet/vk-fleet/nodeagent",
 		"github.com/vk-fleet/vk-fleet/nodeagent/podman",
 		"github.com/vk-fleet/vk-fleet/cmd/device-agent",
+		"github.com/vk-fleet/vk-fleet/zitadel/devicetoken",
 	} {
 		out, err := exec.Command("go", "list", "-tags", tags, "-deps", pkg).CombinedOutput()
 		if err != nil {

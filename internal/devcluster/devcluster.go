@@ -188,21 +188,21 @@ func (c *Cluster) Enroll(ctx context.Context, device string, labels ...string) e
 	return err
 }
 
-// StartProvider starts (or restarts) the vk-fleet process.
-func (c *Cluster) StartProvider(ctx context.Context) error {
+// StartProvider starts (or restarts) the vk-fleet process, with extra flags.
+func (c *Cluster) StartProvider(ctx context.Context, extra ...string) error {
 	if c.Provider != nil && !c.Provider.Exited() {
 		return errors.New("provider already running")
 	}
-	p, err := startProcess("vk-fleet", filepath.Join(c.cfg.Dir, "vk-fleet.log"), nil,
-		filepath.Join(c.binDir, "vk-fleet"),
+	args := append([]string{
 		"--kubeconfig", c.kubeconfig,
-		"--nats-listen", "127.0.0.1:"+itoa(c.natsPort),
+		"--nats-listen", "127.0.0.1:" + itoa(c.natsPort),
 		"--nats-store-dir", filepath.Join(c.cfg.Dir, "nats"),
 		"--node-address", "127.0.0.1",
 		"--heartbeat-timeout", c.cfg.HeartbeatTimeout.String(),
 		"--ping-interval", "2s",
 		"--log-level", "debug",
-	)
+	}, extra...)
+	p, err := startProcess("vk-fleet", filepath.Join(c.cfg.Dir, "vk-fleet.log"), nil, filepath.Join(c.binDir, "vk-fleet"), args...)
 	if err != nil {
 		return err
 	}

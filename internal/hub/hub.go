@@ -162,7 +162,7 @@ func Run(ctx context.Context, cfg Config) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := enrollment.Serve(ctx, nc, enrollment.RegistryRegistrar{R: reg}, log); err != nil {
+		if err := enrollment.Serve(ctx, nc, enrollment.RegistryRegistrar{R: reg}, cfg.Zitadel, log); err != nil {
 			log.Error("enrollment service stopped", "err", err)
 		}
 	}()
@@ -216,7 +216,7 @@ func runExternal(ctx context.Context, cfg Config, log *slog.Logger) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := enrollment.Serve(ctx, nc, enrollment.RegistryRegistrar{R: reg}, log); err != nil {
+		if err := enrollment.Serve(ctx, nc, enrollment.RegistryRegistrar{R: reg}, cfg.Zitadel, log); err != nil {
 			log.Error("enrollment service stopped", "err", err)
 		}
 	}()
