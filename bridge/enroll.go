@@ -15,7 +15,7 @@ type EnrollRequest struct {
 	// Zitadel machine user: proof that the device holds that user's key.
 	// The server introspects it and registers the token's subject.
 	ZitadelToken string            `json:"zitadelToken,omitempty"`
-	Labels        map[string]string `json:"labels,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
 	// ProtocolVersion of the enrolling client.
 	ProtocolVersion int `json:"protocolVersion,omitempty"`
 }
