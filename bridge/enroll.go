@@ -44,3 +44,19 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return e.Message }
+
+// Is makes errors.Is match two Errors by code, so that callers can test a
+// received error against the sentinels below.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code
+}
+
+// Sentinels for errors.Is on errors that crossed the wire.
+var (
+	ErrInvalid      = &Error{Code: CodeInvalid, Message: "invalid request"}
+	ErrTokenInvalid = &Error{Code: CodeTokenInvalid, Message: "enrollment token is not valid"}
+	ErrTokenExpired = &Error{Code: CodeTokenExpired, Message: "enrollment token has expired"}
+	ErrTokenUsedUp  = &Error{Code: CodeTokenUsedUp, Message: "enrollment token has no uses left"}
+	ErrNameTaken    = &Error{Code: CodeNameTaken, Message: "device name is already taken"}
+)

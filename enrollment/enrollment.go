@@ -115,36 +115,3 @@ func codeOf(err error) string {
 	}
 	return bridge.CodeInternal
 }
-
-// ErrorFor maps a wire error back to the registry's sentinel error, so the
-// client can tell its user what to do.
-func ErrorFor(e *bridge.Error) error {
-	for _, c := range codes {
-		if c.code == e.Code {
-			return fmt.Errorf("%w: %s", c.err, e.Message)
-		}
-	}
-	return errors.New(e.Message)
-}
-
-// Request sends an enrollment request over nc (connected with the token)
-// and returns the registered device name.
-func Request(ctx context.Context, nc *nats.Conn, req *bridge.EnrollRequest) (string, error) {
-	req.ProtocolVersion = bridge.ProtocolVersion
-	data, err := bridge.Encode(req)
-	if err != nil {
-		return "", err
-	}
-	msg, err := nc.RequestWithContext(ctx, bridge.EnrollSubject, data)
-	if err != nil {
-		return "", fmt.Errorf("sending enrollment request: %w", err)
-	}
-	resp, err := bridge.Decode[bridge.EnrollResponse](msg.Data)
-	if err != nil {
-		return "", err
-	}
-	if resp.Error != nil {
-		return "", ErrorFor(resp.Error)
-	}
-	return resp.Device, nil
-}

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"crypto/subtle"
+	"math/rand/v2"
 	"fmt"
 	"sort"
 	"strconv"
@@ -130,7 +131,17 @@ func (t *Token) Usable(now time.Time) error {
 // consumeToken takes one use of the token, failing if another enrollment
 // took the last one first.
 func (r *Registry) consumeToken(ctx context.Context, raw string) (*Token, error) {
-	for range 5 {
+	for attempt := range 50 {
+		if attempt > 0 {
+			// Another enrollment took a use at the same moment: back off a
+			// little, randomly, so that many devices enrolling with one
+			// token do not keep colliding.
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(time.Duration(rand.IntN(20*attempt)+1) * time.Millisecond):
+			}
+		}
 		t, s, err := r.LookupToken(ctx, raw)
 		if err != nil {
 			return nil, err

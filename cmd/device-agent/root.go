@@ -239,5 +239,6 @@ func newRootCommand() *cobra.Command {
 		},
 	}
 	o.Bind(cmd.Flags())
+	cmd.AddCommand(newSimulateCommand())
 	return cmd
 }

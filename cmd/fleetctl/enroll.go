@@ -18,7 +18,6 @@ import (
 
 	"github.com/vk-fleet/vk-fleet/bridge"
 	"github.com/vk-fleet/vk-fleet/callout"
-	"github.com/vk-fleet/vk-fleet/enrollment"
 	"github.com/vk-fleet/vk-fleet/nodeagent"
 	"github.com/vk-fleet/vk-fleet/registry"
 	"github.com/vk-fleet/vk-fleet/zitadel"
@@ -180,12 +179,12 @@ func (o *enrollOptions) Run(ctx context.Context, out io.Writer) error {
 	nc, err := nats.Connect(o.Server, opts...)
 	if err != nil {
 		if errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization") {
-			return fmt.Errorf("the server refused the enrollment token: it is unknown or mistyped (%w)", registry.ErrTokenInvalid)
+			return fmt.Errorf("the server refused the enrollment token: it is unknown or mistyped (%w)", bridge.ErrTokenInvalid)
 		}
 		return fmt.Errorf("connecting to %s: %w", o.Server, err)
 	}
 	defer nc.Close()
-	name, err := enrollment.Request(ctx, nc, req)
+	name, err := nodeagent.Enroll(ctx, nc, req)
 	if err != nil {
 		return explainEnrollError(err, o.Name)
 	}
@@ -265,11 +264,11 @@ func (o *enrollOptions) zitadelIdentity(ctx context.Context) (key []byte, token 
 // explainEnrollError turns the server's refusal into advice.
 func explainEnrollError(err error, name string) error {
 	switch {
-	case errors.Is(err, registry.ErrTokenExpired):
+	case errors.Is(err, bridge.ErrTokenExpired):
 		return fmt.Errorf("%w: ask your admin for a new one (fleetctl token create)", err)
-	case errors.Is(err, registry.ErrTokenUsedUp):
+	case errors.Is(err, bridge.ErrTokenUsedUp):
 		return fmt.Errorf("%w: it was already used for as many devices as it allows; ask for a new one", err)
-	case errors.Is(err, registry.ErrNameTaken):
+	case errors.Is(err, bridge.ErrNameTaken):
 		return fmt.Errorf("%w: pick another --name, or have an admin run `fleetctl revoke %s` first", err, name)
 	}
 	return err

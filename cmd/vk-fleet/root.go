@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/vk-fleet/vk-fleet/internal/debugserver"
 	"github.com/vk-fleet/vk-fleet/internal/hub"
 	"github.com/vk-fleet/vk-fleet/internal/logging"
 	"github.com/vk-fleet/vk-fleet/internal/version"
@@ -40,6 +41,7 @@ type options struct {
 	ZitadelSecretFile string
 	ZitadelKeyFile    string
 	ZitadelProjectID  string
+	DebugListen       string
 	NATSListen        string
 	NATSStoreDir      string
 	NodeAddress       string
@@ -88,6 +90,7 @@ func (o *options) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ZitadelClientID, "zitadel-client-id", o.ZitadelClientID, "client ID of the Zitadel API application that introspects tokens (with --zitadel-client-secret-file)")
 	fs.StringVar(&o.ZitadelSecretFile, "zitadel-client-secret-file", o.ZitadelSecretFile, "file holding that application's client secret")
 	fs.StringVar(&o.ZitadelKeyFile, "zitadel-key-file", o.ZitadelKeyFile, "JSON key of that application (instead of a client secret)")
+	fs.StringVar(&o.DebugListen, "debug-listen", o.DebugListen, "serve pprof and expvar metrics on this address (e.g. 127.0.0.1:6060); empty disables")
 	fs.StringVar(&o.ZitadelProjectID, "zitadel-project-id", o.ZitadelProjectID, "Zitadel project ID that device tokens must carry as audience")
 	fs.StringVar(&o.NATSListen, "nats-listen", o.NATSListen, "host:port the embedded NATS server listens on for devices")
 	fs.StringVar(&o.NATSStoreDir, "nats-store-dir", o.NATSStoreDir, "JetStream storage directory of the embedded NATS server")
@@ -145,6 +148,14 @@ func (o *options) Run(ctx context.Context) error {
 	}
 	restCfg.QPS, restCfg.Burst = o.KubeQPS, o.KubeBurst
 	restCfg.UserAgent = "vk-fleet/" + version.Version
+	debugserver.CountRequests(restCfg)
+	if o.DebugListen != "" {
+		go func() {
+			if err := debugserver.Run(ctx, o.DebugListen, log); err != nil {
+				log.Error("debug endpoint", "err", err)
+			}
+		}()
+	}
 	client, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("creating kubernetes client: %w", err)

@@ -6,6 +6,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"expvar"
 	"fmt"
 	"log/slog"
 	"os"
@@ -114,6 +115,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer srv.Shutdown()
+	publishNATSVars(srv)
 	log.Info("embedded nats server listening (TLS, every connection authenticated)", "listen", cfg.NATSListen, "url", srv.ClientURL())
 
 	cache := registry.NewCache(cfg.Client)
@@ -224,6 +226,24 @@ func runExternal(ctx context.Context, cfg Config, log *slog.Logger) error {
 		cfg.Ready(cfg.External.URL)
 	}
 	return runProvider(ctx, cfg, nc, cache, log)
+}
+
+var natsVars sync.Once
+
+// publishNATSVars exposes the embedded server's traffic as expvar "nats".
+func publishNATSVars(srv *natsd.Server) {
+	natsVars.Do(func() {
+		expvar.Publish("nats", expvar.Func(func() any {
+			v, err := srv.Inner().Varz(nil)
+			if err != nil {
+				return nil
+			}
+			return map[string]any{
+				"in_bytes": v.InBytes, "out_bytes": v.OutBytes, "in_msgs": v.InMsgs, "out_msgs": v.OutMsgs,
+				"connections": v.Connections,
+			}
+		}))
+	})
 }
 
 type embeddedKicker struct{ s *natsd.Server }
