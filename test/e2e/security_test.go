@@ -89,10 +89,19 @@ func TestEnrollmentTokenRules(t *testing.T) {
 	})
 	t.Run("labels become Node labels and the Node waits NotReady", func(t *testing.T) {
 		tok := createToken(t, "--ttl", "10m", "--label", "fleet=west")
+		root := filepath.Join(t.TempDir(), "root")
 		out, err := cluster.Fleetctl(t.Context(), "enroll", "--server", cluster.NATSURL, "--token", tok, "--name", "pi-labelled",
-			"--label", "room=attic", "--ca", cluster.CAFile(), "--root", filepath.Join(t.TempDir(), "root"))
+			"--label", "room=attic", "--ca", cluster.CAFile(), "--root", root, "--install", "--agent-binary", "/opt/bin/device-agent")
 		if err != nil {
 			t.Fatalf("%v: %s", err, out)
+		}
+		unit, err := os.ReadFile(filepath.Join(root, "etc/systemd/system/vk-fleet-agent.service"))
+		if err != nil || !strings.Contains(string(unit), "ExecStart=/opt/bin/device-agent --config "+filepath.Join(root, "etc/vk-fleet/agent.json")) {
+			t.Errorf("systemd unit: %v\n%s", err, unit)
+		}
+		cfg, err := os.ReadFile(filepath.Join(root, "etc/vk-fleet/agent.json"))
+		if err != nil || !strings.Contains(string(cfg), `"name": "pi-labelled"`) || strings.Contains(string(cfg), "SU") {
+			t.Errorf("agent configuration (must name the device and hold no seed): %v\n%s", err, cfg)
 		}
 		n, err := cluster.Client.CoreV1().Nodes().Get(t.Context(), "pi-labelled", metav1.GetOptions{})
 		if err != nil {
