@@ -124,7 +124,7 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if c.kubeconfig, err = c.CP.ClientKubeconfig("vk-fleet", "system:masters"); err != nil {
 		return nil, err
 	}
-	if c.natsPort, err = freePort(); err != nil {
+	if c.natsPort, err = FreePort(); err != nil {
 		return nil, err
 	}
 	c.NATSURL = "tls://127.0.0.1:" + itoa(c.natsPort)
@@ -202,7 +202,7 @@ func (c *Cluster) StartProvider(ctx context.Context, extra ...string) error {
 		"--ping-interval", "2s",
 		"--log-level", "debug",
 	}, extra...)
-	p, err := startProcess("vk-fleet", filepath.Join(c.cfg.Dir, "vk-fleet.log"), nil, filepath.Join(c.binDir, "vk-fleet"), args...)
+	p, err := StartProcess("vk-fleet", filepath.Join(c.cfg.Dir, "vk-fleet.log"), nil, filepath.Join(c.binDir, "vk-fleet"), args...)
 	if err != nil {
 		return err
 	}
@@ -224,7 +224,7 @@ func (c *Cluster) StartAgent(_ context.Context, device string) error {
 	if p := c.agents[device]; p != nil && !p.Exited() {
 		return fmt.Errorf("agent %s already running", device)
 	}
-	p, err := startProcess("agent-"+device, filepath.Join(c.cfg.Dir, "agent-"+device+".log"), nil,
+	p, err := StartProcess("agent-"+device, filepath.Join(c.cfg.Dir, "agent-"+device+".log"), nil,
 		filepath.Join(c.binDir, "device-agent"),
 		"--config", filepath.Join(c.DeviceRoot(device), "etc/vk-fleet/agent.json"),
 		"--heartbeat-interval", c.cfg.HeartbeatInterval.String(),

@@ -24,7 +24,9 @@ type Process struct {
 	once sync.Once
 }
 
-func startProcess(name, logPath string, env []string, bin string, args ...string) (*Process, error) {
+// StartProcess starts bin in its own process group, appending its output
+// to logPath. The process dies with its parent.
+func StartProcess(name, logPath string, env []string, bin string, args ...string) (*Process, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("opening log of %s: %w", name, err)
@@ -94,8 +96,8 @@ func (p *Process) Tail(n int) string {
 	return string(bytes.Join(lines, []byte("\n")))
 }
 
-// freePort returns a TCP port free on 127.0.0.1 at the time of the call.
-func freePort() (int, error) {
+// FreePort returns a TCP port free on 127.0.0.1 at the time of the call.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("finding a free port: %w", err)

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+)
+
+// baseline registers n Ready Nodes, keeps their leases fresh, and sets
+// every pod bound to them Running the moment it appears: the least any
+// kubelet could do, so its rollout shows what the control plane alone costs.
+type baseline struct {
+	cs    kubernetes.Interface
+	n     int
+	names map[string]bool
+}
+
+const baselineLabel = "bench=baseline"
+
+func startBaseline(ctx context.Context, cs kubernetes.Interface, n, workers int) (*baseline, error) {
+	b := &baseline{cs: cs, n: n, names: map[string]bool{}}
+	now := metav1.Now()
+	capacity := corev1.ResourceList{
+		corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("4Gi"), corev1.ResourcePods: resource.MustParse("110"),
+	}
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for i := range n {
+		name := fmt.Sprintf("base-%d", i)
+		b.names[name] = true
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			node := &corev1.Node{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"bench": "baseline", corev1.LabelHostname: name}},
+				Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: "virtual-kubelet.io/provider", Value: "baseline", Effect: corev1.TaintEffectNoSchedule}}},
+			}
+			created, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+			if err == nil {
+				created.Status = corev1.NodeStatus{
+					Capacity: capacity, Allocatable: capacity,
+					Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: now, LastTransitionTime: now}},
+					Addresses:  []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}},
+				}
+				_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
+			}
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = fmt.Errorf("registering baseline node %s: %w", name, err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	go b.renewLeases(ctx)
+	go b.runPods(ctx, workers)
+	return b, nil
+}
+
+// renewLeases renews each node's lease every 10s, as kubelet does.
+func (b *baseline) renewLeases(ctx context.Context) {
+	dur := int32(40)
+	leases := b.cs.CoordinationV1().Leases(corev1.NamespaceNodeLease)
+	for {
+		for name := range b.names {
+			now := metav1.NewMicroTime(time.Now())
+			l, err := leases.Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				_, _ = leases.Create(ctx, &coordinationv1.Lease{
+					ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: corev1.NamespaceNodeLease},
+					Spec:       coordinationv1.LeaseSpec{HolderIdentity: &name, LeaseDurationSeconds: &dur, RenewTime: &now},
+				}, metav1.CreateOptions{})
+				continue
+			}
+			l.Spec.RenewTime = &now
+			_, _ = leases.Update(ctx, l, metav1.UpdateOptions{})
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Second):
+		}
+	}
+}
+
+// runPods sets pods on baseline nodes Running.
+func (b *baseline) runPods(ctx context.Context, workers int) {
+	f := informers.NewSharedInformerFactory(b.cs, 0)
+	inf := f.Core().V1().Pods()
+	q := workqueue.NewTyped[string]()
+	enqueue := func(o any) {
+		p, ok := o.(*corev1.Pod)
+		if ok && b.names[p.Spec.NodeName] && (p.Status.Phase == corev1.PodPending || p.DeletionTimestamp != nil) {
+			q.Add(p.Namespace + "/" + p.Name)
+		}
+	}
+	_, _ = inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(_, o any) { enqueue(o) }})
+	f.Start(ctx.Done())
+	f.WaitForCacheSync(ctx.Done())
+	go func() { <-ctx.Done(); q.ShutDown() }()
+	for range workers {
+		go func() {
+			for {
+				key, quit := q.Get()
+				if quit {
+					return
+				}
+				ns, name, _ := cache.SplitMetaNamespaceKey(key)
+				p, err := inf.Lister().Pods(ns).Get(name)
+				if err == nil && p.DeletionTimestamp != nil {
+					// The "kubelet" confirms the deletion at once.
+					zero := int64(0)
+					_ = b.cs.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+				} else if err == nil && p.Status.Phase == corev1.PodPending {
+					p = p.DeepCopy()
+					now := metav1.Now()
+					p.Status.Phase = corev1.PodRunning
+					p.Status.StartTime = &now
+					p.Status.HostIP = "127.0.0.1"
+					p.Status.Conditions = []corev1.PodCondition{
+						{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
+						{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
+						{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: now},
+						{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
+					}
+					p.Status.ContainerStatuses = nil
+					for _, c := range p.Spec.Containers {
+						p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, corev1.ContainerStatus{
+							Name: c.Name, Image: c.Image, Ready: true, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}},
+						})
+					}
+					if _, err := b.cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+						q.Add(key)
+					}
+				}
+				q.Done(key)
+			}
+		}()
+	}
+}
+
+// remove deletes the baseline nodes.
+func (b *baseline) remove(ctx context.Context) {
+	_ = b.cs.CoreV1().Nodes().DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: baselineLabel})
+}

@@ -1,0 +1,91 @@
+// Command bench measures vk-fleet against the real local control plane:
+// pod startup latency of a DaemonSet rolled out to N simulated devices,
+// compared with a baseline in the same run (Nodes whose pods a minimal
+// client sets Running directly: what the control plane alone costs), plus
+// vk-fleet's resource use and traffic per device. Run it with hack/bench.sh.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vk-fleet/vk-fleet/internal/controlplane"
+)
+
+func main() {
+	sizes := flag.String("n", "100,1000", "comma-separated fleet sizes")
+	out := flag.String("out", "", "write the markdown table to this file (default: stdout only)")
+	idle := flag.Duration("idle", time.Minute, "idle window for per-device traffic")
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx := context.Background()
+	bin, err := controlplane.BinDir()
+	if err != nil {
+		fail(err)
+	}
+	binDir := os.Getenv("VKF_BIN_DIR")
+	if binDir == "" {
+		fail(fmt.Errorf("VKF_BIN_DIR must name the directory with vk-fleet and device-agent (hack/bench.sh sets it)"))
+	}
+	var results []result
+	for _, s := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			fail(fmt.Errorf("bad size %q", s))
+		}
+		dir, _ := os.MkdirTemp("", fmt.Sprintf("vkf-bench-%d-", n))
+		r, err := runSize(ctx, runConfig{N: n, Dir: dir, CPBin: bin, BinDir: binDir, Idle: *idle, Log: log})
+		if err != nil {
+			fail(fmt.Errorf("n=%d: %w (logs in %s)", n, err, dir))
+		}
+		os.RemoveAll(dir)
+		results = append(results, r)
+		fmt.Println(r.summary())
+	}
+	table := render(results)
+	fmt.Println(table)
+	if *out != "" {
+		if err := writeDoc(*out, table); err != nil {
+			fail(err)
+		}
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+type runConfig struct {
+	N      int
+	Dir    string
+	CPBin  string
+	BinDir string
+	Idle   time.Duration
+	Log    *slog.Logger
+}
+
+// writeDoc replaces the results section of docs/benchmarks.md.
+func writeDoc(path, table string) error {
+	const begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s := string(b)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s lacks the %s … %s markers", path, begin, end)
+	}
+	host, _ := os.Hostname()
+	stamp := fmt.Sprintf("Measured %s on %s (%d cores).\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), host, numCPU())
+	s = s[:i+len(begin)] + "\n" + stamp + table + "\n" + s[j:]
+	return os.WriteFile(filepath.Clean(path), []byte(s), 0o644)
+}

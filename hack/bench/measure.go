@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+func numCPU() int { return runtime.NumCPU() }
+
+// rollout is the measured rollout of one DaemonSet.
+type rollout struct {
+	P50, P90, P99 time.Duration
+	AllReady      time.Duration // until the DaemonSet reported every pod ready
+}
+
+// measureRollout creates a DaemonSet for the nodes labelled sel and watches
+// each of its pods until Running; latency is from just before the create
+// call to the moment the watch sees the pod Running.
+func measureRollout(ctx context.Context, cs kubernetes.Interface, name string, sel map[string]string, n int, timeout time.Duration) (rollout, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace("default"),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = "app=" + name }))
+	inf := f.Core().V1().Pods().Informer()
+	var mu sync.Mutex
+	running := map[string]time.Time{}
+	done := make(chan struct{})
+	var start time.Time
+	see := func(o any) {
+		p, ok := o.(*corev1.Pod)
+		if !ok || p.Status.Phase != corev1.PodRunning {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if _, seen := running[p.Name]; !seen {
+			running[p.Name] = time.Now()
+			if len(running) == n {
+				close(done)
+			}
+		}
+	}
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: see, UpdateFunc: func(_, o any) { see(o) }})
+	f.Start(ctx.Done())
+	f.WaitForCacheSync(ctx.Done())
+
+	two := int64(2)
+	labels := map[string]string{"app": name}
+	ds := &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					NodeSelector:                  sel,
+					TerminationGracePeriodSeconds: &two,
+					Tolerations: []corev1.Toleration{{Key: "virtual-kubelet.io/provider", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
+					Containers:                    []corev1.Container{{Name: "app", Image: "localhost/bench:v1", Command: []string{"sleep", "3600"}}},
+				},
+			},
+		},
+	}
+	start = time.Now()
+	if _, err := cs.AppsV1().DaemonSets("default").Create(ctx, ds, metav1.CreateOptions{}); err != nil {
+		return rollout{}, fmt.Errorf("creating daemonset: %w", err)
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		mu.Lock()
+		got := len(running)
+		mu.Unlock()
+		return rollout{}, fmt.Errorf("only %d of %d pods Running: %w", got, n, ctx.Err())
+	}
+	var r rollout
+	for {
+		d, err := cs.AppsV1().DaemonSets("default").Get(ctx, name, metav1.GetOptions{})
+		if err == nil && d.Status.NumberReady == int32(n) && d.Status.DesiredNumberScheduled == int32(n) {
+			r.AllReady = time.Since(start)
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return rollout{}, fmt.Errorf("daemonset never reported %d ready: %w", n, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	mu.Lock()
+	lat := make([]time.Duration, 0, len(running))
+	for _, t := range running {
+		lat = append(lat, t.Sub(start))
+	}
+	mu.Unlock()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	r.P50, r.P90, r.P99 = pct(lat, 50), pct(lat, 90), pct(lat, 99)
+	return r, nil
+}
+
+func pct(s []time.Duration, p int) time.Duration {
+	if len(s) == 0 {
+		return 0
+	}
+	i := (len(s)*p + 99) / 100
+	if i > len(s) {
+		i = len(s)
+	}
+	if i < 1 {
+		i = 1
+	}
+	return s[i-1]
+}
+
+// deleteDaemonSet removes a DaemonSet and waits for its pods to go.
+func deleteDaemonSet(ctx context.Context, cs kubernetes.Interface, name string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	bg := metav1.DeletePropagationBackground
+	if err := cs.AppsV1().DaemonSets("default").Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &bg}); err != nil {
+		return err
+	}
+	for {
+		l, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=" + name})
+		if err == nil && len(l.Items) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pods of %s not gone: %w", name, ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// countNodes counts Nodes with labels sel whose Ready status is want.
+func countNodes(ctx context.Context, cs kubernetes.Interface, sel string, want corev1.ConditionStatus) (int, error) {
+	l, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, node := range l.Items {
+		for _, c := range node.Status.Conditions {
+			if c.Type == corev1.NodeReady && (c.Status == want || want != corev1.ConditionTrue && c.Status != corev1.ConditionTrue) {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+// waitNodes waits until n Nodes matching sel are Ready (want=True) or not.
+func waitNodes(ctx context.Context, cs kubernetes.Interface, sel string, n int, want corev1.ConditionStatus, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		got, err := countNodes(ctx, cs, sel, want)
+		if err == nil && got >= n {
+			return time.Since(start), nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%d of %d nodes %s=%s: %w", got, n, sel, want, ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// procStat reads a process's RSS (bytes) and CPU time.
+func procStat(pid int) (rss int64, cpu time.Duration) {
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				rss = kb * 1024
+			}
+		}
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i > 0 {
+			f := strings.Fields(s[i+2:])
+			if len(f) > 13 {
+				ut, _ := strconv.ParseInt(f[11], 10, 64)
+				st, _ := strconv.ParseInt(f[12], 10, 64)
+				cpu = time.Duration(ut+st) * time.Second / 100 // USER_HZ
+			}
+		}
+	}
+	return rss, cpu
+}

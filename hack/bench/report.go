@@ -1,0 +1,44 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+var metaGet = metav1.GetOptions{}
+
+func sec(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
+
+func ratio(a, b time.Duration) string {
+	if b <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", a.Seconds()/b.Seconds())
+}
+
+// render prints the results as markdown tables.
+func render(rs []result) string {
+	var b strings.Builder
+	b.WriteString("### Pod startup: DaemonSet creation → pod Running (watch), and until the DaemonSet reports all pods ready\n\n")
+	b.WriteString("| devices | vk-fleet p50 | p90 | p99 | all ready | baseline p50 | p90 | p99 | all ready | ratio p50 | ratio p99 | ratio all ready |\n")
+	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.N,
+			sec(r.Ours.P50), sec(r.Ours.P90), sec(r.Ours.P99), sec(r.Ours.AllReady),
+			sec(r.Base.P50), sec(r.Base.P90), sec(r.Base.P99), sec(r.Base.AllReady),
+			ratio(r.Ours.P50, r.Base.P50), ratio(r.Ours.P99, r.Base.P99), ratio(r.Ours.AllReady, r.Base.AllReady))
+	}
+	b.WriteString("\n### vk-fleet per device\n\n")
+	b.WriteString("| devices | RSS idle | RSS idle / device | RSS peak in rollout | goroutines / device | CPU idle / device | CPU in rollout | API requests / device / min (idle) | NATS bytes / device / min (idle) | all Ready after enrollment | all Ready after mass reconnect |\n")
+	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "| %d | %.0f MiB | %.1f KiB | %.0f MiB | %.1f | %.2f ms/s | %.0f%% of a core | %.1f | %.0f | %s | %s |\n", r.N,
+			float64(r.IdleRSS)/(1<<20), float64(r.IdleRSS)/1024/float64(r.N), float64(r.RolloutRSS)/(1<<20),
+			float64(r.IdleGoroutines)/float64(r.N), r.IdleCPU*1000/float64(r.N), r.RolloutCPU*100,
+			r.APIPerDevMin, r.NATSBytesDevMin, sec(r.ReadyAfterEnroll), sec(r.Reconnect))
+	}
+	return b.String()
+}

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/vk-fleet/vk-fleet/internal/controlplane"
+	"github.com/vk-fleet/vk-fleet/internal/devcluster"
+	"github.com/vk-fleet/vk-fleet/internal/hub"
+	"github.com/vk-fleet/vk-fleet/registry"
+)
+
+// result is everything measured for one fleet size.
+type result struct {
+	N                int
+	Ours, Base       rollout
+	ReadyAfterEnroll time.Duration // all Nodes Ready after N devices enrolled and connected
+	Reconnect        time.Duration // all Nodes Ready again after N devices reconnect at once
+	IdleRSS          int64
+	RolloutRSS       int64
+	IdleGoroutines   int
+	IdleCPU          float64 // CPU seconds per second, whole process
+	RolloutCPU       float64
+	APIPerDevMin     float64
+	NATSBytesDevMin  float64
+}
+
+func (r result) summary() string {
+	return fmt.Sprintf("n=%d ours p50/p90/p99 %s/%s/%s all-ready %s | baseline %s/%s/%s all-ready %s",
+		r.N, r.Ours.P50, r.Ours.P90, r.Ours.P99, r.Ours.AllReady, r.Base.P50, r.Base.P90, r.Base.P99, r.Base.AllReady)
+}
+
+type debugVars struct {
+	Goroutines   int   `json:"goroutines"`
+	KubeRequests int64 `json:"kube_requests"`
+	NATS         struct {
+		InBytes  int64 `json:"in_bytes"`
+		OutBytes int64 `json:"out_bytes"`
+	} `json:"nats"`
+}
+
+func readVars(addr string) (debugVars, error) {
+	var v debugVars
+	resp, err := http.Get("http://" + addr + "/debug/vars")
+	if err != nil {
+		return v, err
+	}
+	defer resp.Body.Close()
+	return v, json.NewDecoder(resp.Body).Decode(&v)
+}
+
+func runSize(ctx context.Context, rc runConfig) (result, error) {
+	res := result{N: rc.N}
+	log := rc.Log.With("n", rc.N)
+	cp, err := controlplane.Start(ctx, controlplane.Config{
+		BinDir: rc.CPBin, Dir: filepath.Join(rc.Dir, "cp"), NodeMonitorGracePeriod: 20 * time.Second, Logger: log,
+		ExtraAPIServerArgs: []string{"--max-requests-inflight=1000", "--max-mutating-requests-inflight=500"},
+	})
+	if err != nil {
+		return res, err
+	}
+	defer cp.Stop()
+	cfg := *cp.RESTConfig
+	cfg.QPS, cfg.Burst = 200, 400
+	cs, err := kubernetes.NewForConfig(&cfg)
+	if err != nil {
+		return res, err
+	}
+	rollTimeout := time.Duration(rc.N)*300*time.Millisecond + 3*time.Minute
+
+	// Baseline.
+	log.Info("baseline: registering nodes")
+	bctx, bcancel := context.WithCancel(ctx)
+	b, err := startBaseline(bctx, cs, rc.N, 10)
+	if err != nil {
+		bcancel()
+		return res, err
+	}
+	// A first rollout warms the control plane's caches, so that neither
+	// measured rollout pays for being first.
+	if _, err = measureRollout(ctx, cs, "bench-warmup", map[string]string{"bench": "baseline"}, rc.N, rollTimeout); err != nil {
+		bcancel()
+		return res, fmt.Errorf("warm-up: %w", err)
+	}
+	_ = deleteDaemonSet(ctx, cs, "bench-warmup", rollTimeout)
+	if res.Base, err = measureRollout(ctx, cs, "bench-baseline", map[string]string{"bench": "baseline"}, rc.N, rollTimeout); err != nil {
+		bcancel()
+		return res, fmt.Errorf("baseline: %w", err)
+	}
+	log.Info("baseline done", "p99", res.Base.P99)
+	_ = deleteDaemonSet(ctx, cs, "bench-baseline", rollTimeout)
+	bcancel()
+	b.remove(ctx)
+
+	// vk-fleet.
+	natsPort, _ := devcluster.FreePort()
+	debugPort, _ := devcluster.FreePort()
+	debugAddr := "127.0.0.1:" + strconv.Itoa(debugPort)
+	kubeconfig, err := cp.ClientKubeconfig("vk-fleet", "system:masters")
+	if err != nil {
+		return res, err
+	}
+	vkf, err := devcluster.StartProcess("vk-fleet", filepath.Join(rc.Dir, "vk-fleet.log"), nil, filepath.Join(rc.BinDir, "vk-fleet"),
+		"--kubeconfig", kubeconfig, "--nats-listen", "127.0.0.1:"+strconv.Itoa(natsPort),
+		"--nats-store-dir", filepath.Join(rc.Dir, "nats"), "--node-address", "127.0.0.1",
+		"--debug-listen", debugAddr, "--log-level", "warn")
+	if err != nil {
+		return res, err
+	}
+	defer vkf.Stop(10 * time.Second)
+	if err := waitHTTP(ctx, debugAddr, vkf); err != nil {
+		return res, err
+	}
+	tok, err := registry.New(cs).CreateToken(ctx, registry.TokenOptions{TTL: time.Hour, Uses: rc.N})
+	if err != nil {
+		return res, err
+	}
+	caFile := filepath.Join(rc.Dir, "nats-ca.crt")
+	if err := waitCA(ctx, cs, caFile); err != nil {
+		return res, err
+	}
+	simArgs := []string{"simulate", "--count", strconv.Itoa(rc.N), "--prefix", "sim-",
+		"--nats-url", "tls://127.0.0.1:" + strconv.Itoa(natsPort), "--ca-file", caFile, "--token", tok.String(),
+		"--label", "bench=sim", "--state-dir", filepath.Join(rc.Dir, "sim")}
+	startSim := func() (*devcluster.Process, error) {
+		return devcluster.StartProcess("simulate", filepath.Join(rc.Dir, "simulate.log"), nil, filepath.Join(rc.BinDir, "device-agent"), simArgs...)
+	}
+	sim, err := startSim()
+	if err != nil {
+		return res, err
+	}
+	defer func() { sim.Stop(10 * time.Second) }()
+	log.Info("vk-fleet: waiting for simulated devices")
+	if res.ReadyAfterEnroll, err = waitNodes(ctx, cs, "bench=sim", rc.N, corev1.ConditionTrue, rollTimeout); err != nil {
+		return res, fmt.Errorf("devices ready: %w\n%s", err, sim.Tail(10))
+	}
+
+	// Idle.
+	pid := vkf.PID()
+	v0, _ := readVars(debugAddr)
+	_, cpu0 := procStat(pid)
+	t0 := time.Now()
+	time.Sleep(rc.Idle) // a measurement window, not synchronisation
+	v1, err := readVars(debugAddr)
+	if err != nil {
+		return res, err
+	}
+	rss, cpu1 := procStat(pid)
+	el := time.Since(t0)
+	res.IdleRSS, res.IdleGoroutines = rss, v1.Goroutines
+	res.IdleCPU = (cpu1 - cpu0).Seconds() / el.Seconds()
+	perDevMin := func(d int64) float64 { return float64(d) / float64(rc.N) / el.Minutes() }
+	res.APIPerDevMin = perDevMin(v1.KubeRequests - v0.KubeRequests)
+	res.NATSBytesDevMin = perDevMin((v1.NATS.InBytes + v1.NATS.OutBytes) - (v0.NATS.InBytes + v0.NATS.OutBytes))
+
+	// Rollout.
+	_, cpu0 = procStat(pid)
+	t0 = time.Now()
+	stop := make(chan struct{})
+	peak := make(chan int64, 1)
+	go func() {
+		var max int64
+		for {
+			if r, _ := procStat(pid); r > max {
+				max = r
+			}
+			select {
+			case <-stop:
+				peak <- max
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}()
+	res.Ours, err = measureRollout(ctx, cs, "bench-vkfleet", map[string]string{"bench": "sim"}, rc.N, rollTimeout)
+	close(stop)
+	res.RolloutRSS = <-peak
+	_, cpu1 = procStat(pid)
+	res.RolloutCPU = (cpu1 - cpu0).Seconds() / time.Since(t0).Seconds()
+	if err != nil {
+		return res, fmt.Errorf("vk-fleet rollout: %w", err)
+	}
+	log.Info("vk-fleet rollout done", "p99", res.Ours.P99)
+
+	// Reconnect: every device drops at once, the Nodes go NotReady, then all reconnect.
+	sim.Kill()
+	if _, err := waitNodes(ctx, cs, "bench=sim", rc.N, corev1.ConditionUnknown, 3*time.Minute); err != nil {
+		return res, fmt.Errorf("devices going NotReady: %w", err)
+	}
+	if sim, err = startSim(); err != nil {
+		return res, err
+	}
+	if res.Reconnect, err = waitNodes(ctx, cs, "bench=sim", rc.N, corev1.ConditionTrue, rollTimeout); err != nil {
+		return res, fmt.Errorf("reconnect: %w", err)
+	}
+	return res, nil
+}
+
+func waitHTTP(ctx context.Context, addr string, p *devcluster.Process) error {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		if _, err := readVars(addr); err == nil {
+			return nil
+		}
+		if p.Exited() {
+			return fmt.Errorf("vk-fleet exited:\n%s", p.Tail(20))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("vk-fleet debug endpoint never answered:\n%s", p.Tail(20))
+}
+
+func waitCA(ctx context.Context, cs kubernetes.Interface, path string) error {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		cm, err := cs.CoreV1().ConfigMaps(registry.DefaultTokenNamespace).Get(ctx, hub.CAConfigMap, metaGet)
+		if err == nil && cm.Data["ca.crt"] != "" {
+			return os.WriteFile(path, []byte(cm.Data["ca.crt"]), 0o644)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("vk-fleet never published its CA")
+}
