@@ -47,7 +47,7 @@ func startBaseline(ctx context.Context, cs kubernetes.Interface, n, workers int)
 			defer func() { <-sem }()
 			node := &corev1.Node{
 				ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"bench": "baseline", corev1.LabelHostname: name}},
-				Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: "virtual-kubelet.io/provider", Value: "baseline", Effect: corev1.TaintEffectNoSchedule}}},
+				Spec:       corev1.NodeSpec{Taints: []corev1.Taint{{Key: "virtual-kubelet.io/provider", Value: "baseline", Effect: corev1.TaintEffectNoSchedule}}},
 			}
 			created, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 			if err == nil {
