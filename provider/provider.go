@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
 
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 
@@ -193,6 +194,12 @@ func (p *Provider) Run(ctx context.Context) error {
 		ServiceInformer:                       svcInformer,
 		PodEventFilterFunc:                    p.servesPod,
 		SyncPodsFromKubernetesShouldRetryFunc: retryWaitingForDevice,
+		// Not client-go's default controller limiter: its overall bucket
+		// (10/s, burst 100) throttles status updates of a large rollout
+		// long before the API client's own QPS does.
+		SyncPodsFromKubernetesRateLimiter:    queueRateLimiter(),
+		SyncPodStatusFromProviderRateLimiter: queueRateLimiter(),
+		DeletePodsFromKubernetesRateLimiter:  queueRateLimiter(),
 	})
 	if err != nil {
 		return fmt.Errorf("creating pod controller: %w", err)
@@ -222,6 +229,12 @@ func (p *Provider) Run(ctx context.Context) error {
 	cancel()
 	p.stopDevices()
 	return nil
+}
+
+// queueRateLimiter retries a failing item with exponential back-off and
+// lets new items through at once.
+func queueRateLimiter() workqueue.TypedRateLimiter[any] {
+	return workqueue.NewTypedItemExponentialFailureRateLimiter[any](5*time.Millisecond, 30*time.Second)
 }
 
 func (p *Provider) openBuckets(ctx context.Context) error {
