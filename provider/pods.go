@@ -175,7 +175,7 @@ func (p *Provider) applyStatus(e jetstream.KeyValueEntry) {
 	}
 	ent := p.pods.byUID[uid]
 	var out *corev1.Pod
-	if ent != nil && ent.pod.Spec.NodeName == device {
+	if ent != nil && ent.pod.Spec.NodeName == device && p.owns(device) {
 		ent.status = st
 		out = p.podWithStatus(ent)
 	}
@@ -349,10 +349,12 @@ func (p *Provider) GetPods(context.Context) ([]*corev1.Pod, error) {
 	var out []*corev1.Pod
 	for _, ent := range p.pods.byKey {
 		seen[string(ent.pod.UID)] = true
-		out = append(out, p.podWithStatus(ent))
+		if p.owns(ent.pod.Spec.NodeName) {
+			out = append(out, p.podWithStatus(ent))
+		}
 	}
 	for uid, ref := range p.pods.refs {
-		if seen[uid] {
+		if seen[uid] || !p.owns(ref.device) {
 			continue
 		}
 		pod := &corev1.Pod{}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	kubeinformers "k8s.io/client-go/informers"
+	kubecoreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -34,6 +36,9 @@ type Config struct {
 	// Registry says which devices are enrolled. Only enrolled devices are
 	// served; deleting a device's Node revokes it.
 	Registry DeviceRegistry
+	// Owner says which devices this replica serves, when several replicas
+	// share a fleet; nil serves every device.
+	Owner Owner
 	// NodeAddress is the InternalIP of every device Node: where the API
 	// server reaches this process's kubelet API.
 	NodeAddress string
@@ -101,6 +106,17 @@ type DeviceRegistry interface {
 	OnDelete(fn func(name string))
 }
 
+// Owner decides which replica serves a device; *sharding.Sharder
+// implements it.
+type Owner interface {
+	// Owns reports whether this replica serves device now.
+	Owns(device string) bool
+	// OnChange registers fn to run when ownership changed. When devices
+	// are given up, fn runs before any other replica may take them over,
+	// and must stop serving them.
+	OnChange(fn func())
+}
+
 // Provider serves many devices as Nodes. Create it with New, start it with Run.
 type Provider struct {
 	cfg Config
@@ -116,6 +132,10 @@ type Provider struct {
 
 	notifyPod func(*corev1.Pod)
 	ready     chan struct{}
+	readyOnce sync.Once
+	// reshard signals that owned devices changed: the pod controller is
+	// rebuilt so that it picks up the pods of devices gained.
+	reshard chan struct{}
 }
 
 // New returns a Provider for cfg.
@@ -130,6 +150,7 @@ func New(cfg Config) (*Provider, error) {
 		devices: map[string]*device{},
 		pods:    newPodTable(),
 		ready:   make(chan struct{}),
+		reshard: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -168,30 +189,48 @@ func (p *Provider) Run(ctx context.Context) error {
 	}
 	defer sub.Unsubscribe()
 
-	factory := kubeinformers.NewSharedInformerFactoryWithOptions(p.cfg.Client, 0,
-		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) {}))
-	podFactory := kubeinformers.NewSharedInformerFactoryWithOptions(p.cfg.Client, 0,
-		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermNotEqualSelector("spec.nodeName", "").String()
-		}))
-	podInformer := podFactory.Core().V1().Pods()
+	if p.cfg.Owner != nil {
+		p.cfg.Owner.OnChange(func() { p.ownershipChanged() })
+	}
+	factory := kubeinformers.NewSharedInformerFactory(p.cfg.Client, 0)
 	cmInformer := factory.Core().V1().ConfigMaps()
 	secretInformer := factory.Core().V1().Secrets()
 	svcInformer := factory.Core().V1().Services()
-
 	broadcaster := record.NewBroadcaster()
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: p.cfg.Client.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "vk-fleet"})
+	factory.Start(ctx.Done())
 
+	for {
+		restart, err := p.runPodController(ctx, recorder, cmInformer, secretInformer, svcInformer)
+		if err != nil || !restart {
+			cancel()
+			p.stopDevices()
+			return err
+		}
+		p.log.Info("owned devices changed; pod controller rebuilt")
+	}
+}
+
+// runPodController runs one pod controller over a fresh pod informer until
+// ctx ends (false) or the owned devices change (true).
+func (p *Provider) runPodController(ctx context.Context, recorder record.EventRecorder,
+	cm kubecoreinformers.ConfigMapInformer, sec kubecoreinformers.SecretInformer, svc kubecoreinformers.ServiceInformer) (bool, error) {
+	gctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	podFactory := kubeinformers.NewSharedInformerFactoryWithOptions(p.cfg.Client, 0,
+		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermNotEqualSelector("spec.nodeName", "").String()
+		}))
 	pc, err := node.NewPodController(node.PodControllerConfig{
 		PodClient:                             p.cfg.Client.CoreV1(),
-		PodInformer:                           podInformer,
+		PodInformer:                           podFactory.Core().V1().Pods(),
 		EventRecorder:                         recorder,
 		Provider:                              p,
-		ConfigMapInformer:                     cmInformer,
-		SecretInformer:                        secretInformer,
-		ServiceInformer:                       svcInformer,
+		ConfigMapInformer:                     cm,
+		SecretInformer:                        sec,
+		ServiceInformer:                       svc,
 		PodEventFilterFunc:                    p.servesPod,
 		SyncPodsFromKubernetesShouldRetryFunc: retryWaitingForDevice,
 		// Not client-go's default controller limiter: its overall bucket
@@ -202,33 +241,70 @@ func (p *Provider) Run(ctx context.Context) error {
 		DeletePodsFromKubernetesRateLimiter:  queueRateLimiter(),
 	})
 	if err != nil {
-		return fmt.Errorf("creating pod controller: %w", err)
+		return false, fmt.Errorf("creating pod controller: %w", err)
 	}
-	podFactory.Start(ctx.Done())
-	factory.Start(ctx.Done())
-
+	podFactory.Start(gctx.Done())
 	pcErr := make(chan error, 1)
-	go func() { pcErr <- pc.Run(ctx, p.cfg.PodSyncWorkers) }()
+	go func() { pcErr <- pc.Run(gctx, p.cfg.PodSyncWorkers) }()
 	select {
 	case <-pc.Ready():
 	case err := <-pcErr:
-		return fmt.Errorf("running pod controller: %w", err)
+		return false, fmt.Errorf("running pod controller: %w", err)
 	case <-ctx.Done():
-		return nil
+		return false, nil
 	}
-	p.log.Info("provider ready", "devices", len(p.deviceNames()))
-	close(p.ready)
-
+	p.readyOnce.Do(func() {
+		p.log.Info("provider ready", "devices", len(p.deviceNames()))
+		close(p.ready)
+	})
 	select {
 	case <-ctx.Done():
+		<-pcErr
+		return false, nil
 	case err := <-pcErr:
 		if err != nil {
-			return fmt.Errorf("running pod controller: %w", err)
+			return false, fmt.Errorf("running pod controller: %w", err)
+		}
+		return false, nil
+	case <-p.reshard:
+		cancel()
+		<-pcErr
+		return true, nil
+	}
+}
+
+// owns reports whether this replica serves device.
+func (p *Provider) owns(device string) bool {
+	return p.cfg.Owner == nil || p.cfg.Owner.Owns(device)
+}
+
+// ownershipChanged stops serving devices given up, at once, and has the pod
+// controller rebuilt for devices gained.
+func (p *Provider) ownershipChanged() {
+	p.mu.Lock()
+	var lost []*device
+	for name, d := range p.devices {
+		if !p.owns(name) {
+			lost = append(lost, d)
+			delete(p.devices, name)
 		}
 	}
-	cancel()
-	p.stopDevices()
-	return nil
+	p.mu.Unlock()
+	for _, d := range lost {
+		d.mu.Lock()
+		if d.cancel != nil {
+			d.cancel()
+			d.cancel = nil
+		}
+		d.mu.Unlock()
+	}
+	if len(lost) > 0 {
+		p.log.Info("devices handed over to another replica", "count", len(lost))
+	}
+	select {
+	case p.reshard <- struct{}{}:
+	default:
+	}
 }
 
 // queueRateLimiter retries a failing item with exponential back-off and
@@ -266,6 +342,22 @@ func (p *Provider) openBuckets(ctx context.Context) error {
 	return nil
 }
 
+// ServedDevices returns the devices whose Nodes this process keeps now.
+func (p *Provider) ServedDevices() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := []string{}
+	for n, d := range p.devices {
+		d.mu.Lock()
+		if d.cancel != nil {
+			out = append(out, n)
+		}
+		d.mu.Unlock()
+	}
+	sort.Strings(out)
+	return out
+}
+
 func (p *Provider) deviceNames() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -278,7 +370,7 @@ func (p *Provider) deviceNames() []string {
 
 // servesPod reports whether pod is bound to a device of this process.
 func (p *Provider) servesPod(_ context.Context, pod *corev1.Pod) bool {
-	return pod.Spec.NodeName != "" && p.cfg.Registry.Has(pod.Spec.NodeName)
+	return pod.Spec.NodeName != "" && p.cfg.Registry.Has(pod.Spec.NodeName) && p.owns(pod.Spec.NodeName)
 }
 
 func (p *Provider) handleHeartbeat(ctx context.Context, m *nats.Msg) {
@@ -296,6 +388,9 @@ func (p *Provider) handleHeartbeat(ctx context.Context, m *nats.Msg) {
 		// a moment ago, or NATS runs without the callout.
 		p.log.Debug("ignoring heartbeat of a device that is not enrolled", "device", name)
 		return
+	}
+	if !p.owns(name) {
+		return // another replica serves it
 	}
 	p.mu.Lock()
 	d, ok := p.devices[name]
@@ -350,8 +445,9 @@ func (p *Provider) runNode(ctx context.Context, d *device) {
 	ctx = withVKLogger(ctx, log)
 	delay := time.Second
 	for ctx.Err() == nil {
-		if !p.cfg.Registry.Has(d.name) {
-			// Never re-create the Node of a revoked device.
+		if !p.cfg.Registry.Has(d.name) || !p.owns(d.name) {
+			// Never re-create the Node of a revoked device, nor serve one
+			// another replica serves.
 			return
 		}
 		d.mu.Lock()

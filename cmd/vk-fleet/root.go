@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nkeys"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
@@ -42,6 +43,8 @@ type options struct {
 	ZitadelKeyFile    string
 	ZitadelProjectID  string
 	DebugListen       string
+	ReplicaID         string
+	ServiceNKeys      []string
 	NATSListen        string
 	NATSStoreDir      string
 	NodeAddress       string
@@ -90,6 +93,8 @@ func (o *options) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ZitadelClientID, "zitadel-client-id", o.ZitadelClientID, "client ID of the Zitadel API application that introspects tokens (with --zitadel-client-secret-file)")
 	fs.StringVar(&o.ZitadelSecretFile, "zitadel-client-secret-file", o.ZitadelSecretFile, "file holding that application's client secret")
 	fs.StringVar(&o.ZitadelKeyFile, "zitadel-key-file", o.ZitadelKeyFile, "JSON key of that application (instead of a client secret)")
+	fs.StringVar(&o.ReplicaID, "replica-id", os.Getenv("VKF_REPLICA_ID"), "run as one of several replicas sharing the fleet, with this unique ID (e.g. the pod name); empty serves every device")
+	fs.StringArrayVar(&o.ServiceNKeys, "service-nkey", nil, "public nkey of another replica allowed to use the embedded NATS, as name=UKEY… (repeatable)")
 	fs.StringVar(&o.DebugListen, "debug-listen", o.DebugListen, "serve pprof and expvar metrics on this address (e.g. 127.0.0.1:6060); empty disables")
 	fs.StringVar(&o.ZitadelProjectID, "zitadel-project-id", o.ZitadelProjectID, "Zitadel project ID that device tokens must carry as audience")
 	fs.StringVar(&o.NATSListen, "nats-listen", o.NATSListen, "host:port the embedded NATS server listens on for devices")
@@ -186,6 +191,15 @@ func (o *options) Run(ctx context.Context) error {
 			StatusUpdateInterval: o.StatusInterval,
 			PodSyncWorkers:       o.PodWorkers,
 		},
+	}
+	cfg.ReplicaID, cfg.ReplicaNamespace = o.ReplicaID, o.TokenNamespace
+	cfg.ServiceNKeys = map[string]string{}
+	for _, sk := range o.ServiceNKeys {
+		name, key, ok := strings.Cut(sk, "=")
+		if !ok || !nkeys.IsValidPublicUserKey(key) {
+			return fmt.Errorf("--service-nkey %q: want name=<public user nkey>", sk)
+		}
+		cfg.ServiceNKeys[key] = name
 	}
 	if o.NATSURL != "" {
 		cfg.External = &hub.External{URL: o.NATSURL, NKeySeedFile: o.NATSNKeyFile, CAFile: o.NATSCAFile}

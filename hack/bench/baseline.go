@@ -76,24 +76,57 @@ func startBaseline(ctx context.Context, cs kubernetes.Interface, n, workers int)
 	return b, nil
 }
 
-// renewLeases renews each node's lease every 10s, as kubelet does.
+// renewLeases renews each node's lease every 10s, as kubelet does, from a
+// pool of workers (each kubelet has its own connection and QPS budget).
 func (b *baseline) renewLeases(ctx context.Context) {
 	dur := int32(40)
 	leases := b.cs.CoordinationV1().Leases(corev1.NamespaceNodeLease)
-	for {
-		for name := range b.names {
-			now := metav1.NewMicroTime(time.Now())
-			l, err := leases.Get(ctx, name, metav1.GetOptions{})
-			if err != nil {
-				_, _ = leases.Create(ctx, &coordinationv1.Lease{
-					ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: corev1.NamespaceNodeLease},
-					Spec:       coordinationv1.LeaseSpec{HolderIdentity: &name, LeaseDurationSeconds: &dur, RenewTime: &now},
-				}, metav1.CreateOptions{})
-				continue
-			}
+	var mu sync.Mutex
+	known := map[string]*coordinationv1.Lease{}
+	renew := func(name string) {
+		now := metav1.NewMicroTime(time.Now())
+		mu.Lock()
+		l := known[name]
+		mu.Unlock()
+		var err error
+		if l == nil {
+			l, err = leases.Create(ctx, &coordinationv1.Lease{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: corev1.NamespaceNodeLease},
+				Spec:       coordinationv1.LeaseSpec{HolderIdentity: &name, LeaseDurationSeconds: &dur, RenewTime: &now},
+			}, metav1.CreateOptions{})
+		} else {
+			l = l.DeepCopy()
 			l.Spec.RenewTime = &now
-			_, _ = leases.Update(ctx, l, metav1.UpdateOptions{})
+			l, err = leases.Update(ctx, l, metav1.UpdateOptions{})
 		}
+		mu.Lock()
+		if err == nil {
+			known[name] = l
+		} else {
+			delete(known, name)
+			if got, gerr := leases.Get(ctx, name, metav1.GetOptions{}); gerr == nil {
+				known[name] = got
+			}
+		}
+		mu.Unlock()
+	}
+	for {
+		work := make(chan string)
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for name := range work {
+					renew(name)
+				}
+			}()
+		}
+		for name := range b.names {
+			work <- name
+		}
+		close(work)
+		wg.Wait()
 		select {
 		case <-ctx.Done():
 			return

@@ -62,7 +62,7 @@ func runSize(ctx context.Context, rc runConfig) (result, error) {
 	res := result{N: rc.N}
 	log := rc.Log.With("n", rc.N)
 	cp, err := controlplane.Start(ctx, controlplane.Config{
-		BinDir: rc.CPBin, Dir: filepath.Join(rc.Dir, "cp"), NodeMonitorGracePeriod: 20 * time.Second, Logger: log,
+		BinDir: rc.CPBin, Dir: filepath.Join(rc.Dir, "cp"), Logger: log,
 		ExtraAPIServerArgs: []string{"--max-requests-inflight=1000", "--max-mutating-requests-inflight=500"},
 	})
 	if err != nil {
@@ -70,7 +70,9 @@ func runSize(ctx context.Context, rc runConfig) (result, error) {
 	}
 	defer cp.Stop()
 	cfg := *cp.RESTConfig
-	cfg.QPS, cfg.Burst = 200, 400
+	// The baseline client stands in for N kubelets, each with its own
+	// budget: it gets a generous one. vk-fleet runs with its defaults.
+	cfg.QPS, cfg.Burst = 1000, 2000
 	cs, err := kubernetes.NewForConfig(&cfg)
 	if err != nil {
 		return res, err
@@ -193,7 +195,7 @@ func runSize(ctx context.Context, rc runConfig) (result, error) {
 
 	// Reconnect: every device drops at once, the Nodes go NotReady, then all reconnect.
 	sim.Kill()
-	if _, err := waitNodes(ctx, cs, "bench=sim", rc.N, corev1.ConditionUnknown, 3*time.Minute); err != nil {
+	if _, err := waitNodes(ctx, cs, "bench=sim", rc.N, corev1.ConditionUnknown, 5*time.Minute); err != nil {
 		return res, fmt.Errorf("devices going NotReady: %w", err)
 	}
 	if sim, err = startSim(); err != nil {

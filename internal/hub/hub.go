@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,6 +28,7 @@ import (
 	"github.com/vk-fleet/vk-fleet/internal/natsd"
 	"github.com/vk-fleet/vk-fleet/provider"
 	"github.com/vk-fleet/vk-fleet/registry"
+	"github.com/vk-fleet/vk-fleet/sharding"
 )
 
 // CAConfigMap is the ConfigMap (in the token namespace) that publishes the
@@ -63,6 +65,14 @@ type Config struct {
 	Zitadel callout.Introspector
 	// DeviceTTL bounds a device session before it re-authenticates.
 	DeviceTTL time.Duration
+	// ServiceNKeys maps public nkeys of other vk-fleet replicas, which
+	// connect to the embedded server, to their names.
+	ServiceNKeys map[string]string
+	// ReplicaID, if set, makes this process one of several replicas that
+	// split the devices between them (see package sharding).
+	ReplicaID string
+	// ReplicaNamespace holds the replicas' membership Leases.
+	ReplicaNamespace string
 	// Provider configures the provider; its Client, NATS and Registry are
 	// filled in by the hub.
 	Provider provider.Config
@@ -139,6 +149,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer calloutConn.Close()
 	svc, err := callout.New(callout.Config{
 		Keys: keys, Devices: cache, Tokens: reg, Zitadel: cfg.Zitadel, DeviceTTL: cfg.DeviceTTL, Logger: log,
+		Services: cfg.ServiceNKeys,
 	})
 	if err != nil {
 		return err
@@ -181,11 +192,45 @@ func Run(ctx context.Context, cfg Config) error {
 func runProvider(ctx context.Context, cfg Config, nc *nats.Conn, cache *registry.Cache, log *slog.Logger) error {
 	pcfg := cfg.Provider
 	pcfg.Client, pcfg.NATS, pcfg.Registry, pcfg.Logger = cfg.Client, nc, cache, log
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if cfg.ReplicaID != "" {
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("opening jetstream: %w", err)
+		}
+		sh, err := sharding.New(sharding.Config{ID: cfg.ReplicaID, Client: cfg.Client, JetStream: js, Namespace: cfg.ReplicaNamespace, Logger: log})
+		if err != nil {
+			return err
+		}
+		pcfg.Owner = sh
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := sh.Run(ctx); err != nil {
+				log.Error("sharding stopped", "err", err)
+				cancel()
+			}
+		}()
+	}
 	p, err := provider.New(pcfg)
 	if err != nil {
 		return err
 	}
+	publishServed(p)
 	return p.Run(ctx)
+}
+
+var servedVar sync.Once
+
+// publishServed exposes the devices this process serves as expvar
+// "served_devices".
+func publishServed(p *provider.Provider) {
+	servedVar.Do(func() {
+		expvar.Publish("served_devices", expvar.Func(func() any { return p.ServedDevices() }))
+	})
 }
 
 // runExternal serves enrollment and the provider over an external NATS.

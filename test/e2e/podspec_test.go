@@ -1,0 +1,93 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vk-fleet/vk-fleet/provider"
+)
+
+func devicePod(ns, name string, mutate func(*corev1.PodSpec)) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.PodSpec{
+			NodeSelector:                  map[string]string{"kubernetes.io/hostname": devB},
+			Tolerations:                   []corev1.Toleration{deviceToleration},
+			TerminationGracePeriodSeconds: int64p(1),
+			Containers: []corev1.Container{{
+				Name: "main", Image: cluster.Image, ImagePullPolicy: corev1.PullIfNotPresent,
+				Command: []string{"sleep", "3600"},
+			}},
+		},
+	}
+	mutate(&p.Spec)
+	return p
+}
+
+// A pod a device cannot run says why, instead of hanging silently; a pod
+// with fields the device ignores runs and says which were ignored; an image
+// that does not exist reports the pull error.
+func TestPodSpecFieldsAreHonouredOrExplained(t *testing.T) {
+	ns := createNamespace(t, "podspec")
+	pods := cluster.Client.CoreV1().Pods(ns)
+
+	refused := devicePod(ns, "needs-init", func(s *corev1.PodSpec) {
+		s.InitContainers = []corev1.Container{{Name: "init", Image: cluster.Image, Command: []string{"true"}}}
+	})
+	probed := devicePod(ns, "probed", func(s *corev1.PodSpec) {
+		s.Containers[0].ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}}
+	})
+	missing := devicePod(ns, "missing-image", func(s *corev1.PodSpec) {
+		s.Containers[0].Image = "localhost/does-not-exist:v1"
+		s.Containers[0].ImagePullPolicy = corev1.PullNever
+	})
+	for _, p := range []*corev1.Pod{refused, probed, missing} {
+		if _, err := pods.Create(t.Context(), p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, time.Minute, "the init-container pod to say it is unsupported", func(ctx context.Context) (bool, string) {
+		p, err := pods.Get(ctx, "needs-init", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return p.Status.Phase == corev1.PodPending && p.Status.Reason == "UnsupportedPodSpec" &&
+			strings.Contains(p.Status.Message, "init containers"), fmt.Sprintf("%s %q %q", p.Status.Phase, p.Status.Reason, p.Status.Message)
+	})
+	eventually(t, time.Minute, "the probed pod Running with its probe listed as ignored", func(ctx context.Context) (bool, string) {
+		p, err := pods.Get(ctx, "probed", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		ignored := false
+		for _, c := range p.Status.Conditions {
+			if c.Type == provider.ConditionIgnoredFields && strings.Contains(c.Message, "probes") {
+				ignored = true
+			}
+		}
+		return p.Status.Phase == corev1.PodRunning && ignored, fmt.Sprintf("%s %v", p.Status.Phase, p.Status.Conditions)
+	})
+	eventually(t, time.Minute, "the missing image reported", func(ctx context.Context) (bool, string) {
+		p, err := pods.Get(ctx, "missing-image", metav1.GetOptions{})
+		if err != nil || len(p.Status.ContainerStatuses) != 1 || p.Status.ContainerStatuses[0].State.Waiting == nil {
+			return false, fmt.Sprint(err)
+		}
+		w := p.Status.ContainerStatuses[0].State.Waiting
+		return w.Reason == "ErrImageNeverPull", w.Reason + ": " + w.Message
+	})
+	for _, name := range []string{"needs-init", "probed", "missing-image"} {
+		if err := pods.Delete(t.Context(), name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, time.Minute, "the pods gone", func(ctx context.Context) (bool, string) {
+		l, err := pods.List(ctx, metav1.ListOptions{})
+		return err == nil && len(l.Items) == 0, fmt.Sprint(err)
+	})
+}
