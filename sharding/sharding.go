@@ -21,10 +21,10 @@ package sharding
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sort"
 	"strconv"
