@@ -15,6 +15,9 @@ const (
 	maxBackoff     = 5 * time.Minute
 	backoffReset   = 10 * time.Minute
 	defaultGrace   = 30 * time.Second
+	// creatingReportDelay is how long a pod may take to create before the
+	// device reports ContainerCreating.
+	creatingReportDelay = time.Second
 )
 
 // restartTracker holds the restart back-off of each container.
@@ -133,9 +136,20 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 		}
 		if p == nil {
 			a.log.Info("creating pod", "pod", w.Namespace+"/"+w.Name, "uid", w.UID)
-			// Report ContainerCreating before a long image pull.
-			a.publish(ctx, buildStatus(&r, nil, note, a.hostIP()))
-			if err := a.rt.CreatePod(ctx, w, hash); err != nil {
+			// Report ContainerCreating if creating takes a while (an image
+			// pull); a quick create reports Running straight away, which
+			// saves the API server a status write per pod.
+			creating := buildStatus(&r, nil, note, a.hostIP())
+			reported := make(chan struct{})
+			slow := time.AfterFunc(creatingReportDelay, func() {
+				defer close(reported)
+				a.publish(ctx, creating)
+			})
+			err := a.rt.CreatePod(ctx, w, hash)
+			if !slow.Stop() {
+				<-reported // never let the older status land after a newer one
+			}
+			if err != nil {
 				a.log.Warn("creating pod", "pod", w.Namespace+"/"+w.Name, "err", err)
 				note.createErr = err
 				if errors.Is(err, ErrRuntimeUnavailable) {

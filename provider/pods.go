@@ -249,8 +249,36 @@ func (p *Provider) syncPod(ctx context.Context, pod *corev1.Pod) error {
 		p.mu.Unlock()
 		p.log.Info("workload published", "pod", key, "node", device)
 	}
-	p.notify(ent)
+	p.mu.Lock()
+	reported := ent.status != nil
+	p.mu.Unlock()
+	if reported || !p.deviceFresh(device) {
+		p.notify(ent)
+		return nil
+	}
+	// The device is online and answers within moments; say "waiting for
+	// device" only if it does not. This saves a status write per pod.
+	time.AfterFunc(waitingReportDelay, func() {
+		p.mu.Lock()
+		still := ent.status == nil && p.pods.byUID[string(pod.UID)] == ent
+		p.mu.Unlock()
+		if still {
+			p.notify(ent)
+		}
+	})
 	return nil
+}
+
+// waitingReportDelay is how long an online device may take to report a new
+// pod before the Pod says it is waiting for the device.
+const waitingReportDelay = 5 * time.Second
+
+// deviceFresh reports whether device's heartbeats are current.
+func (p *Provider) deviceFresh(device string) bool {
+	p.mu.Lock()
+	d := p.devices[device]
+	p.mu.Unlock()
+	return d != nil && d.Ping(context.Background()) == nil
 }
 
 // notify pushes ent's current status.

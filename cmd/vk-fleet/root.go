@@ -72,8 +72,8 @@ func defaultOptions() *options {
 		LeaseDuration:    40 * time.Second,
 		PingInterval:     5 * time.Second,
 		StatusInterval:   time.Minute,
-		KubeQPS:          200,
-		KubeBurst:        400,
+		KubeQPS:          500,
+		KubeBurst:        1000,
 		PodWorkers:       10,
 		LogLevel:         "info",
 	}
