@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
 )
 
@@ -49,14 +50,21 @@ func startBaseline(ctx context.Context, cs kubernetes.Interface, n, workers int)
 				ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"bench": "baseline", corev1.LabelHostname: name}},
 				Spec:       corev1.NodeSpec{Taints: []corev1.Taint{{Key: "virtual-kubelet.io/provider", Value: "baseline", Effect: corev1.TaintEffectNoSchedule}}},
 			}
-			created, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+			_, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 			if err == nil {
-				created.Status = corev1.NodeStatus{
-					Capacity: capacity, Allocatable: capacity,
-					Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: now, LastTransitionTime: now}},
-					Addresses:  []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}},
-				}
-				_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
+				err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+					cur, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+					if err != nil {
+						return err
+					}
+					cur.Status = corev1.NodeStatus{
+						Capacity: capacity, Allocatable: capacity,
+						Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: now, LastTransitionTime: now}},
+						Addresses:  []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}},
+					}
+					_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+					return err
+				})
 			}
 			if err != nil {
 				mu.Lock()
