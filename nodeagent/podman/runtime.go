@@ -1,3 +1,5 @@
+//go:build remote
+
 package podman
 
 import (
@@ -13,6 +15,10 @@ import (
 	"github.com/vk-fleet/vk-fleet/bridge"
 	"github.com/vk-fleet/vk-fleet/nodeagent"
 )
+
+// Available reports whether this build talks to podman: it needs the build
+// tags "remote containers_image_openpgp exclude_graphdriver_btrfs".
+const Available = true
 
 // DefaultStateRoot is the directory under which a Runtime keeps the files of
 // its volumes when WithStateDir is not given: DefaultStateRoot/<device>.
