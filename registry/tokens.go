@@ -3,8 +3,8 @@ package registry
 import (
 	"context"
 	"crypto/subtle"
-	"math/rand/v2"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strconv"
 	"strings"
