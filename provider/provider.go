@@ -200,7 +200,18 @@ func (p *Provider) Run(ctx context.Context) error {
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: p.cfg.Client.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "vk-fleet"})
+	// Register the informers before starting the factory: it starts only
+	// informers that exist. The pod controllers read them through listers
+	// to resolve env from ConfigMaps, Secrets and Services.
+	cmInformer.Informer()
+	secretInformer.Informer()
+	svcInformer.Informer()
 	factory.Start(ctx.Done())
+	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("syncing %v informer: %w", typ, ctx.Err())
+		}
+	}
 
 	for {
 		restart, err := p.runPodController(ctx, recorder, cmInformer, secretInformer, svcInformer)

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -81,7 +83,42 @@ func TestPodSpecFieldsAreHonouredOrExplained(t *testing.T) {
 		w := p.Status.ContainerStatuses[0].State.Waiting
 		return w.Reason == "ErrImageNeverPull", w.Reason + ": " + w.Message
 	})
-	for _, name := range []string{"needs-init", "probed", "missing-image"} {
+	// Env from a ConfigMap and a Secret, and a ConfigMap volume, reach the
+	// container: it writes what it sees into a hostPath directory.
+	out := t.TempDir()
+	if _, err := cluster.Client.CoreV1().ConfigMaps(ns).Create(t.Context(), &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "settings"}, Data: map[string]string{"mode": "edge", "app.conf": "level=3"},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cluster.Client.CoreV1().Secrets(ns).Create(t.Context(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "creds"}, StringData: map[string]string{"password": "hunter2"},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	configured := devicePod(ns, "configured", func(s *corev1.PodSpec) {
+		c := &s.Containers[0]
+		c.Command = []string{"sh", "-c", `echo "$MODE $PASSWORD $NODE $(cat /etc/app/app.conf)" > /out/result; sleep 3600`}
+		c.Env = []corev1.EnvVar{
+			{Name: "MODE", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "settings"}, Key: "mode"}}},
+			{Name: "PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "creds"}, Key: "password"}}},
+			{Name: "NODE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
+		}
+		c.VolumeMounts = []corev1.VolumeMount{{Name: "out", MountPath: "/out"}, {Name: "app", MountPath: "/etc/app"}}
+		hostPathType := corev1.HostPathDirectory
+		s.Volumes = []corev1.Volume{
+			{Name: "out", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: out, Type: &hostPathType}}},
+			{Name: "app", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "settings"}}}},
+		}
+	})
+	if _, err := pods.Create(t.Context(), configured, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "the container to see its env and files", func(context.Context) (bool, string) {
+		b, err := os.ReadFile(filepath.Join(out, "result"))
+		return err == nil && strings.TrimSpace(string(b)) == "edge hunter2 "+devB+" level=3", fmt.Sprintf("%q %v", b, err)
+	})
+	for _, name := range []string{"needs-init", "probed", "missing-image", "configured"} {
 		if err := pods.Delete(t.Context(), name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
