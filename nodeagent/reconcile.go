@@ -79,6 +79,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 	}
 
 	records := a.store.List()
+	acted := false // whether this pass changed anything in the runtime
 	desired := make(map[string]bool, len(records))
 	for _, r := range records {
 		desired[r.Workload.UID] = true
@@ -101,6 +102,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 			continue
 		}
 		delete(byUID, uid)
+		acted = true
 		a.mu.Lock()
 		delete(a.removing, uid)
 		a.mu.Unlock()
@@ -119,6 +121,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 
 	now := time.Now()
 	notes := map[string]*pending{}
+	restarted := 0
 	for _, r := range records {
 		w := &r.Workload
 		note := &pending{waiting: map[string]bool{}}
@@ -132,6 +135,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 				continue
 			}
 			a.restarts.forget(w.UID)
+			acted = true
 			p = nil
 		}
 		if p == nil {
@@ -145,6 +149,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 				defer close(reported)
 				a.publish(ctx, creating)
 			})
+			acted = true
 			err := a.rt.CreatePod(ctx, w, hash)
 			if !slow.Stop() {
 				<-reported // never let the older status land after a newer one
@@ -162,20 +167,24 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 			a.restarts.forget(w.UID)
 			continue // its status comes from the runtime's events
 		}
-		if d := a.restartExited(ctx, &r, p, note, now); d > 0 {
+		d, n := a.restartExited(ctx, &r, p, note, now)
+		if d > 0 {
 			next = min(next, d)
 		}
+		restarted += n
 	}
 
 	// Report.
 	a.mu.Lock()
 	a.podCount = len(byUID)
 	a.mu.Unlock()
-	fresh, err := a.rt.ListPods(ctx)
-	if err == nil {
-		byUID = make(map[string]*PodState, len(fresh))
-		for i := range fresh {
-			byUID[fresh[i].UID] = &fresh[i]
+	// What was listed above still holds unless this pass changed something.
+	if acted || restarted > 0 {
+		if fresh, err := a.rt.ListPods(ctx); err == nil {
+			byUID = make(map[string]*PodState, len(fresh))
+			for i := range fresh {
+				byUID[fresh[i].UID] = &fresh[i]
+			}
 		}
 	}
 	for _, r := range a.store.List() {
@@ -190,10 +199,12 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 }
 
 // restartExited applies the restart policy to exited containers. It returns
-// when to look again for a container in back-off, or 0.
-func (a *Agent) restartExited(ctx context.Context, r *Record, p *PodState, note *pending, now time.Time) time.Duration {
+// when to look again for a container in back-off (or 0), and how many
+// containers it restarted.
+func (a *Agent) restartExited(ctx context.Context, r *Record, p *PodState, note *pending, now time.Time) (time.Duration, int) {
 	w := &r.Workload
 	var wait time.Duration
+	restarted := 0
 	for _, c := range p.Containers {
 		if c.State != ContainerExited {
 			continue
@@ -257,12 +268,13 @@ func (a *Agent) restartExited(ctx context.Context, r *Record, p *PodState, note 
 		}
 		delete(a.restarts.next, key)
 		a.log.Info("restarting container", "pod", w.Namespace+"/"+w.Name, "container", c.Name, "exitCode", c.ExitCode)
+		restarted++
 		if err := a.rt.StartContainer(ctx, w.UID, c.Name); err != nil {
 			a.log.Warn("restarting container", "pod", w.Namespace+"/"+w.Name, "container", c.Name, "err", err)
 			note.waiting[c.Name] = true
 		}
 	}
-	return wait
+	return wait, restarted
 }
 
 func grace(w *bridge.Workload) time.Duration {

@@ -15,19 +15,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
-)
-
-// Node labels, annotations and taint of device Nodes.
-const (
-	// LabelManaged marks Nodes that vk-fleet serves.
-	LabelManaged = "vk-fleet.io/managed"
-	// AnnotationDeviceAddresses lists the device's own IP addresses.
-	AnnotationDeviceAddresses = "vk-fleet.io/device-addresses"
-	// AnnotationAgentVersion is the device agent's version.
-	AnnotationAgentVersion = "vk-fleet.io/agent-version"
-	// TaintKey is the virtual-kubelet convention for provider taints.
-	TaintKey   = "virtual-kubelet.io/provider"
-	TaintValue = "vk-fleet"
+	"github.com/vk-fleet/vk-fleet/registry"
 )
 
 // ErrDeviceStale is what Ping returns when a device's heartbeats stopped.
@@ -68,7 +56,7 @@ func (d *device) NotifyNodeStatus(_ context.Context, cb func(*corev1.Node)) {
 	d.notify = cb
 }
 
-// nodeStatusChanged pushes the Node built from the latest heartbeat.
+// pushNode pushes the Node built from the latest heartbeat.
 func (d *device) pushNode() {
 	d.mu.Lock()
 	cb, hb := d.notify, d.hb
@@ -126,15 +114,15 @@ func (p *Provider) buildNode(name string, hb *bridge.Heartbeat) *corev1.Node {
 				corev1.LabelArchStable: arch,
 				corev1.LabelOSStable:   os,
 				corev1.LabelHostname:   name,
-				LabelManaged:           "true",
+				registry.LabelManaged:  "true",
 			},
 			Annotations: map[string]string{
-				AnnotationDeviceAddresses: strings.Join(inv.Addresses, ","),
-				AnnotationAgentVersion:    inv.AgentVersion,
+				registry.AnnotationDeviceAddresses: strings.Join(inv.Addresses, ","),
+				registry.AnnotationAgentVersion:    inv.AgentVersion,
 			},
 		},
 		Spec: corev1.NodeSpec{
-			Taints: []corev1.Taint{{Key: TaintKey, Value: TaintValue, Effect: corev1.TaintEffectNoSchedule}},
+			Taints: []corev1.Taint{{Key: registry.TaintKey, Value: registry.TaintValue, Effect: corev1.TaintEffectNoSchedule}},
 		},
 		Status: corev1.NodeStatus{
 			Capacity:    capacity,

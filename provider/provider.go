@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -446,7 +447,7 @@ func inventoryChanged(a, b *bridge.Heartbeat) bool {
 	return x.PodmanVersion != y.PodmanVersion || x.AgentVersion != y.AgentVersion ||
 		x.KernelVersion != y.KernelVersion || x.OSImage != y.OSImage || x.BootID != y.BootID ||
 		x.CPUs != y.CPUs || x.MemoryBytes != y.MemoryBytes || a.RuntimeError != b.RuntimeError ||
-		fmt.Sprint(x.Addresses) != fmt.Sprint(y.Addresses)
+		!slices.Equal(x.Addresses, y.Addresses)
 }
 
 // runNode runs the NodeController of d, restarting it after errors, until
