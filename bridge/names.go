@@ -6,7 +6,8 @@ import (
 	"strings"
 )
 
-// Bucket and subject names of protocol version 1.
+// Bucket and subject names of the protocol (see ProtocolVersion; names are
+// never renamed, only added).
 const (
 	// WorkloadsBucket is the JetStream KV bucket that holds desired state:
 	// one Workload per key "<device>.<podUID>".

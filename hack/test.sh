@@ -12,6 +12,11 @@ vkf_build
 
 export VKF_REQUIRE_PODMAN=1 VKF_REQUIRE_CONTROLPLANE=1 VKF_REQUIRE_E2E=1 VKF_NO_BUILD=1
 
+vkf_log "go.mod and go.sum are tidy, code is gofmt'ed"
+go mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy" >&2; exit 1; }
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+[ -z "$unformatted" ] || { echo "not gofmt'ed: $unformatted" >&2; exit 1; }
+
 vkf_log "go vet"
 go vet -tags "$VKF_TAGS" ./...
 

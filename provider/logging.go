@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 
 	vklog "github.com/virtual-kubelet/virtual-kubelet/log"
 )
@@ -27,13 +26,18 @@ func (v vkLogger) Warn(a ...any)             { v.l.Warn(fmt.Sprint(a...)) }
 func (v vkLogger) Warnf(f string, a ...any)  { v.l.Warn(fmt.Sprintf(f, a...)) }
 func (v vkLogger) Error(a ...any)            { v.l.Error(fmt.Sprint(a...)) }
 func (v vkLogger) Errorf(f string, a ...any) { v.l.Error(fmt.Sprintf(f, a...)) }
+
+// Fatal and Fatalf log at error level and panic: a library never exits the
+// process, and a panic still runs the caller's deferred clean-up.
 func (v vkLogger) Fatal(a ...any) {
-	v.l.Error(fmt.Sprint(a...))
-	os.Exit(1)
+	msg := fmt.Sprint(a...)
+	v.l.Error(msg)
+	panic("virtual-kubelet: " + msg)
 }
 func (v vkLogger) Fatalf(f string, a ...any) {
-	v.l.Error(fmt.Sprintf(f, a...))
-	os.Exit(1)
+	msg := fmt.Sprintf(f, a...)
+	v.l.Error(msg)
+	panic("virtual-kubelet: " + msg)
 }
 func (v vkLogger) WithField(k string, val any) vklog.Logger {
 	return v.WithFields(vklog.Fields{k: val})

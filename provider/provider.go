@@ -40,10 +40,11 @@ type Config struct {
 	// Owner says which devices this replica serves, when several replicas
 	// share a fleet; nil serves every device.
 	Owner Owner
-	// NodeAddress is the InternalIP of every device Node: where the API
-	// server reaches this process's kubelet API.
+	// NodeAddress is the InternalIP of every device Node. No kubelet API
+	// is served there yet (kubectl logs/exec do not work); the address and
+	// KubeletPort are advertised so that the Node is well-formed.
 	NodeAddress string
-	// KubeletPort is the port of that API.
+	// KubeletPort is advertised as the Node's kubelet endpoint port.
 	KubeletPort int32
 	// Version is reported as each Node's kubeletVersion.
 	Version string

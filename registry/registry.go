@@ -39,6 +39,11 @@ const (
 // DefaultTokenNamespace holds bootstrap-token Secrets, as in kubeadm.
 const DefaultTokenNamespace = "kube-system"
 
+// CAConfigMap is the ConfigMap (in the token namespace) that publishes the
+// CA certificate of vk-fleet's NATS server under the key "ca.crt", for
+// `fleetctl ca` and `fleetctl enroll --ca`.
+const CAConfigMap = "vk-fleet-nats-ca"
+
 // Registry reads and writes devices and enrollment tokens.
 type Registry struct {
 	client         kubernetes.Interface

@@ -140,10 +140,12 @@ func (o *options) Run(ctx context.Context) error {
 	}
 	log = log.With("device", o.Name)
 
+	// podman.New does not need podman to be up: on a Pi podman.socket may
+	// start after the agent. Until it answers, the agent keeps its pods'
+	// desired state, reports RuntimeError in its heartbeats and retries.
 	rt, err := podman.New(ctx, o.PodmanURL, o.Name, podman.WithStateDir(o.StateDir), podman.WithLogger(log))
 	if err != nil {
-		// The agent must run (and report) even when podman is not up yet.
-		return fmt.Errorf("connecting to podman at %s: %w", o.PodmanURL, err)
+		return fmt.Errorf("--podman-url: %w", err)
 	}
 	credential, err := o.credential(ctx, log)
 	if err != nil {

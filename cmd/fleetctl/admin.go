@@ -15,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/duration"
 
-	"github.com/vk-fleet/vk-fleet/internal/hub"
 	"github.com/vk-fleet/vk-fleet/registry"
 )
 
@@ -190,7 +189,7 @@ func (o *caOptions) Run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cm, err := cs.CoreV1().ConfigMaps(o.TokenNamespace).Get(ctx, hub.CAConfigMap, metav1.GetOptions{})
+	cm, err := cs.CoreV1().ConfigMaps(o.TokenNamespace).Get(ctx, registry.CAConfigMap, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("reading the NATS CA (is vk-fleet running with its embedded NATS?): %w", err)
 	}

@@ -17,8 +17,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/vk-fleet/vk-fleet/cmd/vk-fleet/app"
 	"github.com/vk-fleet/vk-fleet/internal/debugserver"
-	"github.com/vk-fleet/vk-fleet/internal/hub"
 	"github.com/vk-fleet/vk-fleet/internal/logging"
 	"github.com/vk-fleet/vk-fleet/internal/version"
 	"github.com/vk-fleet/vk-fleet/provider"
@@ -84,7 +84,7 @@ func (o *options) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&o.NATSURL, "nats-url", o.NATSURL, "URL of an external NATS server (its auth callout runs as `vk-fleet callout`); empty starts an embedded one")
 	fs.StringVar(&o.NATSNKeyFile, "nats-nkey-file", o.NATSNKeyFile, "service identity (nkey seed file) for an external NATS")
 	fs.StringVar(&o.NATSCAFile, "nats-ca-file", o.NATSCAFile, "CA certificate of an external NATS")
-	fs.StringVar(&o.TLSCertFile, "nats-tls-cert", o.TLSCertFile, "TLS certificate of the embedded NATS server (default: generate a CA and certificate in --nats-store-dir/tls)")
+	fs.StringVar(&o.TLSCertFile, "nats-tls-cert", o.TLSCertFile, "TLS certificate of the embedded NATS server (default: issue one from the CA in Secret <token namespace>/vk-fleet-nats-ca, created on first start)")
 	fs.StringVar(&o.TLSKeyFile, "nats-tls-key", o.TLSKeyFile, "TLS key of the embedded NATS server")
 	fs.StringSliceVar(&o.TLSHosts, "nats-tls-host", o.TLSHosts, "host names and IPs devices use to reach NATS, for the generated certificate (default: localhost, 127.0.0.1, the node address and host name)")
 	fs.StringVar(&o.TokenNamespace, "token-namespace", o.TokenNamespace, "namespace of enrollment tokens (bootstrap-token Secrets)")
@@ -171,7 +171,7 @@ func (o *options) Run(ctx context.Context) error {
 			return fmt.Errorf("creating nats store directory: %w", err)
 		}
 	}
-	cfg := hub.Config{
+	cfg := app.Config{
 		Client:         client,
 		NATSListen:     o.NATSListen,
 		NATSStoreDir:   o.NATSStoreDir,
@@ -202,7 +202,7 @@ func (o *options) Run(ctx context.Context) error {
 		cfg.ServiceNKeys[key] = name
 	}
 	if o.NATSURL != "" {
-		cfg.External = &hub.External{URL: o.NATSURL, NKeySeedFile: o.NATSNKeyFile, CAFile: o.NATSCAFile}
+		cfg.External = &app.External{URL: o.NATSURL, NKeySeedFile: o.NATSNKeyFile, CAFile: o.NATSCAFile}
 	}
 	if o.ZitadelIssuer != "" {
 		zc := zitadel.IntrospectorConfig{
@@ -228,7 +228,7 @@ func (o *options) Run(ctx context.Context) error {
 		cfg.Zitadel = intro
 	}
 	log.Info("vk-fleet starting", "version", version.Version, "nodeAddress", o.NodeAddress)
-	return hub.Run(ctx, cfg)
+	return app.Run(ctx, cfg)
 }
 
 func newRootCommand() *cobra.Command {

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vk-fleet/vk-fleet/internal/controlplane"
+	"github.com/vk-fleet/vk-fleet/test/framework/controlplane"
 )
 
 func main() {

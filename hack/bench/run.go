@@ -13,10 +13,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/vk-fleet/vk-fleet/internal/controlplane"
-	"github.com/vk-fleet/vk-fleet/internal/devcluster"
-	"github.com/vk-fleet/vk-fleet/internal/hub"
 	"github.com/vk-fleet/vk-fleet/registry"
+	"github.com/vk-fleet/vk-fleet/test/framework/controlplane"
+	"github.com/vk-fleet/vk-fleet/test/framework/devcluster"
 )
 
 // result is everything measured for one fleet size.
@@ -233,7 +232,7 @@ func waitHTTP(ctx context.Context, addr string, p *devcluster.Process) error {
 func waitCA(ctx context.Context, cs kubernetes.Interface, path string) error {
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
-		cm, err := cs.CoreV1().ConfigMaps(registry.DefaultTokenNamespace).Get(ctx, hub.CAConfigMap, metaGet)
+		cm, err := cs.CoreV1().ConfigMaps(registry.DefaultTokenNamespace).Get(ctx, registry.CAConfigMap, metaGet)
 		if err == nil && cm.Data["ca.crt"] != "" {
 			return os.WriteFile(path, []byte(cm.Data["ca.crt"]), 0o644)
 		}

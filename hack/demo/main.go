@@ -18,7 +18,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/vk-fleet/vk-fleet/internal/devcluster"
+	"github.com/vk-fleet/vk-fleet/test/framework/devcluster"
 )
 
 func main() {

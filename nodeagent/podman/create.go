@@ -28,6 +28,9 @@ const cleanupTimeout = time.Minute
 // *nodeagent.ContainerError. A pod of the same UID must not exist
 // (ErrPodExists).
 func (r *Runtime) CreatePod(ctx context.Context, w *bridge.Workload, specHash string) error {
+	if err := r.connect(); err != nil {
+		return err
+	}
 	if w.UID == "" || w.Name == "" {
 		return errors.New("creating pod: workload without uid or name")
 	}

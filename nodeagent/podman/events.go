@@ -24,6 +24,9 @@ var containerEvents = []string{
 // slow, so none is lost but several may become one. The channel closes
 // when the stream from podman ends.
 func (r *Runtime) Events(ctx context.Context) (<-chan nodeagent.Event, error) {
+	if err := r.connect(); err != nil {
+		return nil, err
+	}
 	in := make(chan entities.Event, 64)
 	cancel := make(chan bool)
 	filters := r.deviceFilter()

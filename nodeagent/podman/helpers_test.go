@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
-	"github.com/vk-fleet/vk-fleet/internal/podmantest"
 	"github.com/vk-fleet/vk-fleet/nodeagent"
+	"github.com/vk-fleet/vk-fleet/test/framework/podmantest"
 )
 
 // env is one test's podman service, test image and runtime.

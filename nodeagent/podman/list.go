@@ -64,6 +64,9 @@ func (r *Runtime) findPod(ctx context.Context, uid string) (*entities.ListPodsRe
 // ListPods returns every pod of r's device that exists in podman, with its
 // workload containers (not the infra container).
 func (r *Runtime) ListPods(ctx context.Context) ([]nodeagent.PodState, error) {
+	if err := r.connect(); err != nil {
+		return nil, err
+	}
 	podList, err := r.listPods(ctx)
 	if err != nil {
 		return nil, err
@@ -220,6 +223,9 @@ func wholeSeconds(t time.Time) time.Time {
 // StartContainer starts the exited container named container of pod
 // podUID again. It fails with ErrNotFound when there is no such container.
 func (r *Runtime) StartContainer(ctx context.Context, podUID, container string) error {
+	if err := r.connect(); err != nil {
+		return err
+	}
 	list, err := r.listContainers(ctx)
 	if err != nil {
 		return fmt.Errorf("starting container %s of pod %s: %w", container, podUID, err)
@@ -240,6 +246,9 @@ func (r *Runtime) StartContainer(ctx context.Context, podUID, container string) 
 // then removes the pod, its containers and its volume directories. A
 // missing pod is not an error.
 func (r *Runtime) RemovePod(ctx context.Context, podUID string, grace time.Duration) error {
+	if err := r.connect(); err != nil {
+		return err
+	}
 	p, err := r.findPod(ctx, podUID)
 	if err != nil {
 		return fmt.Errorf("removing pod %s: %w", podUID, err)

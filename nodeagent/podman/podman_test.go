@@ -18,6 +18,7 @@ import (
 
 	"github.com/vk-fleet/vk-fleet/bridge"
 	"github.com/vk-fleet/vk-fleet/nodeagent"
+	"github.com/vk-fleet/vk-fleet/test/framework/podmantest"
 )
 
 func TestVersion(t *testing.T) {
@@ -32,10 +33,30 @@ func TestVersion(t *testing.T) {
 	t.Logf("podman %s", v)
 }
 
-func TestNewUnavailable(t *testing.T) {
-	_, err := New(t.Context(), "unix:///nonexistent/podman.sock", "dev")
-	if !errors.Is(err, nodeagent.ErrRuntimeUnavailable) {
-		t.Fatalf("New on a missing socket: %v, want ErrRuntimeUnavailable", err)
+func TestUnavailableUntilTheServiceStarts(t *testing.T) {
+	podmantest.Require(t)
+	dir, err := os.MkdirTemp("", "vkf-late-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	rt, err := New(t.Context(), "unix://"+dir+"/podman.sock", "dev-late", WithStateDir(t.TempDir()))
+	if err != nil {
+		t.Fatalf("New before the service is up: %v", err)
+	}
+	if _, err := rt.ListPods(t.Context()); !errors.Is(err, nodeagent.ErrRuntimeUnavailable) {
+		t.Fatalf("ListPods before the service is up: %v, want ErrRuntimeUnavailable", err)
+	}
+	svc, err := podmantest.StartService(t.Context(), dir)
+	if err != nil {
+		t.Fatalf("starting podman service: %v", err)
+	}
+	t.Cleanup(func() { svc.Stop() })
+	if _, err := rt.ListPods(t.Context()); err != nil {
+		t.Fatalf("ListPods once the service is up: %v", err)
+	}
+	if _, err := New(t.Context(), "/run/podman/podman.sock", "dev"); err == nil {
+		t.Error("New accepted a path without a scheme")
 	}
 }
 

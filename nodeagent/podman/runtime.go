@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"path/filepath"
+	"strings"
+	"sync"
 
 	"github.com/containers/podman/v5/pkg/bindings"
 	"github.com/containers/podman/v5/pkg/bindings/system"
@@ -27,10 +30,14 @@ const DefaultStateRoot = "/var/lib/vk-fleet"
 // Runtime runs the pods of one device in podman. Create it with New.
 type Runtime struct {
 	device   string
-	conn     context.Context // carries the bindings connection; only its values are used
+	uri      string
+	base     context.Context // New's context, without its values: bounds every connection
 	stateDir string
 	log      *slog.Logger
 	creds    PullCredentialsFunc
+
+	mu   sync.Mutex
+	conn context.Context // carries the bindings connection; only its values are used; nil until connected
 }
 
 var _ nodeagent.Runtime = (*Runtime)(nil)
@@ -66,14 +73,20 @@ func WithPullCredentials(f PullCredentialsFunc) Option {
 	return func(r *Runtime) { r.creds = f }
 }
 
-// New connects to the podman service at uri ("unix:///run/podman/podman.sock")
-// and returns the Runtime of device. It fails with an error wrapping
-// nodeagent.ErrRuntimeUnavailable when the service does not answer.
+// New returns the Runtime of device on the podman service at uri
+// ("unix:///run/podman/podman.sock"). It does not need the service to be up:
+// on a device podman.socket may start after the agent, so the service is
+// dialled on first use and again after every failed dial, and until it
+// answers every call fails with an error wrapping
+// nodeagent.ErrRuntimeUnavailable. ctx bounds the Runtime's life.
 func New(ctx context.Context, uri, device string, opts ...Option) (*Runtime, error) {
 	if device == "" {
 		return nil, errors.New("creating podman runtime: empty device name")
 	}
-	r := &Runtime{device: device, log: slog.Default()}
+	if _, err := url.Parse(uri); err != nil || !strings.Contains(uri, "://") {
+		return nil, fmt.Errorf("creating podman runtime: %q is not a podman URL (unix:///run/podman/podman.sock)", uri)
+	}
+	r := &Runtime{device: device, uri: uri, base: valuesOnly{ctx}, log: slog.Default()}
 	for _, o := range opts {
 		o(r)
 	}
@@ -81,13 +94,26 @@ func New(ctx context.Context, uri, device string, opts ...Option) (*Runtime, err
 		r.stateDir = filepath.Join(DefaultStateRoot, device)
 	}
 	r.log = r.log.With("device", device)
+	if err := r.connect(); err != nil {
+		r.log.Warn("podman is not reachable yet; retrying on use", "url", uri, "err", err)
+	}
+	return r, nil
+}
 
-	conn, err := bindings.NewConnection(valuesOnly{ctx}, uri)
+// connect dials the service unless r is connected already.
+func (r *Runtime) connect() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.conn != nil {
+		return nil
+	}
+	conn, err := bindings.NewConnection(r.base, r.uri)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to podman at %s: %w", uri, classify(err))
+		return fmt.Errorf("connecting to podman at %s: %w", r.uri, classify(err))
 	}
 	r.conn = conn
-	return r, nil
+	r.log.Info("connected to podman", "url", r.uri)
+	return nil
 }
 
 // Device returns the device whose pods r runs.
@@ -95,6 +121,9 @@ func (r *Runtime) Device() string { return r.device }
 
 // Version returns the podman version of the service, e.g. "4.3.1".
 func (r *Runtime) Version(ctx context.Context) (string, error) {
+	if err := r.connect(); err != nil {
+		return "", err
+	}
 	rep, err := system.Version(r.ctx(ctx), nil)
 	if err != nil {
 		return "", fmt.Errorf("getting podman version: %w", classify(err))
@@ -107,7 +136,10 @@ func (r *Runtime) Version(ctx context.Context) (string, error) {
 
 // ctx returns a context that ends with ctx and carries the bindings
 // connection.
+// Callers have called connect first.
 func (r *Runtime) ctx(ctx context.Context) context.Context {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	return connContext{Context: ctx, conn: r.conn}
 }
 

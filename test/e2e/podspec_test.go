@@ -36,6 +36,7 @@ func devicePod(ns, name string, mutate func(*corev1.PodSpec)) *corev1.Pod {
 // with fields the device ignores runs and says which were ignored; an image
 // that does not exist reports the pull error.
 func TestPodSpecFieldsAreHonouredOrExplained(t *testing.T) {
+	needCluster(t)
 	ns := createNamespace(t, "podspec")
 	pods := cluster.Client.CoreV1().Pods(ns)
 

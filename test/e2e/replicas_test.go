@@ -15,10 +15,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/vk-fleet/vk-fleet/internal/controlplane"
-	"github.com/vk-fleet/vk-fleet/internal/devcluster"
-	"github.com/vk-fleet/vk-fleet/internal/hub"
 	"github.com/vk-fleet/vk-fleet/registry"
+	"github.com/vk-fleet/vk-fleet/test/framework/controlplane"
+	"github.com/vk-fleet/vk-fleet/test/framework/devcluster"
 )
 
 // replica is one vk-fleet process of the replica test.
@@ -45,6 +44,7 @@ func (r *replica) served() ([]string, error) {
 // devices without any Node going NotReady and without serving a device twice.
 // It runs its own control plane, so that it cannot disturb the other tests.
 func TestReplicasShareTheFleetAndSurviveAFailure(t *testing.T) {
+	needCluster(t)
 	const devices = 12
 	dir := t.TempDir()
 	bin, err := controlplane.BinDir()
@@ -113,7 +113,7 @@ func TestReplicasShareTheFleetAndSurviveAFailure(t *testing.T) {
 	r0 := start("r0", append([]string{"--nats-listen", "127.0.0.1:" + strconv.Itoa(natsPort), "--nats-store-dir", filepath.Join(dir, "nats")}, serviceFlags...)...)
 	caFile := filepath.Join(dir, "ca.crt")
 	eventually(t, time.Minute, "the NATS CA", func(ctx context.Context) (bool, string) {
-		cm, err := cs.CoreV1().ConfigMaps(registry.DefaultTokenNamespace).Get(ctx, hub.CAConfigMap, metav1.GetOptions{})
+		cm, err := cs.CoreV1().ConfigMaps(registry.DefaultTokenNamespace).Get(ctx, registry.CAConfigMap, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}

@@ -16,6 +16,7 @@ import (
 
 // NATS refuses connections without credentials, even over TLS.
 func TestNATSRefusesAnonymousConnections(t *testing.T) {
+	needCluster(t)
 	nc, err := nats.Connect(cluster.NATSURL, nats.RootCAs(cluster.CAFile()), nats.MaxReconnects(0))
 	if err == nil {
 		nc.Close()
@@ -48,6 +49,7 @@ func createToken(t *testing.T, args ...string) string {
 }
 
 func TestEnrollmentTokenRules(t *testing.T) {
+	needCluster(t)
 	t.Run("expired token says so", func(t *testing.T) {
 		tok := createToken(t, "--ttl", "1s")
 		expiry := time.Now().Add(1500 * time.Millisecond)
@@ -118,6 +120,7 @@ func TestEnrollmentTokenRules(t *testing.T) {
 }
 
 func TestRevokedDeviceIsCutOff(t *testing.T) {
+	needCluster(t)
 	const doomed = "pi-doomed"
 	if err := cluster.Enroll(t.Context(), doomed); err != nil {
 		t.Fatal(err)
@@ -156,6 +159,7 @@ func TestRevokedDeviceIsCutOff(t *testing.T) {
 
 // No token, seed or key appears in any log or command output.
 func TestSecretsNeverLogged(t *testing.T) {
+	needCluster(t)
 	tok := createToken(t, "--ttl", "10m")
 	out, _ := enroll(t, tok, devA) // refused: name taken; the output must not echo the token
 	_, secret, _ := strings.Cut(tok, ".")

@@ -10,13 +10,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/vk-fleet/vk-fleet/internal/devcluster"
 	"github.com/vk-fleet/vk-fleet/nodeagent"
+	"github.com/vk-fleet/vk-fleet/test/framework/devcluster"
 )
 
 // Scenario a: devices show up as Ready Nodes with labels, taint, nodeInfo
 // and capacity.
 func TestDevicesAreReadyNodes(t *testing.T) {
+	needCluster(t)
 	if err := cluster.WaitNodesReady(t.Context(), 2*time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -66,6 +67,7 @@ func TestDevicesAreReadyNodes(t *testing.T) {
 // matching device only; relabelling removes the pod and its container;
 // deleting the DaemonSet removes every container.
 func TestDaemonSetFollowsNodeSelector(t *testing.T) {
+	needCluster(t)
 	if err := cluster.WaitNodesReady(t.Context(), 2*time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -146,6 +148,7 @@ func TestDaemonSetFollowsNodeSelector(t *testing.T) {
 // Scenario e: a container that exits 3 with restartPolicy Never gives a
 // Failed pod whose containerStatus shows exit code 3.
 func TestExitCodeWithRestartNever(t *testing.T) {
+	needCluster(t)
 	ns := createNamespace(t, "exit-code")
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "exit3"},
@@ -193,6 +196,7 @@ func TestExitCodeWithRestartNever(t *testing.T) {
 // grace period; started again, the Node is Ready and the container that
 // kept running was not restarted.
 func TestAgentOutageKeepsContainers(t *testing.T) {
+	needCluster(t)
 	if err := cluster.WaitNodesReady(t.Context(), 2*time.Minute); err != nil {
 		t.Fatal(err)
 	}

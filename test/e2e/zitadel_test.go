@@ -20,6 +20,7 @@ import (
 // provider is restarted for this (with Zitadel configured), which also shows
 // that a provider restart keeps every device's containers running.
 func TestZitadelDeviceEnrollsAndConnects(t *testing.T) {
+	needCluster(t)
 	z := zitadeltest.New(t)
 	dir := t.TempDir()
 	secretFile := filepath.Join(dir, "client-secret")

@@ -17,9 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/vk-fleet/vk-fleet/internal/controlplane"
-	"github.com/vk-fleet/vk-fleet/internal/podmantest"
-	"github.com/vk-fleet/vk-fleet/nodeagent/podman"
+	"github.com/vk-fleet/vk-fleet/test/framework/controlplane"
+	"github.com/vk-fleet/vk-fleet/test/framework/podmantest"
 )
 
 // BuildTags are the tags the device agent (podman bindings) builds with.
@@ -165,6 +164,12 @@ func (c *Cluster) CAFile() string { return filepath.Join(c.cfg.Dir, "nats-ca.crt
 // Enroll enrolls device the way an admin and a person at the device would:
 // `fleetctl token create`, then `fleetctl enroll` on the device.
 func (c *Cluster) Enroll(ctx context.Context, device string, labels ...string) error {
+	return c.EnrollOn(ctx, device, c.Podman.URI, labels...)
+}
+
+// EnrollOn is Enroll for a device whose agent uses the podman service at
+// podmanURI rather than the cluster's.
+func (c *Cluster) EnrollOn(ctx context.Context, device, podmanURI string, labels ...string) error {
 	if _, err := os.Stat(c.CAFile()); err != nil {
 		ca, err := c.Fleetctl(ctx, "ca")
 		if err != nil {
@@ -180,7 +185,7 @@ func (c *Cluster) Enroll(ctx context.Context, device string, labels ...string) e
 	}
 	args := []string{"enroll", "--server", c.NATSURL, "--token", strings.TrimSpace(token), "--name", device,
 		"--ca", c.CAFile(), "--root", c.DeviceRoot(device),
-		"--state-dir", filepath.Join(c.cfg.Dir, "agents", device), "--podman-url", c.Podman.URI}
+		"--state-dir", filepath.Join(c.cfg.Dir, "agents", device), "--podman-url", podmanURI}
 	for _, l := range labels {
 		args = append(args, "--label", l)
 	}
@@ -265,35 +270,29 @@ func (c *Cluster) Stop() {
 	for _, p := range agents {
 		p.Stop(10 * time.Second)
 	}
-	c.removeDevicePods()
 	if c.Provider != nil {
 		c.Provider.Stop(10 * time.Second)
 	}
 	if c.Podman != nil {
 		_ = c.Podman.Stop()
 	}
+	c.removeDevicePods()
 	if c.CP != nil {
 		_ = c.CP.Stop()
 	}
 }
 
-// removeDevicePods removes what the devices left running in podman: by
-// design agents leave their pods running when they stop.
+// removeDevicePods removes what the devices left running in podman (by
+// design agents leave their pods running when they stop): everything in
+// the cluster's own podman storage, which nothing else uses.
 func (c *Cluster) removeDevicePods() {
 	if c.Podman == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	for _, d := range c.cfg.Devices {
-		rt, err := podman.New(ctx, c.Podman.URI, d)
-		if err != nil {
-			continue
-		}
-		pods, _ := rt.ListPods(ctx)
-		for _, p := range pods {
-			_ = rt.RemovePod(ctx, p.UID, time.Second)
-		}
+	if err := podmantest.Reset(ctx, c.Podman.Conf); err != nil {
+		c.cfg.Logger.Warn("resetting the cluster's podman storage", "err", err)
 	}
 }
 

@@ -8,8 +8,12 @@
 //	svc, image := podmantest.Setup(t)
 //	rt, err := podman.New(ctx, svc.URI, "device-a")
 //
-// The service uses the machine's default (shared) podman storage, so tests
-// must label and clean up what they create.
+// Every service has podman storage of its own (graph and run root under its
+// directory, chosen with CONTAINERS_STORAGE_CONF), never the machine's: a
+// test suite, a demo cluster and a user's own podman on one machine do not
+// see, list or remove each other's containers. The services that Setup
+// starts in one test binary share one such storage; call Main from
+// TestMain to remove it when the tests end.
 package podmantest
 
 import (
@@ -54,6 +58,38 @@ func ContainersConf(dir string) (string, error) {
 	return path, nil
 }
 
+// StorageConf writes a storage.conf into dir whose graph root and run root
+// are dir/graph and dir/run, and returns its path. Point podman at it with
+// the CONTAINERS_STORAGE_CONF environment variable.
+func StorageConf(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	text := fmt.Sprintf("[storage]\ndriver = \"overlay\"\ngraphroot = %q\nrunroot = %q\n",
+		filepath.Join(abs, "graph"), filepath.Join(abs, "run"))
+	path := filepath.Join(abs, "storage.conf")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		return "", fmt.Errorf("writing storage.conf: %w", err)
+	}
+	return path, nil
+}
+
+// Env returns the environment a podman command needs to use the
+// containers.conf conf and the storage.conf beside it.
+func Env(conf string) []string {
+	env := append(os.Environ(), "CONTAINERS_CONF="+conf)
+	if s := filepath.Join(filepath.Dir(conf), "storage.conf"); fileExists(s) {
+		env = append(env, "CONTAINERS_STORAGE_CONF="+s)
+	}
+	return env
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
 // Require skips t when podman is not installed, or fails t when the
 // environment variable EnvRequire is "1".
 func Require(t testing.TB) {
@@ -82,7 +118,11 @@ func Setup(t testing.TB) (*Service, string) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 
-	svc, err := StartService(ctx, dir)
+	storage, err := sharedStorage()
+	if err != nil {
+		t.Fatalf("creating podman storage: %v", err)
+	}
+	svc, err := StartServiceWithStorage(ctx, dir, storage)
 	if err != nil {
 		t.Fatalf("starting podman service: %v", err)
 	}
@@ -100,7 +140,7 @@ func Setup(t testing.TB) (*Service, string) {
 // podmanCmd builds a podman command that reads the containers.conf at conf.
 func podmanCmd(ctx context.Context, conf string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "podman", args...)
-	cmd.Env = append(os.Environ(), "CONTAINERS_CONF="+conf)
+	cmd.Env = Env(conf)
 	return cmd
 }
 

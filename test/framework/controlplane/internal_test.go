@@ -21,7 +21,7 @@ func TestPKI(t *testing.T) {
 		t.Fatal(err)
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
+	roots.AddCert(ca.Certificate())
 
 	verify := func(t *testing.T, certPEM []byte, usage x509.ExtKeyUsage, host string) *x509.Certificate {
 		t.Helper()
@@ -53,7 +53,7 @@ func TestPKI(t *testing.T) {
 	if kc.Subject.CommonName != "kube-apiserver-kubelet-client" || strings.Join(kc.Subject.Organization, ",") != "system:masters" {
 		t.Errorf("kubelet client subject = %s", kc.Subject)
 	}
-	certPEM, _, err := ca.clientCert("system:node:dev-1", "system:nodes")
+	certPEM, _, err := ca.ClientCert("system:node:dev-1", "system:nodes")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vk-fleet/vk-fleet/internal/pki"
 	"k8s.io/client-go/rest"
 )
 
@@ -81,7 +82,7 @@ type ControlPlane struct {
 
 	cfg   Config
 	log   *slog.Logger
-	ca    *authority
+	ca    *pki.Authority
 	files *pkiFiles
 
 	mu      sync.Mutex
@@ -155,7 +156,7 @@ func Start(ctx context.Context, cfg Config) (*ControlPlane, error) {
 			Dir:                   dir,
 			Kubeconfig:            filepath.Join(dir, "kubeconfig", "admin.kubeconfig"),
 			CAFile:                files.caCert,
-			CACertPEM:             ca.certPEM,
+			CACertPEM:             ca.CertPEM,
 			KubeletClientCertFile: files.kubeletClientCert,
 			KubeletClientKeyFile:  files.kubeletClientKey,
 			cfg:                   cfg,
@@ -209,20 +210,20 @@ func (c *ControlPlane) start(ctx context.Context) error {
 // writeKubeconfigs writes the admin kubeconfig and the controllers'
 // kubeconfigs, which name the API server's port.
 func (c *ControlPlane) writeKubeconfigs() error {
-	certPEM, keyPEM, err := c.ca.clientCert("admin", "system:masters")
+	certPEM, keyPEM, err := c.ca.ClientCert("admin", "system:masters")
 	if err != nil {
 		return err
 	}
-	if err := writeKubeconfig(c.Kubeconfig, c.APIServerURL, c.ca.certPEM, certPEM, keyPEM, "admin"); err != nil {
+	if err := writeKubeconfig(c.Kubeconfig, c.APIServerURL, c.ca.CertPEM, certPEM, keyPEM, "admin"); err != nil {
 		return err
 	}
-	c.RESTConfig = restConfig(c.APIServerURL, c.ca.certPEM, certPEM, keyPEM)
+	c.RESTConfig = restConfig(c.APIServerURL, c.ca.CertPEM, certPEM, keyPEM)
 	for _, user := range []string{"system:kube-controller-manager", "system:kube-scheduler"} {
-		certPEM, keyPEM, err := c.ca.clientCert(user)
+		certPEM, keyPEM, err := c.ca.ClientCert(user)
 		if err != nil {
 			return err
 		}
-		if err := writeKubeconfig(c.componentKubeconfig(user), c.APIServerURL, c.ca.certPEM, certPEM, keyPEM, user); err != nil {
+		if err := writeKubeconfig(c.componentKubeconfig(user), c.APIServerURL, c.ca.CertPEM, certPEM, keyPEM, user); err != nil {
 			return err
 		}
 	}
@@ -448,12 +449,12 @@ func (c *ControlPlane) Kubectl(ctx context.Context, args ...string) ([]byte, err
 // do is up to RBAC (or, for "system:node:<node>" in "system:nodes", the
 // Node authorizer).
 func (c *ControlPlane) ClientKubeconfig(name string, groups ...string) (string, error) {
-	certPEM, keyPEM, err := c.ca.clientCert(name, groups...)
+	certPEM, keyPEM, err := c.ca.ClientCert(name, groups...)
 	if err != nil {
 		return "", err
 	}
 	path := filepath.Join(c.Dir, "kubeconfig", fileName(name)+".kubeconfig")
-	if err := writeKubeconfig(path, c.APIServerURL, c.ca.certPEM, certPEM, keyPEM, name); err != nil {
+	if err := writeKubeconfig(path, c.APIServerURL, c.ca.CertPEM, certPEM, keyPEM, name); err != nil {
 		return "", err
 	}
 	return path, nil
@@ -461,11 +462,11 @@ func (c *ControlPlane) ClientKubeconfig(name string, groups ...string) (string, 
 
 // ClientRESTConfig is like ClientKubeconfig for in-process clients.
 func (c *ControlPlane) ClientRESTConfig(name string, groups ...string) (*rest.Config, error) {
-	certPEM, keyPEM, err := c.ca.clientCert(name, groups...)
+	certPEM, keyPEM, err := c.ca.ClientCert(name, groups...)
 	if err != nil {
 		return nil, err
 	}
-	return restConfig(c.APIServerURL, c.ca.certPEM, certPEM, keyPEM), nil
+	return restConfig(c.APIServerURL, c.ca.CertPEM, certPEM, keyPEM), nil
 }
 
 // ServingCert issues a serving certificate for hosts (IP addresses or DNS
@@ -475,7 +476,7 @@ func (c *ControlPlane) ServingCert(hosts ...string) (certPEM, keyPEM []byte, err
 	if len(hosts) == 0 {
 		return nil, nil, errors.New("issuing serving certificate: no hosts")
 	}
-	return c.ca.servingCert(hosts[0], hosts...)
+	return c.ca.ServingCert(hosts[0], hosts...)
 }
 
 // KubeletClientCert returns the client certificate and key the API

@@ -1,16 +1,16 @@
-// Package hub runs vk-fleet's server side in one process: the embedded NATS
-// server with the auth callout (the small-install default), the device
-// registry cache, the enrollment service and the provider.
-package hub
+// Package app wires the vk-fleet process: the embedded NATS server with the
+// auth callout (the small-install default) or an external NATS, the device
+// registry cache, the enrollment service, sharding between replicas and the
+// provider. cmd/vk-fleet turns flags into a Config and calls Run.
+package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"expvar"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -24,19 +24,14 @@ import (
 
 	"github.com/vk-fleet/vk-fleet/callout"
 	"github.com/vk-fleet/vk-fleet/enrollment"
-	"github.com/vk-fleet/vk-fleet/internal/certgen"
 	"github.com/vk-fleet/vk-fleet/internal/natsd"
+	"github.com/vk-fleet/vk-fleet/internal/pki"
 	"github.com/vk-fleet/vk-fleet/provider"
 	"github.com/vk-fleet/vk-fleet/registry"
 	"github.com/vk-fleet/vk-fleet/sharding"
 )
 
-// CAConfigMap is the ConfigMap (in the token namespace) that publishes the
-// embedded NATS server's CA certificate under the key "ca.crt", for
-// `fleetctl enroll --ca`.
-const CAConfigMap = "vk-fleet-nats-ca"
-
-// External points the hub at a NATS cluster run elsewhere, whose auth
+// External points vk-fleet at a NATS cluster run elsewhere, whose auth
 // callout runs as `vk-fleet callout`.
 type External struct {
 	URL string
@@ -46,17 +41,19 @@ type External struct {
 	CAFile string
 }
 
-// Config configures the hub.
+// Config configures the vk-fleet process.
 type Config struct {
 	Client kubernetes.Interface
 	// External, if set, uses an external NATS instead of the embedded one.
 	External *External
 	// NATSListen is host:port of the embedded server.
 	NATSListen string
-	// NATSStoreDir holds JetStream data and the generated TLS files.
+	// NATSStoreDir holds JetStream data. It is a cache: losing it costs a
+	// re-publish of desired state, never a device's identity or a container.
 	NATSStoreDir string
-	// TLSCertFile and TLSKeyFile serve TLS; empty generates a CA and a
-	// certificate for TLSHosts into <NATSStoreDir>/tls.
+	// TLSCertFile and TLSKeyFile serve TLS; empty issues a certificate for
+	// TLSHosts from the CA kept in the Secret CASecret (created on first
+	// start), so that a lost store never changes the CA devices pin.
 	TLSCertFile, TLSKeyFile string
 	TLSHosts                []string
 	// TokenNamespace holds enrollment tokens and the CA ConfigMap.
@@ -74,7 +71,7 @@ type Config struct {
 	// ReplicaNamespace holds the replicas' membership Leases.
 	ReplicaNamespace string
 	// Provider configures the provider; its Client, NATS and Registry are
-	// filled in by the hub.
+	// filled in by Run.
 	Provider provider.Config
 	Logger   *slog.Logger
 	// Ready, if set, is called with the client URL once devices can connect.
@@ -96,14 +93,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return runExternal(ctx, cfg, log)
 	}
 
-	tlsFiles := certgen.Files{Cert: cfg.TLSCertFile, Key: cfg.TLSKeyFile}
-	if cfg.TLSCertFile == "" {
-		var err error
-		if tlsFiles, err = certgen.Ensure(filepath.Join(cfg.NATSStoreDir, "tls"), cfg.TLSHosts); err != nil {
-			return err
-		}
-	}
-	tlsCfg, err := tlsFiles.ServerTLS()
+	tlsCfg, caPEM, err := natsTLS(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -179,7 +169,7 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Error("enrollment service stopped", "err", err)
 		}
 	}()
-	if err := publishCA(ctx, cfg.Client, cfg.TokenNamespace, tlsFiles.CA); err != nil {
+	if err := publishCA(ctx, cfg.Client, cfg.TokenNamespace, caPEM); err != nil {
 		log.Warn("publishing the nats CA certificate", "err", err)
 	}
 	if cfg.Ready != nil {
@@ -300,21 +290,76 @@ func (k embeddedKicker) Kick(_ context.Context, serverID string, cid uint64) err
 	return k.s.DisconnectClient(cid)
 }
 
+// CASecret is the Secret (in the token namespace) that holds the CA of the
+// embedded NATS server, certificate and key, when no certificate is given.
+const CASecret = "vk-fleet-nats-ca"
+
+// natsTLS returns the embedded server's TLS configuration and the PEM of
+// the CA that devices pin (nil when the certificate is given as files).
+func natsTLS(ctx context.Context, cfg Config, log *slog.Logger) (*tls.Config, []byte, error) {
+	if cfg.TLSCertFile != "" {
+		c, err := pki.ServerTLSFromFiles(cfg.TLSCertFile, cfg.TLSKeyFile)
+		return c, nil, err
+	}
+	ca, err := loadOrCreateCA(ctx, cfg.Client, cfg.TokenNamespace, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := ca.ServerTLS("vk-fleet NATS", cfg.TLSHosts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, ca.CertPEM, nil
+}
+
+// loadOrCreateCA reads the CA from the Secret CASecret, creating it on
+// first start.
+func loadOrCreateCA(ctx context.Context, client kubernetes.Interface, ns string, log *slog.Logger) (*pki.Authority, error) {
+	secrets := client.CoreV1().Secrets(ns)
+	for attempt := 0; ; attempt++ {
+		s, err := secrets.Get(ctx, CASecret, metav1.GetOptions{})
+		if err == nil {
+			ca, err := pki.LoadAuthority(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey])
+			if err != nil {
+				return nil, fmt.Errorf("secret %s/%s: %w", ns, CASecret, err)
+			}
+			return ca, nil
+		}
+		if !apierrors.IsNotFound(err) || attempt > 0 {
+			return nil, fmt.Errorf("reading the nats CA secret %s/%s: %w", ns, CASecret, err)
+		}
+		ca, err := pki.NewAuthority("vk-fleet NATS CA")
+		if err != nil {
+			return nil, err
+		}
+		s = &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: CASecret, Namespace: ns, Labels: map[string]string{registry.LabelManaged: "true"}},
+			Type:       corev1.SecretTypeTLS,
+			Data:       map[string][]byte{corev1.TLSCertKey: ca.CertPEM, corev1.TLSPrivateKeyKey: ca.KeyPEM},
+		}
+		_, err = secrets.Create(ctx, s, metav1.CreateOptions{})
+		if err == nil {
+			log.Info("created the nats CA", "secret", ns+"/"+CASecret)
+			return ca, nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("storing the nats CA in secret %s/%s: %w", ns, CASecret, err)
+		}
+		// Another replica won the race: read its CA.
+	}
+}
+
 // publishCA stores the CA certificate in a ConfigMap so that admins can
 // hand it to devices.
-func publishCA(ctx context.Context, client kubernetes.Interface, ns, caFile string) error {
-	if caFile == "" {
+func publishCA(ctx context.Context, client kubernetes.Interface, ns string, ca []byte) error {
+	if len(ca) == 0 {
 		return nil
 	}
-	ca, err := os.ReadFile(caFile)
-	if err != nil {
-		return fmt.Errorf("reading CA: %w", err)
-	}
 	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: CAConfigMap, Namespace: ns, Labels: map[string]string{registry.LabelManaged: "true"}},
+		ObjectMeta: metav1.ObjectMeta{Name: registry.CAConfigMap, Namespace: ns, Labels: map[string]string{registry.LabelManaged: "true"}},
 		Data:       map[string]string{"ca.crt": string(ca)},
 	}
-	_, err = client.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{})
+	_, err := client.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		_, err = client.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{})
 	}

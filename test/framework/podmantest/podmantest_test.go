@@ -88,3 +88,9 @@ func TestStopTwice(t *testing.T) {
 		t.Errorf("socket %s still exists after Stop: %v", svc.Socket, err)
 	}
 }
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	removeSharedStorage()
+	os.Exit(code)
+}

@@ -37,12 +37,29 @@ type Service struct {
 const startTimeout = 30 * time.Second
 
 // StartService writes a containers.conf into dir and starts
-// `podman system service --time=0 unix://<dir>/podman.sock` with it. It
-// returns once the service answers /_ping. Keep dir short: a unix socket
-// path must stay below 108 bytes.
+// `podman system service --time=0 unix://<dir>/podman.sock` with it, on
+// storage of its own in dir/storage. It returns once the service answers
+// /_ping. Keep dir short: a unix socket path must stay below 108 bytes.
 func StartService(ctx context.Context, dir string) (*Service, error) {
+	return StartServiceWithStorage(ctx, dir, filepath.Join(dir, "storage"))
+}
+
+// StartServiceWithStorage is StartService with podman storage in the
+// directory storage, which several services may share.
+func StartServiceWithStorage(ctx context.Context, dir, storage string) (*Service, error) {
 	conf, err := ContainersConf(dir)
 	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(storage, 0o700); err != nil {
+		return nil, fmt.Errorf("creating podman storage: %w", err)
+	}
+	sc, err := StorageConf(storage)
+	if err != nil {
+		return nil, err
+	}
+	// Beside containers.conf, where Env finds it.
+	if err := copyFile(sc, filepath.Join(dir, "storage.conf")); err != nil {
 		return nil, err
 	}
 	socket := filepath.Join(dir, "podman.sock")
@@ -58,7 +75,7 @@ func StartService(ctx context.Context, dir string) (*Service, error) {
 
 	// Not CommandContext: the service outlives ctx, which only bounds the start.
 	cmd := exec.Command("podman", "system", "service", "--time=0", "unix://"+socket)
-	cmd.Env = append(os.Environ(), "CONTAINERS_CONF="+conf)
+	cmd.Env = Env(conf)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -174,4 +191,23 @@ func (s *Service) Stop() error {
 		os.Remove(s.Socket)
 	})
 	return s.stopErr
+}
+
+func copyFile(from, to string) error {
+	if from == to {
+		return nil
+	}
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o644)
+}
+
+// Reset removes every pod, container and image of the storage that the
+// containers.conf conf (with its storage.conf) names, and unmounts it, so
+// that its directory can be deleted.
+func Reset(ctx context.Context, conf string) error {
+	_, err := runPodman(ctx, conf, "system", "reset", "--force")
+	return err
 }

@@ -81,7 +81,7 @@ func (c *ControlPlane) apiserverReady(ctx context.Context) error {
 // against the cluster CA.
 func (c *ControlPlane) healthz(port int) func(context.Context) error {
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(c.ca.certPEM)
+	pool.AppendCertsFromPEM(c.ca.CertPEM)
 	client := &http.Client{Transport: &http.Transport{
 		TLSClientConfig:   &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 		DisableKeepAlives: true,

@@ -23,7 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/vk-fleet/vk-fleet/internal/controlplane"
+	"github.com/vk-fleet/vk-fleet/test/framework/controlplane"
 )
 
 // binDir returns the control-plane binaries or skips the test, unless
