@@ -70,6 +70,20 @@ type Workload struct {
 	Volumes                       []Volume `json:"volumes,omitempty"`
 }
 
+// DesiredIndex lists every pod a device should run, stored at
+// IndexKey(device) in WorkloadsBucket. The provider writes it only after it
+// has read the pods bound to the device from Kubernetes, so it is the one
+// statement a device trusts about absence: a pod the device runs or stores
+// is removed when its key is deleted, or when an index does not list it and
+// no key for it exists. A missing index (a new or lost bucket) means "not
+// known yet", never "run nothing".
+type DesiredIndex struct {
+	Device  string   `json:"device"`
+	PodUIDs []string `json:"podUIDs"`
+	// WrittenAt is when the provider wrote the index.
+	WrittenAt time.Time `json:"writtenAt"`
+}
+
 // Container is one container of a Workload.
 type Container struct {
 	Name            string    `json:"name"`

@@ -78,6 +78,18 @@ func DeviceKeys(device string) string {
 	return device + ".>"
 }
 
+// IndexKey is the key, in WorkloadsBucket, of device's DesiredIndex. It is
+// matched by DeviceKeys(device) but never split by SplitPodKey.
+func IndexKey(device string) string {
+	return device + "._.index"
+}
+
+// IsIndexKey reports whether key is an IndexKey, and of which device.
+func IsIndexKey(key string) (device string, ok bool) {
+	device, ok = strings.CutSuffix(key, "._.index")
+	return device, ok && ValidateDeviceName(device) == nil
+}
+
 // SplitPodKey splits a KV key made by PodKey.
 func SplitPodKey(key string) (device, podUID string, ok bool) {
 	device, podUID, ok = strings.Cut(key, ".")

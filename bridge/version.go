@@ -11,4 +11,8 @@ package bridge
 //     PodStatus; KV buckets vkf-workloads and vkf-status; subject vkf.dev.<device>.hb.
 //   - 2 (2026-11-27): enrollment: EnrollRequest and EnrollResponse on vkf.enroll,
 //     Error with codes. Devices use the inbox prefix _INBOX_<device>.
-const ProtocolVersion = 2
+//   - 3 (2026-11-28): DesiredIndex at <device>._.index in vkf-workloads: a device
+//     removes a pod it was not told to delete only when a provider that has read
+//     Kubernetes says, in the index, that the pod is not wanted. Devices recreate
+//     containers only when RestartHash changes.
+const ProtocolVersion = 3

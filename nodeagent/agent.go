@@ -70,7 +70,17 @@ type Agent struct {
 	removing map[string]time.Duration
 	// podCount is the number of pods in the runtime at the last pass.
 	podCount int
+	// index is the last DesiredIndex the provider wrote for this device
+	// (nil until one is seen); present holds the UIDs whose workload keys
+	// exist in the bucket now. Together they say which absences to trust.
+	index   map[string]bool
+	present map[string]bool
+	orphans map[string]bool
+	// volumesStale holds UIDs whose volume files may differ from the
+	// stored workload's.
+	volumesStale map[string]bool
 
+	rejects  rejections
 	restarts restartTracker
 	seq      uint64
 }
@@ -100,6 +110,9 @@ func New(cfg Config, rt Runtime, nc *nats.Conn) (*Agent, error) {
 		published: map[string]*bridge.PodStatus{},
 		dirty:     map[string]bool{},
 		removing:  map[string]time.Duration{},
+		present:   map[string]bool{},
+		// After a restart, check every pod's files once.
+		volumesStale: store.UIDs(),
 		restarts:  restartTracker{next: map[string]time.Time{}, backoff: map[string]time.Duration{}},
 	}, nil
 }
@@ -214,7 +227,10 @@ func (a *Agent) watchDesired(ctx context.Context) error {
 	}
 	defer w.Stop()
 
-	snapshot := map[string]bool{}
+	// A new watch replays the bucket: what is present is learnt afresh.
+	a.mu.Lock()
+	a.present = map[string]bool{}
+	a.mu.Unlock()
 	initial := true
 	for {
 		select {
@@ -225,27 +241,64 @@ func (a *Agent) watchDesired(ctx context.Context) error {
 				return errors.New("watch closed")
 			}
 			if e == nil {
-				// End of the initial values: whatever the store holds that
-				// the bucket does not is gone, however old its tombstone.
+				// End of the initial values. A key missing from them is not
+				// a reason to remove anything: the bucket may be new or lost.
+				// Only an index written from Kubernetes is (forgetUnindexed).
 				initial = false
-				for uid := range a.store.UIDs() {
-					if !snapshot[uid] {
-						a.log.Info("workload gone while away", "pod", uid)
-						if err := a.store.Delete(uid); err != nil {
-							a.log.Error("deleting workload", "pod", uid, "err", err)
-						}
-					}
-				}
+				a.forgetUnindexed()
 				a.markAllDirty()
 				a.kick()
 				continue
 			}
-			a.applyEntry(e, initial, snapshot)
+			a.applyEntry(e, initial)
 		}
 	}
 }
 
-func (a *Agent) applyEntry(e jetstream.KeyValueEntry, initial bool, snapshot map[string]bool) {
+// forgetUnindexed deletes stored workloads that the provider's index does
+// not list and whose keys are gone. Without an index it does nothing.
+func (a *Agent) forgetUnindexed() {
+	a.mu.Lock()
+	if a.index == nil {
+		a.mu.Unlock()
+		return
+	}
+	var gone []string
+	for uid := range a.store.UIDs() {
+		if !a.index[uid] && !a.present[uid] {
+			gone = append(gone, uid)
+		}
+	}
+	a.mu.Unlock()
+	for _, uid := range gone {
+		a.forget(uid, "not in the provider's index")
+	}
+}
+
+// forget deletes uid's workload from the store; the next pass removes its pod.
+func (a *Agent) forget(uid, why string) {
+	if r, ok := a.store.Get(uid); ok {
+		a.log.Info("workload removed", "pod", r.Workload.Namespace+"/"+r.Workload.Name, "uid", uid, "why", why)
+		a.mu.Lock()
+		a.removing[uid] = grace(&r.Workload)
+		a.mu.Unlock()
+	}
+	if err := a.store.Delete(uid); err != nil {
+		a.log.Error("deleting workload", "pod", uid, "err", err)
+		return
+	}
+	a.mu.Lock()
+	a.dirty[uid] = true
+	a.mu.Unlock()
+}
+
+func (a *Agent) applyEntry(e jetstream.KeyValueEntry, initial bool) {
+	if dev, ok := bridge.IsIndexKey(e.Key()); ok {
+		if dev == a.cfg.Device {
+			a.applyIndex(e, initial)
+		}
+		return
+	}
 	device, uid, ok := bridge.SplitPodKey(e.Key())
 	if !ok || device != a.cfg.Device {
 		return
@@ -253,13 +306,16 @@ func (a *Agent) applyEntry(e jetstream.KeyValueEntry, initial bool, snapshot map
 	switch e.Operation() {
 	case jetstream.KeyValuePut:
 		w, err := bridge.Decode[bridge.Workload](e.Value())
-		if err != nil || w.UID != uid {
-			a.log.Error("ignoring malformed workload", "key", e.Key(), "err", err)
+		if err == nil {
+			err = validWorkload(w, uid)
+		}
+		if err != nil {
+			a.rejected("workload", e.Key(), err)
 			return
 		}
-		if initial {
-			snapshot[uid] = true
-		}
+		a.mu.Lock()
+		a.present[uid] = true
+		a.mu.Unlock()
 		changed, err := a.store.PutWorkload(*w, time.Now())
 		if err != nil {
 			a.log.Error("storing workload", "pod", uid, "err", err)
@@ -267,25 +323,56 @@ func (a *Agent) applyEntry(e jetstream.KeyValueEntry, initial bool, snapshot map
 		}
 		if changed {
 			a.log.Info("workload received", "pod", w.Namespace+"/"+w.Name, "uid", uid, "generation", w.Generation)
-		}
-	default: // delete or purge
-		if r, ok := a.store.Get(uid); ok {
-			a.log.Info("workload removed", "pod", r.Workload.Namespace+"/"+r.Workload.Name, "uid", uid)
 			a.mu.Lock()
-			a.removing[uid] = grace(&r.Workload)
+			a.volumesStale[uid] = true
 			a.mu.Unlock()
 		}
-		if err := a.store.Delete(uid); err != nil {
-			a.log.Error("deleting workload", "pod", uid, "err", err)
-			return
-		}
+	default: // delete or purge: the provider withdrew the workload
 		a.mu.Lock()
-		a.dirty[uid] = true
+		delete(a.present, uid)
 		a.mu.Unlock()
+		a.forget(uid, "withdrawn")
 	}
 	if !initial {
 		a.kick()
 	}
+}
+
+// applyIndex takes up the provider's DesiredIndex of this device.
+func (a *Agent) applyIndex(e jetstream.KeyValueEntry, initial bool) {
+	if e.Operation() != jetstream.KeyValuePut {
+		// A withdrawn index (revocation) says nothing about absence.
+		a.mu.Lock()
+		a.index = nil
+		a.mu.Unlock()
+		return
+	}
+	idx, err := bridge.Decode[bridge.DesiredIndex](e.Value())
+	if err == nil && idx.Device != a.cfg.Device {
+		err = fmt.Errorf("index of device %q", idx.Device)
+	}
+	if err != nil {
+		a.rejected("index", e.Key(), err)
+		return
+	}
+	set := make(map[string]bool, len(idx.PodUIDs))
+	for _, uid := range idx.PodUIDs {
+		set[uid] = true
+	}
+	a.mu.Lock()
+	a.index = set
+	a.mu.Unlock()
+	if !initial {
+		a.forgetUnindexed()
+		a.kick()
+	}
+}
+
+// indexed reports whether the provider's index is known and lists uid.
+func (a *Agent) indexed(uid string) (known, listed bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.index != nil, a.index[uid]
 }
 
 // watchRuntime turns runtime events into reconcile passes.

@@ -1,22 +1,10 @@
 package nodeagent
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-
 	"github.com/vk-fleet/vk-fleet/bridge"
 )
 
-// specHash identifies what a workload asks the runtime to run. Two workloads
-// with the same hash run the same containers; a change of hash means the pod
-// is recreated. Fields that do not change what runs (Generation, the grace period)
-// are left out.
-func specHash(w *bridge.Workload) string {
-	c := *w
-	c.Generation = 0
-	c.TerminationGracePeriodSeconds = nil
-	data, _ := json.Marshal(c)
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:8])
-}
+// specHash identifies what forces the pod of a workload to be recreated:
+// see bridge.RestartHash. A change of anything else in a workload is taken
+// up without restarting a container.
+func specHash(w *bridge.Workload) string { return bridge.RestartHash(w) }

@@ -85,18 +85,27 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 		desired[r.Workload.UID] = true
 	}
 
-	// Remove pods that are no longer wanted, then tell the provider.
+	// Remove pods that are no longer wanted, then tell the provider. A pod
+	// in the runtime but not in the store is removed only when that absence
+	// can be trusted: its workload was withdrawn, or the provider's index
+	// (written from Kubernetes) does not list it. A lost local store, or a
+	// new bucket, never costs a container.
 	for uid, p := range byUID {
 		if desired[uid] {
 			continue
 		}
-		a.log.Info("removing pod", "pod", p.Namespace+"/"+p.Name, "uid", uid)
 		a.mu.Lock()
-		g, ok := a.removing[uid]
+		g, withdrawn := a.removing[uid]
 		a.mu.Unlock()
-		if !ok {
+		if !withdrawn {
+			known, listed := a.indexed(uid)
+			if !known || listed {
+				a.noteOrphan(uid, p)
+				continue
+			}
 			g = defaultGrace
 		}
+		a.log.Info("removing pod", "pod", p.Namespace+"/"+p.Name, "uid", uid)
 		if err := a.rt.RemovePod(ctx, uid, g); err != nil {
 			a.log.Error("removing pod", "uid", uid, "err", err)
 			continue
@@ -167,6 +176,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 			a.restarts.forget(w.UID)
 			continue // its status comes from the runtime's events
 		}
+		a.updateVolumes(ctx, w)
 		d, n := a.restartExited(ctx, &r, p, note, now)
 		if d > 0 {
 			next = min(next, d)
@@ -298,4 +308,39 @@ func (a *Agent) markDirty(uid string) {
 	a.mu.Lock()
 	a.dirty[uid] = true
 	a.mu.Unlock()
+}
+
+// updateVolumes brings the volume files of w's running pod up to date if
+// the workload changed since they were written.
+func (a *Agent) updateVolumes(ctx context.Context, w *bridge.Workload) {
+	a.mu.Lock()
+	stale := a.volumesStale[w.UID]
+	a.mu.Unlock()
+	if !stale {
+		return
+	}
+	if vu, ok := a.rt.(VolumeUpdater); ok {
+		if err := vu.UpdateVolumes(ctx, w); err != nil {
+			a.log.Warn("updating volume files", "pod", w.Namespace+"/"+w.Name, "err", err)
+			return
+		}
+	}
+	a.mu.Lock()
+	delete(a.volumesStale, w.UID)
+	a.mu.Unlock()
+}
+
+// noteOrphan logs, once per agent run, a pod that runs without a stored
+// workload and that nothing says to remove: it keeps running until its
+// workload arrives (adopted without a restart) or the index drops it.
+func (a *Agent) noteOrphan(uid string, p *PodState) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.orphans == nil {
+		a.orphans = map[string]bool{}
+	}
+	if !a.orphans[uid] {
+		a.orphans[uid] = true
+		a.log.Info("keeping a pod with no stored workload until the provider says otherwise", "pod", p.Namespace+"/"+p.Name, "uid", uid)
+	}
 }

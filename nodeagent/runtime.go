@@ -36,6 +36,13 @@ type Runtime interface {
 	Events(ctx context.Context) (<-chan Event, error)
 }
 
+// VolumeUpdater is a Runtime that can bring the ConfigMap and Secret
+// volume contents (Volume.Files) of a running pod up to date in place,
+// without restarting a container, as a kubelet does.
+type VolumeUpdater interface {
+	UpdateVolumes(ctx context.Context, w *bridge.Workload) error
+}
+
 // Labels put on every pod and container a Runtime creates.
 const (
 	LabelDevice    = "io.vk-fleet.device"

@@ -105,7 +105,7 @@ func (s *Store) PutWorkload(w bridge.Workload, now time.Time) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.records[w.UID]
-	if ok && specHash(&r.Workload) == specHash(&w) && r.Workload.Generation == w.Generation {
+	if ok && sameWorkload(&r.Workload, &w) {
 		return false, nil
 	}
 	nr := &Record{Workload: w, Accepted: now}
@@ -193,4 +193,11 @@ func (r *Record) clone() Record {
 		c.LastTermination[k] = &t
 	}
 	return c
+}
+
+// sameWorkload reports whether a and b encode alike.
+func sameWorkload(a, b *bridge.Workload) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && string(x) == string(y)
 }

@@ -102,8 +102,11 @@ func (p *Provider) loadState(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := load(p.workloads, func(e jetstream.KeyValueEntry) {
+		device, _, ok := bridge.SplitPodKey(e.Key())
+		if !ok {
+			return // an index, written afresh once the pod informer syncs
+		}
 		p.pods.desired[e.Key()] = e.Value()
-		device, _, _ := bridge.SplitPodKey(e.Key())
 		if w, err := bridge.Decode[bridge.Workload](e.Value()); err == nil {
 			p.pods.refs[w.UID] = podRef{w.Namespace, w.Name, device}
 		}
@@ -323,6 +326,7 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 		delete(p.pods.desired, kvKey)
 		p.mu.Unlock()
 		p.log.Info("workload withdrawn", "pod", key, "node", device)
+		p.kickIndexes()
 	}
 
 	p.mu.Lock()

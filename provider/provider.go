@@ -135,6 +135,10 @@ type Provider struct {
 	notifyPod func(*corev1.Pod)
 	ready     chan struct{}
 	readyOnce sync.Once
+	// indexWritten holds, per device, the encoded pod UIDs of the last
+	// DesiredIndex written; indexKick asks for the indexes to be checked.
+	indexWritten map[string]string
+	indexKick    chan struct{}
 	// reshard signals that owned devices changed: the pod controller is
 	// rebuilt so that it picks up the pods of devices gained.
 	reshard chan struct{}
@@ -153,6 +157,9 @@ func New(cfg Config) (*Provider, error) {
 		pods:    newPodTable(),
 		ready:   make(chan struct{}),
 		reshard: make(chan struct{}, 1),
+
+		indexWritten: map[string]string{},
+		indexKick:    make(chan struct{}, 1),
 	}, nil
 }
 
@@ -266,6 +273,7 @@ func (p *Provider) runPodController(ctx context.Context, recorder record.EventRe
 	case <-ctx.Done():
 		return false, nil
 	}
+	go p.writeIndexes(gctx, podFactory.Core().V1().Pods().Lister())
 	p.readyOnce.Do(func() {
 		p.log.Info("provider ready", "devices", len(p.deviceNames()))
 		close(p.ready)
@@ -429,6 +437,7 @@ func (p *Provider) handleHeartbeat(ctx context.Context, m *nats.Msg) {
 
 	switch {
 	case start:
+		p.kickIndexes()
 		p.log.Info("device online", "device", name, "arch", hb.Inventory.Architecture, "agent", hb.Inventory.AgentVersion)
 	case wasStale:
 		// The NodeController refuses status updates until its next ping
@@ -508,6 +517,10 @@ func (p *Provider) revoke(ctx context.Context, name string) {
 		}
 		d.mu.Unlock()
 	}
+	keys = append(keys, bridge.IndexKey(name))
+	p.mu.Lock()
+	delete(p.indexWritten, name)
+	p.mu.Unlock()
 	for _, k := range keys {
 		if err := p.workloads.Purge(ctx, k); err != nil {
 			p.log.Warn("purging workload of revoked device", "device", name, "key", k, "err", err)

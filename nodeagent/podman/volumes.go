@@ -3,12 +3,16 @@
 package podman
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
+	"github.com/vk-fleet/vk-fleet/nodeagent"
 )
 
 // volumeSource is where a workload volume lives on the host.
@@ -113,4 +117,70 @@ func safeSegment(s string) string {
 		s = "_" + s
 	}
 	return s
+}
+
+var _ nodeagent.VolumeUpdater = (*Runtime)(nil)
+
+// UpdateVolumes rewrites the files of w's ConfigMap and Secret volumes in
+// place: changed files are replaced atomically (a rename within the
+// directory the containers bind-mount), files no longer present are
+// removed. Nothing restarts. A pod not created yet is left alone.
+func (r *Runtime) UpdateVolumes(_ context.Context, w *bridge.Workload) error {
+	base := r.podVolumesDir(w.UID)
+	for _, v := range w.Volumes {
+		if v.Files == nil {
+			continue
+		}
+		dir := filepath.Join(base, safeSegment(v.Name))
+		if _, err := os.Stat(dir); err != nil {
+			continue // not created yet, or not by this runtime
+		}
+		if err := syncFiles(dir, v.Files); err != nil {
+			return fmt.Errorf("volume %q: %w", v.Name, err)
+		}
+	}
+	return nil
+}
+
+// syncFiles makes dir hold exactly files, touching only what differs.
+func syncFiles(dir string, files map[string][]byte) error {
+	want := map[string]bool{}
+	for name, data := range files {
+		rel := filepath.Clean(filepath.FromSlash(name))
+		if rel == "." || filepath.IsAbs(rel) || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return fmt.Errorf("invalid file name %q", name)
+		}
+		want[rel] = true
+		path := filepath.Join(dir, rel)
+		if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, data) {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		tmp, err := os.CreateTemp(filepath.Dir(path), ".vkf-*")
+		if err != nil {
+			return err
+		}
+		_, werr := tmp.Write(data)
+		cerr := tmp.Close()
+		if err := errors.Join(werr, cerr, os.Chmod(tmp.Name(), 0o644)); err != nil {
+			os.Remove(tmp.Name())
+			return err
+		}
+		if err := os.Rename(tmp.Name(), path); err != nil {
+			os.Remove(tmp.Name())
+			return err
+		}
+	}
+	return filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		if !want[rel] {
+			return os.Remove(path)
+		}
+		return nil
+	})
 }

@@ -1,0 +1,88 @@
+package provider
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+	corelisters "k8s.io/client-go/listers/core/v1"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+)
+
+// indexInterval is how often the indexes are checked when nothing asks.
+const indexInterval = 5 * time.Second
+
+// kickIndexes asks for the devices' indexes to be checked soon.
+func (p *Provider) kickIndexes() {
+	select {
+	case p.indexKick <- struct{}{}:
+	default:
+	}
+}
+
+// writeIndexes keeps each served device's DesiredIndex equal to the pods
+// that Kubernetes binds to it, until ctx ends. pods must have synced: the
+// index is what lets a device remove a pod it was not explicitly told to,
+// so it is only ever written from a complete view of Kubernetes.
+func (p *Provider) writeIndexes(ctx context.Context, pods corelisters.PodLister) {
+	t := time.NewTicker(indexInterval)
+	defer t.Stop()
+	for {
+		p.syncIndexes(ctx, pods)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-p.indexKick:
+		}
+	}
+}
+
+func (p *Provider) syncIndexes(ctx context.Context, pods corelisters.PodLister) {
+	list, err := pods.List(labels.Everything())
+	if err != nil {
+		p.log.Warn("listing pods for the device indexes", "err", err)
+		return
+	}
+	byDevice := map[string][]string{}
+	for _, name := range p.deviceNames() {
+		byDevice[name] = []string{}
+	}
+	for _, pod := range list {
+		if pod.Spec.NodeName == "" {
+			continue
+		}
+		byDevice[pod.Spec.NodeName] = append(byDevice[pod.Spec.NodeName], string(pod.UID))
+	}
+	for device, uids := range byDevice {
+		if ctx.Err() != nil {
+			return
+		}
+		if !p.cfg.Registry.Has(device) || !p.owns(device) {
+			continue
+		}
+		slices.Sort(uids)
+		enc := "v:" + strings.Join(uids, ",")
+		p.mu.Lock()
+		same := p.indexWritten[device] == enc
+		p.mu.Unlock()
+		if same {
+			continue
+		}
+		data, err := bridge.Encode(&bridge.DesiredIndex{Device: device, PodUIDs: uids, WrittenAt: time.Now().UTC()})
+		if err != nil {
+			continue
+		}
+		if _, err := p.workloads.Put(ctx, bridge.IndexKey(device), data); err != nil {
+			p.log.Warn("writing the device's index", "device", device, "err", err)
+			continue
+		}
+		p.mu.Lock()
+		p.indexWritten[device] = enc
+		p.mu.Unlock()
+	}
+}
+
