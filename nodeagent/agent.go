@@ -54,6 +54,10 @@ type Agent struct {
 	store *Store
 
 	trigger chan struct{}
+	// rewatch asks for the workload watch to start over: after a reconnect
+	// the server may hold a new (or re-created) bucket, on which an
+	// existing watch would wait for sequence numbers it never reaches.
+	rewatch chan struct{}
 
 	mu sync.Mutex
 	// kv handles, set once the buckets are reachable.
@@ -107,6 +111,7 @@ func New(cfg Config, rt Runtime, nc *nats.Conn) (*Agent, error) {
 		nc:        nc,
 		store:     store,
 		trigger:   make(chan struct{}, 1),
+		rewatch:   make(chan struct{}, 1),
 		published: map[string]*bridge.PodStatus{},
 		dirty:     map[string]bool{},
 		removing:  map[string]time.Duration{},
@@ -140,6 +145,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	run(a.heartbeatLoop)
 	a.nc.SetReconnectHandler(func(*nats.Conn) {
 		a.log.Info("nats reconnected")
+		select {
+		case a.rewatch <- struct{}{}:
+		default:
+		}
 		a.markAllDirty()
 		a.kick()
 	})
@@ -204,6 +213,10 @@ func (a *Agent) syncDesired(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, errRewatch) {
+			delay = time.Second
+			continue
+		}
 		a.log.Warn("workload watch ended; retrying", "err", err, "in", delay)
 		select {
 		case <-ctx.Done():
@@ -236,6 +249,9 @@ func (a *Agent) watchDesired(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-a.rewatch:
+			a.log.Info("re-reading workloads after a reconnect")
+			return errRewatch
 		case e, ok := <-w.Updates():
 			if !ok {
 				return errors.New("watch closed")
@@ -254,6 +270,9 @@ func (a *Agent) watchDesired(ctx context.Context) error {
 		}
 	}
 }
+
+// errRewatch ends a workload watch that must start over.
+var errRewatch = errors.New("watch restarted after a reconnect")
 
 // forgetUnindexed deletes stored workloads that the provider's index does
 // not list and whose keys are gone. Without an index it does nothing.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 
 	"github.com/containers/podman/v5/pkg/bindings"
 
@@ -37,7 +38,12 @@ func classify(err error) error {
 }
 
 // isNotFound reports whether err is podman's answer for a missing object.
+// Podman 4.3 answers an inspect racing a removal with a 500 whose message
+// says "no such container".
 func isNotFound(err error) bool {
 	var coder interface{ Code() int }
-	return errors.As(err, &coder) && coder.Code() == http.StatusNotFound
+	if errors.As(err, &coder) && coder.Code() == http.StatusNotFound {
+		return true
+	}
+	return err != nil && (strings.Contains(err.Error(), "no such container") || strings.Contains(err.Error(), "no such pod"))
 }

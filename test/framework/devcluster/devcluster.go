@@ -201,7 +201,7 @@ func (c *Cluster) StartProvider(ctx context.Context, extra ...string) error {
 	args := append([]string{
 		"--kubeconfig", c.kubeconfig,
 		"--nats-listen", "127.0.0.1:" + itoa(c.natsPort),
-		"--nats-store-dir", filepath.Join(c.cfg.Dir, "nats"),
+		"--nats-store-dir", c.NATSStoreDir(),
 		"--node-address", "127.0.0.1",
 		"--heartbeat-timeout", c.cfg.HeartbeatTimeout.String(),
 		"--ping-interval", "2s",
@@ -214,6 +214,9 @@ func (c *Cluster) StartProvider(ctx context.Context, extra ...string) error {
 	c.Provider = p
 	return waitTCP(ctx, "127.0.0.1:"+itoa(c.natsPort), p)
 }
+
+// NATSStoreDir is the embedded NATS server's store (--nats-store-dir).
+func (c *Cluster) NATSStoreDir() string { return filepath.Join(c.cfg.Dir, "nats") }
 
 // StopProvider stops the vk-fleet process.
 func (c *Cluster) StopProvider() {
