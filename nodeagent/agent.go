@@ -295,13 +295,19 @@ func (a *Agent) forgetUnindexed() {
 }
 
 // forget deletes uid's workload from the store; the next pass removes its pod.
+//
+// The pod is marked for removal even when the store no longer holds it: an
+// agent stopped half-way through a removal finds the pod, and the status
+// key the provider waits for, only through the withdrawal it sees again.
 func (a *Agent) forget(uid, why string) {
+	g := defaultGrace
 	if r, ok := a.store.Get(uid); ok {
 		a.log.Info("workload removed", "pod", r.Workload.Namespace+"/"+r.Workload.Name, "uid", uid, "why", why)
-		a.mu.Lock()
-		a.removing[uid] = grace(&r.Workload)
-		a.mu.Unlock()
+		g = grace(&r.Workload)
 	}
+	a.mu.Lock()
+	a.removing[uid] = g
+	a.mu.Unlock()
 	if err := a.store.Delete(uid); err != nil {
 		a.log.Error("deleting workload", "pod", uid, "err", err)
 		return

@@ -156,3 +156,30 @@ func TestOnlyAnImageChangeRecreatesAPod(t *testing.T) {
 	putWorkload(t, f, "dev-a", &w3)
 	poll(t, 10*time.Second, "the pod recreated for the new image", func() bool { return rt.Created() == 2 })
 }
+
+// An agent stopped half-way through a removal (its store already forgot
+// the workload, the pod still runs, the status key is still there) removes
+// the pod and its status key when it comes back: the provider, which
+// waits for that key to go before it lets the Pod object go, is not stuck.
+func TestRemovalInterruptedByAnAgentRestartCompletes(t *testing.T) {
+	f := startFleet(t, t.TempDir())
+	rt := &simruntime.Runtime{}
+	state := t.TempDir()
+	stop := startAgent(t, f.srv.ClientURL(), "dev-a", state, rt)
+	putWorkload(t, f, "dev-a", workload("u1", bridge.RestartAlways))
+	putIndex(t, f, "dev-a", "u1") // the Pod object still exists while it terminates
+	waitStatus(t, f, "dev-a", "u1", running)
+	stop()
+
+	if err := f.workloads.Delete(t.Context(), bridge.PodKey("dev-a", "u1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(state, "workloads", "u1.json")); err != nil {
+		t.Fatal(err)
+	}
+	startAgent(t, f.srv.ClientURL(), "dev-a", state, rt)
+	waitStatus(t, f, "dev-a", "u1", func(s *bridge.PodStatus) bool { return s == nil })
+	if got := podUIDs(t, rt); got["u1"] {
+		t.Fatal("the withdrawn pod still runs")
+	}
+}

@@ -38,13 +38,19 @@ type podEntry struct {
 // podTable indexes pods by namespace/name and by UID.
 type podTable struct {
 	byKey map[string]*podEntry
-	// statusByUID holds device reports, including those of pods that the
-	// pod controller has not handed over yet.
-	statusByUID map[string]*bridge.PodStatus
+	// statusByKey holds device reports by KV key "<device>.<uid>",
+	// including those of pods that the pod controller has not handed over
+	// yet. A report counts only for a pod bound to the device under whose
+	// key it was written.
+	statusByKey map[string]*bridge.PodStatus
+	// perDevice counts statusByKey's keys per device, to bound what one
+	// device can make the provider hold.
+	perDevice map[string]int
 	// desired holds the encoded workload of every key in the workloads
 	// bucket: "<device>.<uid>" → bytes.
 	desired map[string][]byte
-	// refs maps a UID to the pod's coordinates, for pods known from KV.
+	// refs maps a KV key to the pod's coordinates, for pods known from
+	// the workloads bucket: pods the provider itself gave to a device.
 	refs map[string]podRef
 	// byUID indexes byKey.
 	byUID map[string]*podEntry
@@ -56,7 +62,8 @@ type podRef struct{ namespace, name, device string }
 func newPodTable() podTable {
 	return podTable{
 		byKey:       map[string]*podEntry{},
-		statusByUID: map[string]*bridge.PodStatus{},
+		statusByKey: map[string]*bridge.PodStatus{},
+		perDevice:   map[string]int{},
 		desired:     map[string][]byte{},
 		refs:        map[string]podRef{},
 		byUID:       map[string]*podEntry{},
@@ -108,16 +115,18 @@ func (p *Provider) loadState(ctx context.Context) error {
 		}
 		p.pods.desired[e.Key()] = e.Value()
 		if w, err := bridge.Decode[bridge.Workload](e.Value()); err == nil {
-			p.pods.refs[w.UID] = podRef{w.Namespace, w.Name, device}
+			p.pods.refs[e.Key()] = podRef{w.Namespace, w.Name, device}
 		}
 	}); err != nil {
 		return fmt.Errorf("reading bucket %s: %w", bridge.WorkloadsBucket, err)
 	}
 	if err := load(p.status, func(e jetstream.KeyValueEntry) {
-		device, _, _ := bridge.SplitPodKey(e.Key())
-		if st, err := bridge.Decode[bridge.PodStatus](e.Value()); err == nil {
-			p.pods.statusByUID[st.UID] = st
-			p.pods.refs[st.UID] = podRef{st.Namespace, st.Name, device}
+		device, uid, ok := bridge.SplitPodKey(e.Key())
+		if !ok {
+			return
+		}
+		if st, err := bridge.Decode[bridge.PodStatus](e.Value()); err == nil && st.UID == uid {
+			p.putStatus(e.Key(), device, st)
 		}
 	}); err != nil {
 		return fmt.Errorf("reading bucket %s: %w", bridge.StatusBucket, err)
@@ -161,20 +170,23 @@ func (p *Provider) applyStatus(e jetstream.KeyValueEntry) {
 	var st *bridge.PodStatus
 	if e.Operation() == jetstream.KeyValuePut {
 		var err error
-		if st, err = bridge.Decode[bridge.PodStatus](e.Value()); err != nil || st.UID != uid {
-			p.log.Warn("ignoring malformed status", "key", e.Key(), "err", err)
+		if st, err = bridge.Decode[bridge.PodStatus](e.Value()); err == nil && st.UID != uid {
+			err = fmt.Errorf("status of pod %q at the key of pod %q", st.UID, uid)
+		}
+		if err != nil {
+			p.rejected("status", e.Key(), err)
 			return
 		}
 	}
 	p.mu.Lock()
 	if st != nil {
-		p.pods.statusByUID[uid] = st
-		p.pods.refs[uid] = podRef{st.Namespace, st.Name, device}
-	} else {
-		delete(p.pods.statusByUID, uid)
-		if _, ok := p.pods.desired[e.Key()]; !ok {
-			delete(p.pods.refs, uid)
+		if !p.putStatus(e.Key(), device, st) {
+			p.mu.Unlock()
+			p.rejected("status", e.Key(), fmt.Errorf("device %s holds more than %d pod statuses", device, maxStatusesPerDevice))
+			return
 		}
+	} else {
+		p.deleteStatus(e.Key(), device)
 	}
 	ent := p.pods.byUID[uid]
 	var out *corev1.Pod
@@ -224,7 +236,7 @@ func (p *Provider) syncPod(ctx context.Context, pod *corev1.Pod) error {
 	}
 	ent.pod = pod.DeepCopy()
 	ent.ignored = ignored
-	ent.status = p.pods.statusByUID[string(pod.UID)]
+	ent.status = p.pods.statusByKey[kvKey]
 	ent.refusal = nil
 	if refusal != "" {
 		ent.refusal = &corev1.PodStatus{Phase: corev1.PodPending, Reason: "UnsupportedPodSpec",
@@ -248,7 +260,7 @@ func (p *Provider) syncPod(ctx context.Context, pod *corev1.Pod) error {
 		}
 		p.mu.Lock()
 		p.pods.desired[kvKey] = data
-		p.pods.refs[string(pod.UID)] = podRef{pod.Namespace, pod.Name, device}
+		p.pods.refs[kvKey] = podRef{pod.Namespace, pod.Name, device}
 		p.mu.Unlock()
 		p.log.Info("workload published", "pod", key, "node", device)
 	}
@@ -310,7 +322,7 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 		if ent = p.pods.byUID[uid]; ent == nil {
 			// A pod known only from the buckets (left over from before a
 			// restart): index it by UID so the device's answer finds it.
-			ent = &podEntry{pod: pod.DeepCopy(), status: p.pods.statusByUID[uid]}
+			ent = &podEntry{pod: pod.DeepCopy(), status: p.pods.statusByKey[kvKey]}
 			p.pods.byUID[uid] = ent
 		}
 	}
@@ -330,7 +342,7 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	}
 
 	p.mu.Lock()
-	_, running := p.pods.statusByUID[uid]
+	_, running := p.pods.statusByKey[kvKey]
 	p.mu.Unlock()
 	if running {
 		return fmt.Errorf("pod %s on %s: %w", key, device, errWaitingForDevice)
@@ -343,7 +355,7 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	if cur := p.pods.byUID[uid]; cur == ent {
 		delete(p.pods.byUID, uid)
 	}
-	delete(p.pods.refs, uid)
+	delete(p.pods.refs, kvKey)
 	cb := p.notifyPod
 	p.mu.Unlock()
 	if cb != nil && out != nil {
@@ -385,7 +397,8 @@ func (p *Provider) GetPods(context.Context) ([]*corev1.Pod, error) {
 			out = append(out, p.podWithStatus(ent))
 		}
 	}
-	for uid, ref := range p.pods.refs {
+	for key, ref := range p.pods.refs {
+		_, uid, _ := bridge.SplitPodKey(key)
 		if seen[uid] || !p.owns(ref.device) {
 			continue
 		}
@@ -395,4 +408,32 @@ func (p *Provider) GetPods(context.Context) ([]*corev1.Pod, error) {
 		out = append(out, pod)
 	}
 	return out, nil
+}
+
+// maxStatusesPerDevice bounds the pod statuses the provider holds for one
+// device: a device can report no more pods than this.
+const maxStatusesPerDevice = 1000
+
+// putStatus records st, reported by device under key. It refuses a new key
+// of a device that is at its limit. Callers hold p.mu.
+func (p *Provider) putStatus(key, device string, st *bridge.PodStatus) bool {
+	if _, ok := p.pods.statusByKey[key]; !ok {
+		if p.pods.perDevice[device] >= maxStatusesPerDevice {
+			return false
+		}
+		p.pods.perDevice[device]++
+	}
+	p.pods.statusByKey[key] = st
+	return true
+}
+
+// deleteStatus forgets the status at key. Callers hold p.mu.
+func (p *Provider) deleteStatus(key, device string) {
+	if _, ok := p.pods.statusByKey[key]; !ok {
+		return
+	}
+	delete(p.pods.statusByKey, key)
+	if p.pods.perDevice[device]--; p.pods.perDevice[device] <= 0 {
+		delete(p.pods.perDevice, device)
+	}
 }

@@ -132,6 +132,7 @@ type Provider struct {
 	devices map[string]*device
 	pods    podTable
 
+	rejects   rejections
 	notifyPod func(*corev1.Pod)
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -400,8 +401,11 @@ func (p *Provider) handleHeartbeat(ctx context.Context, m *nats.Msg) {
 		return
 	}
 	hb, err := bridge.Decode[bridge.Heartbeat](m.Data)
-	if err != nil || hb.Device != name {
-		p.log.Warn("ignoring malformed heartbeat", "subject", m.Subject, "err", err)
+	if err == nil && hb.Device != name {
+		err = fmt.Errorf("heartbeat of %q on the subject of %q", hb.Device, name)
+	}
+	if err != nil {
+		p.rejected("heartbeat", m.Subject, err)
 		return
 	}
 	if !p.cfg.Registry.Has(name) {

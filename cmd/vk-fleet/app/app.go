@@ -220,6 +220,7 @@ var servedVar sync.Once
 func publishServed(p *provider.Provider) {
 	servedVar.Do(func() {
 		expvar.Publish("served_devices", expvar.Func(func() any { return p.ServedDevices() }))
+		expvar.Publish("rejected_messages", expvar.Func(func() any { return p.Rejected() }))
 	})
 }
 
