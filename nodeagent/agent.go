@@ -118,7 +118,7 @@ func New(cfg Config, rt Runtime, nc *nats.Conn) (*Agent, error) {
 		present:   map[string]bool{},
 		// After a restart, check every pod's files once.
 		volumesStale: store.UIDs(),
-		restarts:  restartTracker{next: map[string]time.Time{}, backoff: map[string]time.Duration{}},
+		restarts:     restartTracker{next: map[string]time.Time{}, backoff: map[string]time.Duration{}},
 	}, nil
 }
 

@@ -85,4 +85,3 @@ func (p *Provider) syncIndexes(ctx context.Context, pods corelisters.PodLister) 
 		p.mu.Unlock()
 	}
 }
-
