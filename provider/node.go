@@ -33,6 +33,9 @@ type device struct {
 	notify   func(*corev1.Node)
 	cancel   context.CancelFunc // stops the NodeController; nil while not running
 	stale    bool               // heartbeats stopped since the last Node update
+	// pushing is set while a goroutine hands Nodes to the NodeController;
+	// repush asks it for one more round with the latest heartbeat.
+	pushing, repush bool
 }
 
 var _ node.NodeProvider = (*device)(nil)
@@ -49,22 +52,57 @@ func (d *device) Ping(context.Context) error {
 	return nil
 }
 
-// NotifyNodeStatus keeps cb to push Node status changes.
-func (d *device) NotifyNodeStatus(_ context.Context, cb func(*corev1.Node)) {
+// NotifyNodeStatus keeps cb to push Node status changes while ctx, the
+// context of one NodeController run, lasts. virtual-kubelet's cb blocks for
+// good once its run has ended with an error (it sends on a channel nobody
+// reads any more); a push gives up when the run's context ends.
+func (d *device) NotifyNodeStatus(ctx context.Context, cb func(*corev1.Node)) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.notify = cb
+	d.notify = func(n *corev1.Node) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			cb(n)
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+	}
 }
 
-// pushNode pushes the Node built from the latest heartbeat.
+// pushNode pushes the Node built from the latest heartbeat. It never
+// blocks: the NodeController may not be reading (it is restarting after an
+// error), and the caller is the one heartbeat subscription of every device.
+// Pushes are coalesced; the last heartbeat wins.
 func (d *device) pushNode() {
 	d.mu.Lock()
-	cb, hb := d.notify, d.hb
-	d.mu.Unlock()
-	if cb == nil || hb == nil {
+	if d.pushing {
+		d.repush = true
+		d.mu.Unlock()
 		return
 	}
-	cb(d.p.buildNode(d.name, hb))
+	d.pushing = true
+	d.mu.Unlock()
+	go func() {
+		for {
+			d.mu.Lock()
+			cb, hb := d.notify, d.hb
+			d.repush = false
+			d.mu.Unlock()
+			if cb != nil && hb != nil {
+				cb(d.p.buildNode(d.name, hb)) // returns when its NodeController run ends
+			}
+			d.mu.Lock()
+			if !d.repush {
+				d.pushing = false
+				d.mu.Unlock()
+				return
+			}
+			d.mu.Unlock()
+		}
+	}()
 }
 
 // buildNode returns the Node of a device as its last heartbeat describes it.

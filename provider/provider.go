@@ -485,7 +485,15 @@ func (p *Provider) runNode(ctx context.Context, d *device) {
 			node.WithNodeStatusUpdateInterval(p.cfg.StatusUpdateInterval),
 		)
 		if err == nil {
-			err = nc.Run(ctx)
+			// Each attempt runs under its own context, ended when the
+			// attempt ends: what the controller started (and a push
+			// waiting for it to read) ends with it, instead of leaking.
+			actx, acancel := context.WithCancel(ctx)
+			err = nc.Run(actx)
+			acancel()
+			d.mu.Lock()
+			d.notify = nil
+			d.mu.Unlock()
 		}
 		if ctx.Err() != nil {
 			return
