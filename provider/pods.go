@@ -28,10 +28,13 @@ var errWaitingForDevice = errors.New("waiting for the device to remove the pod's
 
 // podEntry is what the provider holds of one pod.
 type podEntry struct {
-	pod      *corev1.Pod       // as last given by the pod controller
-	status   *bridge.PodStatus // as last reported by the device; nil if none
-	refusal  *corev1.PodStatus // set when the pod cannot run on a device
-	ignored  []string          // spec fields accepted but not honoured
+	pod     *corev1.Pod       // as last given by the pod controller
+	status  *bridge.PodStatus // as last reported by the device; nil if none
+	refusal *corev1.PodStatus // set when the pod cannot run on a device
+	// waiting says why a pod never handed over yet waits (a ConfigMap it
+	// mounts does not exist yet); it is retried.
+	waiting  string
+	ignored  []string // spec fields accepted but not honoured
 	deleting bool
 }
 
@@ -72,17 +75,25 @@ func newPodTable() podTable {
 
 func podKey(namespace, name string) string { return namespace + "/" + name }
 
-// retryWaitingForDevice retries a pod that waits for its device for as long
-// as it takes, at a gentle pace; other errors get the default policy.
+// errConfigPending is returned by CreatePod and UpdatePod while a pod waits
+// for a ConfigMap or Secret; the pod controller retries.
+var errConfigPending = errors.New("waiting for the pod's configuration")
+
+// retryWaitingForDevice retries a pod for as long as it takes, as a kubelet
+// never gives up on a pod: a device may be away for days, a ConfigMap may be
+// created later, the API server may be unreachable for a while. A pod that
+// waits for its device is retried at a gentle pace; other errors back off
+// exponentially up to a minute.
 func retryWaitingForDevice(_ context.Context, _ string, timesTried int, _ time.Time, err error) (*time.Duration, error) {
 	if errors.Is(err, errWaitingForDevice) {
 		d := min(time.Duration(timesTried+1)*time.Second, 15*time.Second)
 		return &d, nil
 	}
-	if timesTried < 20 {
-		return nil, nil
+	d := time.Minute
+	if timesTried < 6 {
+		d = min(time.Duration(1<<timesTried)*time.Second, time.Minute)
 	}
-	return nil, fmt.Errorf("maximum retries reached: %w", err)
+	return &d, nil
 }
 
 // loadState reads both buckets once, so that the provider knows what the
@@ -220,15 +231,17 @@ func (p *Provider) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
 
 func (p *Provider) syncPod(ctx context.Context, pod *corev1.Pod) error {
 	device := pod.Spec.NodeName
-	w, ignored, refusal := p.translate(ctx, pod)
+	w, ignored, refusal, pending := p.translate(ctx, pod)
 	key := podKey(pod.Namespace, pod.Name)
 	kvKey := bridge.PodKey(device, string(pod.UID))
 
 	p.mu.Lock()
 	ent := p.pods.byKey[key]
+	var replaced string // KV key of an older pod of the same name
 	if ent == nil || ent.pod.UID != pod.UID {
 		if ent != nil {
 			delete(p.pods.byUID, string(ent.pod.UID))
+			replaced = bridge.PodKey(ent.pod.Spec.NodeName, string(ent.pod.UID))
 		}
 		ent = &podEntry{}
 		p.pods.byKey[key] = ent
@@ -238,17 +251,47 @@ func (p *Provider) syncPod(ctx context.Context, pod *corev1.Pod) error {
 	ent.ignored = ignored
 	ent.status = p.pods.statusByKey[kvKey]
 	ent.refusal = nil
+	ent.waiting = ""
+	if refusal == "" && pending != nil {
+		ent.waiting = pending.Error()
+	}
 	if refusal != "" {
 		ent.refusal = &corev1.PodStatus{Phase: corev1.PodPending, Reason: "UnsupportedPodSpec",
 			Message: "vk-fleet cannot run this pod on a device: " + refusal}
 	}
 	prev := p.pods.desired[kvKey]
+	_, replacedPublished := p.pods.desired[replaced]
 	p.mu.Unlock()
+
+	if replaced != "" && replacedPublished {
+		// A pod deleted and re-created under the same name (a StatefulSet,
+		// a force delete): the old pod's containers must go, whatever
+		// order the deletion and the creation are seen in.
+		if err := p.workloads.Delete(ctx, replaced); err != nil {
+			return fmt.Errorf("withdrawing the workload of the previous pod %s (%s): %w", key, replaced, err)
+		}
+		p.mu.Lock()
+		delete(p.pods.desired, replaced)
+		delete(p.pods.refs, replaced)
+		p.mu.Unlock()
+		p.log.Info("workload of a replaced pod withdrawn", "pod", key, "key", replaced)
+		p.kickIndexes()
+	}
 
 	if refusal != "" {
 		p.log.Warn("refusing pod", "pod", key, "node", device, "reason", refusal)
 		p.notify(ent)
 		return nil
+	}
+	if pending != nil {
+		// Never withdraw or change what a device already runs because a
+		// ConfigMap went missing or a read failed: it keeps running as it
+		// was (as with a kubelet); a pod never handed over says why it waits.
+		if prev == nil {
+			p.notify(ent)
+		}
+		p.log.Info("pod waits for its configuration", "pod", key, "node", device, "reason", pending)
+		return fmt.Errorf("pod %s: %w: %v", key, errConfigPending, pending)
 	}
 	data, err := bridge.Encode(w)
 	if err != nil {

@@ -35,6 +35,17 @@ func (p *Provider) podWithStatus(ent *podEntry) *corev1.Pod {
 				State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "UnsupportedPodSpec", Message: st.Message}},
 			})
 		}
+	case ent.status == nil && ent.waiting != "" && !ent.deleting:
+		st.Phase = corev1.PodPending
+		st.HostIP = p.cfg.NodeAddress
+		st.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: scheduledAt(&prev, now)}}
+		st.ContainerStatuses = nil
+		for _, c := range pod.Spec.Containers {
+			st.ContainerStatuses = append(st.ContainerStatuses, corev1.ContainerStatus{
+				Name: c.Name, Image: c.Image,
+				State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CreateContainerConfigError", Message: ent.waiting}},
+			})
+		}
 	case ent.status == nil && ent.deleting:
 		// The device has removed (or never ran) the pod.
 		terminateAll(pod, st)

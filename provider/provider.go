@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	corelisters "k8s.io/client-go/listers/core/v1"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	corev1 "k8s.io/api/core/v1"
@@ -132,10 +134,14 @@ type Provider struct {
 	devices map[string]*device
 	pods    podTable
 
-	rejects   rejections
-	notifyPod func(*corev1.Pod)
-	ready     chan struct{}
-	readyOnce sync.Once
+	rejects rejections
+	// cmLister and secretLister read what pods mount; nil in unit tests,
+	// which read through the client.
+	cmLister     corelisters.ConfigMapLister
+	secretLister corelisters.SecretLister
+	notifyPod    func(*corev1.Pod)
+	ready        chan struct{}
+	readyOnce    sync.Once
 	// indexWritten holds, per device, the encoded pod UIDs of the last
 	// DesiredIndex written; indexKick asks for the indexes to be checked.
 	indexWritten map[string]string
@@ -216,12 +222,17 @@ func (p *Provider) Run(ctx context.Context) error {
 	cmInformer.Informer()
 	secretInformer.Informer()
 	svcInformer.Informer()
+	// A ConfigMap or Secret that appears or changes reaches the pods that
+	// mount it: a waiting pod starts, a running pod's files follow.
+	cmInformer.Informer().AddEventHandler(p.configHandler(ctx, "configmap"))
+	secretInformer.Informer().AddEventHandler(p.configHandler(ctx, "secret"))
 	factory.Start(ctx.Done())
 	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
 		if !ok {
 			return fmt.Errorf("syncing %v informer: %w", typ, ctx.Err())
 		}
 	}
+	p.cmLister, p.secretLister = cmInformer.Lister(), secretInformer.Lister()
 
 	for {
 		restart, err := p.runPodController(ctx, recorder, cmInformer, secretInformer, svcInformer)

@@ -2,10 +2,13 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
 	"sort"
 	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -13,13 +16,20 @@ import (
 	"github.com/vk-fleet/vk-fleet/bridge"
 )
 
+// errInvalidSpec marks what no retry can fix in a pod spec.
+var errInvalidSpec = errors.New("invalid pod spec")
+
 // translate turns a pod into the Workload its device runs. ignored lists
 // spec fields that are accepted but not honoured; refusal, when not empty,
 // says why the pod cannot run on a device at all.
 //
 // Env is already resolved by the pod controller (values from ConfigMaps,
 // Secrets and the downward API).
-func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Workload, ignored []string, refusal string) {
+//
+// pending, when not nil, says why the pod cannot be handed over yet but may
+// be later: a ConfigMap or Secret it mounts does not exist (yet), or could
+// not be read. The caller shows it on the Pod and retries, as a kubelet does.
+func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Workload, ignored []string, refusal string, pending error) {
 	spec := &pod.Spec
 	var refusals []string
 	refuse := func(format string, a ...any) { refusals = append(refusals, fmt.Sprintf(format, a...)) }
@@ -69,15 +79,23 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 			bv.HostPath = v.HostPath.Path
 		case v.ConfigMap != nil:
 			files, err := p.configMapFiles(ctx, pod.Namespace, v.ConfigMap)
-			if err != nil {
+			if errors.Is(err, errInvalidSpec) {
 				refuse("volume %q: %v", v.Name, err)
+				continue
+			}
+			if err != nil {
+				pending = errors.Join(pending, fmt.Errorf("volume %q: %w", v.Name, err))
 				continue
 			}
 			bv.Files = files
 		case v.Secret != nil:
 			files, err := p.secretFiles(ctx, pod.Namespace, v.Secret)
-			if err != nil {
+			if errors.Is(err, errInvalidSpec) {
 				refuse("volume %q: %v", v.Name, err)
+				continue
+			}
+			if err != nil {
+				pending = errors.Join(pending, fmt.Errorf("volume %q: %w", v.Name, err))
 				continue
 			}
 			bv.Files = files
@@ -148,9 +166,12 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 		w.Containers = append(w.Containers, bc)
 	}
 	if len(refusals) > 0 {
-		return nil, ignored, strings.Join(refusals, "; ")
+		return nil, ignored, strings.Join(refusals, "; "), nil
 	}
-	return w, ignored, ""
+	if pending != nil {
+		return nil, ignored, "", pending
+	}
+	return w, ignored, "", nil
 }
 
 func isServiceAccountVolume(p *corev1.ProjectedVolumeSource) bool {
@@ -197,12 +218,20 @@ func security(ps *corev1.PodSecurityContext, cs *corev1.SecurityContext) *bridge
 }
 
 func (p *Provider) configMapFiles(ctx context.Context, ns string, v *corev1.ConfigMapVolumeSource) (map[string][]byte, error) {
-	cm, err := p.cfg.Client.CoreV1().ConfigMaps(ns).Get(ctx, v.Name, metav1.GetOptions{})
+	var cm *corev1.ConfigMap
+	var err error
+	if p.cmLister != nil {
+		cm, err = p.cmLister.ConfigMaps(ns).Get(v.Name)
+	} else {
+		cm, err = p.cfg.Client.CoreV1().ConfigMaps(ns).Get(ctx, v.Name, metav1.GetOptions{})
+	}
 	if err != nil {
-		if v.Optional != nil && *v.Optional {
+		// Only a ConfigMap that does not exist counts as absent: a failed
+		// read must not empty an optional volume.
+		if apierrors.IsNotFound(err) && v.Optional != nil && *v.Optional {
 			return map[string][]byte{}, nil
 		}
-		return nil, fmt.Errorf("reading configmap %s: %w", v.Name, err)
+		return nil, fmt.Errorf("configmap %q: %w", v.Name, err)
 	}
 	data := map[string][]byte{}
 	for k, s := range cm.Data {
@@ -215,12 +244,18 @@ func (p *Provider) configMapFiles(ctx context.Context, ns string, v *corev1.Conf
 }
 
 func (p *Provider) secretFiles(ctx context.Context, ns string, v *corev1.SecretVolumeSource) (map[string][]byte, error) {
-	s, err := p.cfg.Client.CoreV1().Secrets(ns).Get(ctx, v.SecretName, metav1.GetOptions{})
+	var s *corev1.Secret
+	var err error
+	if p.secretLister != nil {
+		s, err = p.secretLister.Secrets(ns).Get(v.SecretName)
+	} else {
+		s, err = p.cfg.Client.CoreV1().Secrets(ns).Get(ctx, v.SecretName, metav1.GetOptions{})
+	}
 	if err != nil {
-		if v.Optional != nil && *v.Optional {
+		if apierrors.IsNotFound(err) && v.Optional != nil && *v.Optional {
 			return map[string][]byte{}, nil
 		}
-		return nil, fmt.Errorf("reading secret %s: %w", v.SecretName, err)
+		return nil, fmt.Errorf("secret %q: %w", v.SecretName, err)
 	}
 	return projectItems(s.Data, v.Items)
 }
@@ -247,7 +282,7 @@ func projectItems(data map[string][]byte, items []corev1.KeyToPath) (map[string]
 		}
 		clean := path.Clean(it.Path)
 		if path.IsAbs(clean) || strings.HasPrefix(clean, "..") {
-			return nil, fmt.Errorf("item path %q must be relative and stay inside the volume", it.Path)
+			return nil, fmt.Errorf("%w: item path %q must be relative and stay inside the volume", errInvalidSpec, it.Path)
 		}
 		out[clean] = b
 	}

@@ -6,9 +6,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
 )
@@ -53,7 +56,7 @@ func basePod() *corev1.Pod {
 
 func TestTranslateBasics(t *testing.T) {
 	p := testProvider(t)
-	w, ignored, refusal := p.translate(t.Context(), basePod())
+	w, ignored, refusal, _ := p.translate(t.Context(), basePod())
 	if refusal != "" || len(ignored) != 0 {
 		t.Fatalf("refusal %q ignored %v", refusal, ignored)
 	}
@@ -78,7 +81,7 @@ func TestTranslateRefusesWhatDevicesCannotDo(t *testing.T) {
 	pod.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "i"}}
 	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: "data", VolumeSource: corev1.VolumeSource{
 		PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}})
-	_, _, refusal := p.translate(t.Context(), pod)
+	_, _, refusal, _ := p.translate(t.Context(), pod)
 	for _, want := range []string{"init containers", `volume "data"`} {
 		if !strings.Contains(refusal, want) {
 			t.Errorf("refusal %q does not mention %q", refusal, want)
@@ -100,7 +103,7 @@ func TestTranslateResolvesConfigMapAndSecretVolumes(t *testing.T) {
 			LocalObjectReference: corev1.LocalObjectReference{Name: "nope"}, Optional: new(bool)}}},
 	)
 	*pod.Spec.Volumes[3].ConfigMap.Optional = true
-	w, _, refusal := p.translate(t.Context(), pod)
+	w, _, refusal, _ := p.translate(t.Context(), pod)
 	if refusal != "" {
 		t.Fatal(refusal)
 	}
@@ -116,7 +119,7 @@ func TestTranslateResolvesConfigMapAndSecretVolumes(t *testing.T) {
 	}
 
 	pod.Spec.Volumes[1].ConfigMap.Items[0].Path = "../escape"
-	if _, _, refusal := p.translate(t.Context(), pod); !strings.Contains(refusal, "inside the volume") {
+	if _, _, refusal, _ := p.translate(t.Context(), pod); !strings.Contains(refusal, "inside the volume") {
 		t.Errorf("path escape not refused: %q", refusal)
 	}
 }
@@ -155,5 +158,34 @@ func TestRefusedPodStaysPendingWithReason(t *testing.T) {
 	st := p.podWithStatus(ent).Status
 	if st.Phase != corev1.PodPending || st.Reason != "UnsupportedPodSpec" || st.ContainerStatuses[0].State.Waiting == nil {
 		t.Errorf("status = %+v", st)
+	}
+}
+
+// A ConfigMap that is missing or cannot be read makes a pod wait and be
+// retried, never refused for good; only a ConfigMap that does not exist
+// counts as absent for an optional volume.
+func TestMissingOrUnreadableConfigIsPendingNotRefused(t *testing.T) {
+	p := testProvider(t)
+	pod := basePod()
+	optional := true
+	pod.Spec.Volumes = []corev1.Volume{{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "later"}}}}}
+	_, _, refusal, pending := p.translate(t.Context(), pod)
+	if refusal != "" || pending == nil || !strings.Contains(pending.Error(), `"later"`) {
+		t.Fatalf("missing configmap: refusal %q, pending %v; want pending naming it", refusal, pending)
+	}
+
+	pod.Spec.Volumes[0].ConfigMap.Optional = &optional
+	w, _, refusal, pending := p.translate(t.Context(), pod)
+	if refusal != "" || pending != nil || len(w.Volumes) != 1 || len(w.Volumes[0].Files) != 0 {
+		t.Fatalf("missing optional configmap: %v %q %v", w, refusal, pending)
+	}
+
+	p.cfg.Client.(*fake.Clientset).PrependReactor("get", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewServiceUnavailable("etcd is away")
+	})
+	_, _, refusal, pending = p.translate(t.Context(), pod)
+	if refusal != "" || pending == nil {
+		t.Fatalf("unreadable optional configmap: refusal %q, pending %v; want pending (not an empty volume)", refusal, pending)
 	}
 }

@@ -1,0 +1,58 @@
+package provider
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+// configHandler re-syncs the pods that mount a ConfigMap or Secret (kind
+// "configmap" or "secret") when it is added or updated: a pod waiting for
+// it is handed over, a running pod's volume files are updated in place on
+// the device. Env taken from it does not change, as with a kubelet.
+func (p *Provider) configHandler(ctx context.Context, kind string) cache.ResourceEventHandler {
+	resync := func(obj any) {
+		var ns, name string
+		switch o := obj.(type) {
+		case *corev1.ConfigMap:
+			ns, name = o.Namespace, o.Name
+		case *corev1.Secret:
+			ns, name = o.Namespace, o.Name
+		default:
+			return
+		}
+		for _, pod := range p.podsMounting(kind, ns, name) {
+			go func() {
+				if err := p.syncPod(ctx, pod); err != nil && ctx.Err() == nil {
+					p.log.Debug("re-syncing pod after a "+kind+" change", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+				}
+			}()
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { resync(obj) },
+		UpdateFunc: func(_, obj any) { resync(obj) },
+	}
+}
+
+// podsMounting returns copies of the served pods that mount the ConfigMap
+// or Secret ns/name as a volume.
+func (p *Provider) podsMounting(kind, ns, name string) []*corev1.Pod {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*corev1.Pod
+	for _, ent := range p.pods.byKey {
+		if ent.pod == nil || ent.pod.Namespace != ns || ent.deleting || ent.refusal != nil {
+			continue
+		}
+		for _, v := range ent.pod.Spec.Volumes {
+			if kind == "configmap" && v.ConfigMap != nil && v.ConfigMap.Name == name ||
+				kind == "secret" && v.Secret != nil && v.Secret.SecretName == name {
+				out = append(out, ent.pod.DeepCopy())
+				break
+			}
+		}
+	}
+	return out
+}
