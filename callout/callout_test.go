@@ -3,6 +3,7 @@ package callout_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -257,52 +258,76 @@ func TestDeviceCannotReadAnotherDevicesKeys(t *testing.T) {
 		}
 	}
 	nc, _ := a.device("dev-a")
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	kv, err := js.KeyValue(ctx, bridge.WorkloadsBucket)
+	js, err := nc.JetStream()
 	if err != nil {
-		t.Fatalf("opening the bucket: %v", err)
+		t.Fatal(err)
 	}
-	// Its own key: readable and watchable.
-	if _, err := kv.Get(ctx, bridge.PodKey("dev-a", "uid-a")); err != nil {
-		t.Fatalf("reading own key: %v", err)
+	direct := func(key string) ([]byte, error) {
+		m, err := nc.Request("$JS.API.DIRECT.GET.KV_vkf-workloads.$KV.vkf-workloads."+key, nil, 2*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		if m.Header.Get("Status") != "" {
+			return nil, fmt.Errorf("status %s", m.Header.Get("Status"))
+		}
+		return m.Data, nil
 	}
-	w, err := kv.Watch(ctx, bridge.DeviceKeys("dev-a"))
+	watch := func(filter string) (*nats.Subscription, chan *nats.Msg, error) {
+		ch := make(chan *nats.Msg, 8)
+		sub, err := js.ChanSubscribe("$KV.vkf-workloads."+filter, ch,
+			nats.BindStream("KV_vkf-workloads"), nats.OrderedConsumer(), nats.DeliverLastPerSubject())
+		return sub, ch, err
+	}
+
+	// Its own key: readable and watchable, the way the agent does it.
+	if v, err := direct(bridge.PodKey("dev-a", "uid-a")); err != nil || string(v) != `{"uid":"x"}` {
+		t.Fatalf("reading own key: %q, %v", v, err)
+	}
+	sub, ch, err := watch(bridge.DeviceKeys("dev-a"))
 	if err != nil {
 		t.Fatalf("watching own keys: %v", err)
 	}
-	if e := <-w.Updates(); e == nil || e.Key() != bridge.PodKey("dev-a", "uid-a") {
-		t.Fatalf("own watch delivered %v", e)
+	select {
+	case m := <-ch:
+		if m.Subject != "$KV.vkf-workloads."+bridge.PodKey("dev-a", "uid-a") {
+			t.Fatalf("own watch delivered %s", m.Subject)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("own watch delivered nothing")
 	}
-	w.Stop()
-	// Another device's keys: not readable, not watchable, not listable.
-	short, cancel2 := context.WithTimeout(t.Context(), 3*time.Second)
-	defer cancel2()
-	if e, err := kv.Get(short, bridge.PodKey("dev-b", "uid-b")); err == nil {
-		t.Fatalf("read dev-b's key: %s", e.Value())
+	sub.Unsubscribe()
+
+	// Another device's keys: not readable, not watchable.
+	if v, err := direct(bridge.PodKey("dev-b", "uid-b")); err == nil {
+		t.Fatalf("read dev-b's key: %s", v)
 	}
-	if w, err := kv.Watch(short, bridge.DeviceKeys("dev-b")); err == nil {
-		select {
-		case e := <-w.Updates():
-			if e != nil {
-				t.Fatalf("watch of dev-b's keys delivered %s", e.Key())
+	for _, filter := range []string{bridge.DeviceKeys("dev-b"), ">"} {
+		if sub, ch, err := watch(filter); err == nil {
+			select {
+			case m := <-ch:
+				t.Fatalf("watch of %s delivered %s", filter, m.Subject)
+			case <-time.After(2 * time.Second):
 			}
-		case <-short.Done():
+			sub.Unsubscribe()
 		}
 	}
-	if w, err := kv.WatchAll(short); err == nil {
-		select {
-		case e := <-w.Updates():
-			if e != nil {
-				t.Fatalf("watch of all keys delivered %s", e.Key())
-			}
-		case <-short.Done():
-		}
-	}
-	if l, err := kv.ListKeys(short); err == nil {
-		for k := range l.Keys() {
-			t.Fatalf("listed key %s", k)
+	// Nor listed, counted or named through the JetStream API: stream info
+	// with a subjects filter would list every key of the fleet.
+	for _, req := range []struct{ subj, body string }{
+		{"$JS.API.STREAM.INFO.KV_vkf-workloads", `{"subjects_filter":">"}`},
+		{"$JS.API.STREAM.INFO.KV_vkf-status", `{"subjects_filter":">"}`},
+		{"$JS.API.STREAM.NAMES", `{}`},
+		{"$JS.API.STREAM.LIST", `{}`},
+		{"$JS.API.CONSUMER.LIST.KV_vkf-workloads", `{}`},
+		{"$JS.API.STREAM.MSG.GET.KV_vkf-workloads", `{"last_by_subj":"$KV.vkf-workloads.dev-b.uid-b"}`},
+		{"$JS.API.DIRECT.GET.KV_vkf-workloads", `{"last_by_subj":"$KV.vkf-workloads.dev-b.uid-b"}`},
+		{"$JS.API.CONSUMER.CREATE.KV_vkf-workloads", `{"stream_name":"KV_vkf-workloads","config":{"filter_subject":">"}}`},
+	} {
+		m, err := nc.Request(req.subj, []byte(req.body), time.Second)
+		if err == nil && (strings.Contains(string(m.Data), "dev-b") || strings.Contains(string(m.Data), "uid-b")) {
+			t.Errorf("%s %s revealed another device: %s", req.subj, req.body, m.Data)
+		} else if err == nil && m.Header.Get("Status") == "" && !strings.Contains(string(m.Data), `"error"`) {
+			t.Errorf("%s %s answered: %s", req.subj, req.body, m.Data)
 		}
 	}
 }

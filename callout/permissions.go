@@ -24,9 +24,9 @@ func DevicePermissions(device string) jwt.Permissions {
 	var p jwt.Permissions
 	p.Pub.Allow.Add(
 		bridge.SubjectPrefix+"."+device+".>",
-		// Open both buckets.
-		"$JS.API.STREAM.INFO.KV_"+wl,
-		"$JS.API.STREAM.INFO.KV_"+st,
+		// No $JS.API.STREAM.INFO: with a subjects filter it lists every
+		// key of a bucket, every device and pod UID of the fleet. Devices
+		// bind to the buckets by name (nodeagent's devBucket).
 		// Watch its own desired state: one filtered ordered consumer.
 		"$JS.API.CONSUMER.CREATE.KV_"+wl+".*.$KV."+wl+"."+device+".>",
 		"$JS.FC.KV_"+wl+".>",

@@ -61,8 +61,8 @@ type Agent struct {
 
 	mu sync.Mutex
 	// kv handles, set once the buckets are reachable.
-	workloads jetstream.KeyValue
-	status    jetstream.KeyValue
+	workloads *devBucket
+	status    *devBucket
 	// published holds the last status written per pod UID; dirty marks UIDs
 	// whose status must be written (or deleted) again.
 	published map[string]*bridge.PodStatus
@@ -178,7 +178,7 @@ func (a *Agent) markAllDirty() {
 }
 
 // buckets returns the KV handles, opening them when NATS is reachable.
-func (a *Agent) buckets(ctx context.Context) (workloads, status jetstream.KeyValue, err error) {
+func (a *Agent) buckets(context.Context) (workloads, status *devBucket, err error) {
 	a.mu.Lock()
 	w, s := a.workloads, a.status
 	a.mu.Unlock()
@@ -188,15 +188,11 @@ func (a *Agent) buckets(ctx context.Context) (workloads, status jetstream.KeyVal
 	if !a.nc.IsConnected() {
 		return nil, nil, errors.New("nats not connected")
 	}
-	js, err := jetstream.New(a.nc)
-	if err != nil {
-		return nil, nil, fmt.Errorf("opening jetstream: %w", err)
+	if w, err = newDevBucket(a.nc, bridge.WorkloadsBucket); err != nil {
+		return nil, nil, err
 	}
-	if w, err = js.KeyValue(ctx, bridge.WorkloadsBucket); err != nil {
-		return nil, nil, fmt.Errorf("opening bucket %s: %w", bridge.WorkloadsBucket, err)
-	}
-	if s, err = js.KeyValue(ctx, bridge.StatusBucket); err != nil {
-		return nil, nil, fmt.Errorf("opening bucket %s: %w", bridge.StatusBucket, err)
+	if s, err = newDevBucket(a.nc, bridge.StatusBucket); err != nil {
+		return nil, nil, err
 	}
 	a.mu.Lock()
 	a.workloads, a.status = w, s

@@ -177,7 +177,7 @@ func (a *Agent) publish(ctx context.Context, st *bridge.PodStatus) {
 		var data []byte
 		if data, err = bridge.Encode(st); err == nil {
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err = skv.Put(pctx, bridge.PodKey(a.cfg.Device, st.UID), data)
+			err = skv.Put(pctx, bridge.PodKey(a.cfg.Device, st.UID), data)
 			cancel()
 		}
 	}
