@@ -76,7 +76,7 @@ func TestPKI(t *testing.T) {
 // TestBuildScriptVersions keeps KubernetesVersion and EtcdVersion, which
 // name the cache directory, in step with the build script's defaults.
 func TestBuildScriptVersions(t *testing.T) {
-	script, err := os.ReadFile(filepath.Join("..", "..", buildScript))
+	script, err := os.ReadFile(filepath.Join("..", "..", "..", buildScript))
 	if err != nil {
 		t.Fatal(err)
 	}
