@@ -84,9 +84,14 @@ type Agent struct {
 	// stored workload's.
 	volumesStale map[string]bool
 
-	rejects  rejections
-	restarts restartTracker
-	seq      uint64
+	rejects rejections
+	// creating holds the pods being created and since when; created how
+	// each pod's last creation ended; createSlots bounds parallel creations.
+	creating    map[string]time.Time
+	created     map[string]createResult
+	createSlots chan struct{}
+	restarts    restartTracker
+	seq         uint64
 }
 
 // New returns an Agent for cfg.Device that runs pods on rt and talks over nc.
@@ -105,17 +110,18 @@ func New(cfg Config, rt Runtime, nc *nats.Conn) (*Agent, error) {
 		return nil, err
 	}
 	return &Agent{
-		cfg:       cfg,
-		log:       cfg.Logger.With("device", cfg.Device),
-		rt:        rt,
-		nc:        nc,
-		store:     store,
-		trigger:   make(chan struct{}, 1),
-		rewatch:   make(chan struct{}, 1),
-		published: map[string]*bridge.PodStatus{},
-		dirty:     map[string]bool{},
-		removing:  map[string]time.Duration{},
-		present:   map[string]bool{},
+		cfg:         cfg,
+		log:         cfg.Logger.With("device", cfg.Device),
+		rt:          rt,
+		nc:          nc,
+		store:       store,
+		trigger:     make(chan struct{}, 1),
+		rewatch:     make(chan struct{}, 1),
+		createSlots: make(chan struct{}, maxParallelCreates),
+		published:   map[string]*bridge.PodStatus{},
+		dirty:       map[string]bool{},
+		removing:    map[string]time.Duration{},
+		present:     map[string]bool{},
 		// After a restart, check every pod's files once.
 		volumesStale: store.UIDs(),
 		restarts:     restartTracker{next: map[string]time.Time{}, backoff: map[string]time.Duration{}},

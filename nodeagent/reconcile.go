@@ -66,6 +66,9 @@ func (a *Agent) reconcileLoop(ctx context.Context) {
 // returns how long to wait before the next pass if nothing happens.
 func (a *Agent) reconcile(ctx context.Context) time.Duration {
 	next := a.cfg.ResyncInterval
+	// A pod being created is left alone until its creation ends. Read
+	// before the list: a creation that ends in between shows in the list.
+	creating := a.creatingNow()
 	actual, err := a.rt.ListPods(ctx)
 	if err != nil {
 		a.setRuntimeErr(err)
@@ -91,7 +94,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 	// (written from Kubernetes) does not list it. A lost local store, or a
 	// new bucket, never costs a container.
 	for uid, p := range byUID {
-		if desired[uid] {
+		if desired[uid] || !creating[uid].IsZero() {
 			continue
 		}
 		a.mu.Lock()
@@ -122,8 +125,13 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 	// Workloads deleted before their pod existed have nothing to remove.
 	a.mu.Lock()
 	for uid := range a.removing {
-		if byUID[uid] == nil {
+		if byUID[uid] == nil && creating[uid].IsZero() {
 			delete(a.removing, uid)
+		}
+	}
+	for uid := range a.created {
+		if !desired[uid] {
+			delete(a.created, uid)
 		}
 	}
 	a.mu.Unlock()
@@ -137,6 +145,9 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 		notes[w.UID] = note
 		hash := specHash(w)
 		p := byUID[w.UID]
+		if !creating[w.UID].IsZero() {
+			continue // its status comes when the creation ends
+		}
 		if p != nil && p.SpecHash != hash {
 			a.log.Info("workload changed; recreating pod", "pod", w.Namespace+"/"+w.Name)
 			if err := a.rt.RemovePod(ctx, w.UID, grace(w)); err != nil {
@@ -148,33 +159,21 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 			p = nil
 		}
 		if p == nil {
-			a.log.Info("creating pod", "pod", w.Namespace+"/"+w.Name, "uid", w.UID)
-			// Report ContainerCreating if creating takes a while (an image
-			// pull); a quick create reports Running straight away, which
-			// saves the API server a status write per pod.
-			creating := buildStatus(&r, nil, note, a.hostIP())
-			reported := make(chan struct{})
-			slow := time.AfterFunc(creatingReportDelay, func() {
-				defer close(reported)
-				a.publish(ctx, creating)
-			})
-			acted = true
-			err := a.rt.CreatePod(ctx, w, hash)
-			if !slow.Stop() {
-				<-reported // never let the older status land after a newer one
-			}
-			if err != nil {
-				a.log.Warn("creating pod", "pod", w.Namespace+"/"+w.Name, "err", err)
-				note.createErr = err
-				if errors.Is(err, ErrRuntimeUnavailable) {
-					next = min(next, 5*time.Second)
-				} else {
-					next = min(next, initialBackoff)
+			if res, ok := a.lastCreate(w.UID); ok && res.err != nil {
+				// The last attempt failed: report it until the retry.
+				note.createErr = res.err
+				retry := initialBackoff
+				if errors.Is(res.err, ErrRuntimeUnavailable) {
+					retry = 5 * time.Second
 				}
-				continue
+				if wait := time.Until(res.at.Add(retry)); wait > 0 {
+					next = min(next, wait)
+					continue
+				}
 			}
-			a.restarts.forget(w.UID)
-			continue // its status comes from the runtime's events
+			a.startCreate(ctx, w, hash)
+			acted = true
+			continue // its status comes when the creation ends
 		}
 		a.updateVolumes(ctx, w)
 		d, n := a.restartExited(ctx, &r, p, note, now)
@@ -197,12 +196,23 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 			}
 		}
 	}
+	creating = a.creatingNow()
 	for _, r := range a.store.List() {
-		note := notes[r.Workload.UID]
+		uid := r.Workload.UID
+		if started := creating[uid]; !started.IsZero() && time.Since(started) < creatingReportDelay {
+			// A quick creation reports Running straight away, which saves
+			// the API server a status write per pod; a slow one (an image
+			// pull) reports ContainerCreating.
+			continue
+		}
+		note := notes[uid]
 		if note == nil {
 			note = &pending{waiting: map[string]bool{}}
 		}
-		a.publish(ctx, buildStatus(&r, byUID[r.Workload.UID], note, a.hostIP()))
+		if res, ok := a.lastCreate(uid); ok && res.err != nil && byUID[uid] == nil && creating[uid].IsZero() {
+			note.createErr = res.err
+		}
+		a.publish(ctx, buildStatus(&r, byUID[uid], note, a.hostIP()))
 	}
 	a.flushDeletes(ctx, a.store.UIDs())
 	return next
@@ -343,4 +353,66 @@ func (a *Agent) noteOrphan(uid string, p *PodState) {
 		a.orphans[uid] = true
 		a.log.Info("keeping a pod with no stored workload until the provider says otherwise", "pod", p.Namespace+"/"+p.Name, "uid", uid)
 	}
+}
+
+// maxParallelCreates bounds the pod creations (image pulls) a device runs at
+// once.
+const maxParallelCreates = 3
+
+// createResult is how the last creation of a pod ended.
+type createResult struct {
+	err error
+	at  time.Time
+}
+
+// creatingNow returns the pods being created, with when each started.
+func (a *Agent) creatingNow() map[string]time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[string]time.Time, len(a.creating))
+	for uid, t := range a.creating {
+		out[uid] = t
+	}
+	return out
+}
+
+func (a *Agent) lastCreate(uid string) (createResult, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r, ok := a.created[uid]
+	return r, ok
+}
+
+// startCreate creates w's pod in the background, so that one slow image
+// pull never holds up the rest of the device: restarts, removals and status
+// reports of other pods go on. At most maxParallelCreates run at once.
+func (a *Agent) startCreate(ctx context.Context, w *bridge.Workload, hash string) {
+	a.mu.Lock()
+	if a.creating == nil {
+		a.creating = map[string]time.Time{}
+		a.created = map[string]createResult{}
+	}
+	a.creating[w.UID] = time.Now()
+	a.mu.Unlock()
+	a.restarts.forget(w.UID) // a new pod starts with no back-off
+	a.log.Info("creating pod", "pod", w.Namespace+"/"+w.Name, "uid", w.UID)
+	wc := *w
+	go func() {
+		select {
+		case a.createSlots <- struct{}{}:
+			defer func() { <-a.createSlots }()
+		case <-ctx.Done():
+			return
+		}
+		err := a.rt.CreatePod(ctx, &wc, hash)
+		if err != nil {
+			a.log.Warn("creating pod", "pod", wc.Namespace+"/"+wc.Name, "err", err)
+		}
+		a.mu.Lock()
+		delete(a.creating, wc.UID)
+		a.created[wc.UID] = createResult{err: err, at: time.Now()}
+		a.dirty[wc.UID] = true
+		a.mu.Unlock()
+		a.kick()
+	}()
 }

@@ -181,6 +181,9 @@ func (s *Store) write(r *Record) error {
 
 func (r *Record) clone() Record {
 	c := *r
+	// A deep copy: unmarshal into a zero Workload, never into the shallow
+	// copy's slices, which the original shares.
+	c.Workload = bridge.Workload{}
 	data, _ := json.Marshal(r.Workload)
 	_ = json.Unmarshal(data, &c.Workload)
 	c.Restarts = make(map[string]int32, len(r.Restarts))

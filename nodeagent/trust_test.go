@@ -183,3 +183,25 @@ func TestRemovalInterruptedByAnAgentRestartCompletes(t *testing.T) {
 		t.Fatal("the withdrawn pod still runs")
 	}
 }
+
+// One pod whose image takes long to pull holds up nothing else: another
+// pod given to the device later runs, and the slow one reports
+// ContainerCreating meanwhile.
+func TestASlowPullDoesNotStallTheDevice(t *testing.T) {
+	f := startFleet(t, t.TempDir())
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	rt := &simruntime.Runtime{Pull: func(w *bridge.Workload) <-chan struct{} {
+		if w.UID == "slow" {
+			return release
+		}
+		return nil
+	}}
+	startAgent(t, f.srv.ClientURL(), "dev-a", t.TempDir(), rt)
+	putWorkload(t, f, "dev-a", workload("slow", bridge.RestartAlways))
+	waitStatus(t, f, "dev-a", "slow", func(s *bridge.PodStatus) bool {
+		return s != nil && s.Phase == bridge.PhasePending && len(s.Containers) == 1 && s.Containers[0].Reason == "ContainerCreating"
+	})
+	putWorkload(t, f, "dev-a", workload("quick", bridge.RestartAlways))
+	waitStatus(t, f, "dev-a", "quick", running)
+}

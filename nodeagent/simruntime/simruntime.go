@@ -22,6 +22,10 @@ type Runtime struct {
 	// Exit, if set, decides a container's fate at start: return ok=false to
 	// keep it running, or ok=true and an exit code to make it exit at once.
 	Exit func(w *bridge.Workload, container string) (code int32, ok bool)
+	// Pull, if set, returns a channel that a pod's creation waits on (a
+	// slow image pull) until it closes or the creation's context ends; nil
+	// does not wait.
+	Pull func(w *bridge.Workload) <-chan struct{}
 
 	mu      sync.Mutex
 	pods    map[string]*nodeagent.PodState
@@ -77,9 +81,18 @@ func (r *Runtime) ListPods(context.Context) ([]nodeagent.PodState, error) {
 }
 
 // CreatePod "runs" w's containers.
-func (r *Runtime) CreatePod(_ context.Context, w *bridge.Workload, specHash string) error {
+func (r *Runtime) CreatePod(ctx context.Context, w *bridge.Workload, specHash string) error {
 	if err := r.check(); err != nil {
 		return err
+	}
+	if r.Pull != nil {
+		if ch := r.Pull(w); ch != nil {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 	}
 	for _, c := range w.Containers {
 		if r.Images != nil && !r.Images[c.Image] {
