@@ -167,8 +167,12 @@ func (s *Sharder) changed() {
 	}
 }
 
-// Run keeps membership and claims current until ctx ends; then it gives up
-// every slot and leaves, so that other replicas take over at once.
+// Run claims and renews slots until ctx ends, then releases them. Three
+// loops run side by side so that none can hold up another: claims are
+// renewed in NATS every RenewInterval whatever Kubernetes does; membership
+// Leases are read and written in Kubernetes, each call bounded by a
+// timeout; and a watchdog gives up (with OnChange, before anyone else may
+// take them) the slots whose claims could not be renewed for ClaimTTL/2.
 func (s *Sharder) Run(ctx context.Context) error {
 	var err error
 	s.claims, err = s.cfg.JetStream.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -178,35 +182,89 @@ func (s *Sharder) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating bucket %s: %w", ClaimsBucket, err)
 	}
-	t := time.NewTicker(s.cfg.RenewInterval)
+	// Know the members before the first claims.
+	s.refreshMembers(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { s.every(ctx, s.cfg.RenewInterval, s.refreshMembers) })
+	wg.Go(func() { s.every(ctx, s.cfg.RenewInterval/4, func(context.Context) { s.expireStale() }) })
+	s.every(ctx, s.cfg.RenewInterval, s.round)
+	wg.Wait()
+	s.leave()
+	return nil
+}
+
+// every runs f at once and then every d until ctx ends.
+func (s *Sharder) every(ctx context.Context, d time.Duration, f func(context.Context)) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
-		s.round(ctx)
+		f(ctx)
 		select {
 		case <-ctx.Done():
-			s.leave()
-			return nil
+			return
 		case <-t.C:
 		}
 	}
 }
 
-func (s *Sharder) leaseName() string { return "vk-fleet-replica-" + s.cfg.ID }
-
-// round renews this replica's membership and its claims, gives up slots
-// that belong elsewhere, and claims the free slots that belong here.
-func (s *Sharder) round(ctx context.Context) {
-	if err := s.renewMembership(ctx); err != nil {
+// refreshMembers renews this replica's Lease and reads the live members,
+// each Kubernetes call bounded by RenewInterval.
+func (s *Sharder) refreshMembers(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.RenewInterval)
+	defer cancel()
+	if err := s.renewMembership(cctx); err != nil && ctx.Err() == nil {
 		s.log.Warn("renewing membership", "err", err)
 	}
-	members, err := s.liveMembers(ctx)
+	cctx2, cancel2 := context.WithTimeout(ctx, s.cfg.RenewInterval)
+	defer cancel2()
+	members, err := s.liveMembers(cctx2)
 	if err != nil {
-		s.log.Warn("listing replicas", "err", err)
-		members = s.members
+		if ctx.Err() == nil {
+			s.log.Warn("listing replicas", "err", err)
+		}
+		return
 	}
 	s.mu.Lock()
 	s.members = members
 	s.mu.Unlock()
+}
+
+// expireStale gives up the slots whose claims were not renewed for
+// ClaimTTL/2: from then on Owns says no, and OnChange lets the provider
+// stop serving their devices, well before the claims expire in NATS and
+// another replica may take them.
+func (s *Sharder) expireStale() {
+	s.mu.Lock()
+	var lost []int
+	for slot, c := range s.owned {
+		if time.Since(c.renewed) >= s.cfg.ClaimTTL/2 {
+			lost = append(lost, slot)
+			delete(s.owned, slot)
+		}
+	}
+	s.mu.Unlock()
+	if len(lost) > 0 {
+		s.log.Warn("slot claims not renewed in time; serving their devices no more", "slots", len(lost))
+		s.changed()
+	}
+}
+
+func (s *Sharder) leaseName() string { return "vk-fleet-replica-" + s.cfg.ID }
+
+// round renews this replica's claims, gives up slots that belong elsewhere
+// (by the members last read from Kubernetes), and claims the free slots
+// that belong here.
+func (s *Sharder) round(ctx context.Context) {
+	// Every NATS call of a round is bounded, so that a round never outlasts
+	// the claims it renews.
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ClaimTTL/4)
+	defer cancel()
+	s.mu.RLock()
+	members := s.members
+	s.mu.RUnlock()
+	if len(members) == 0 {
+		members = []string{s.cfg.ID}
+	}
 	changed := false
 
 	// Give up what belongs to others: stop serving first, then release.
