@@ -47,6 +47,7 @@ type options struct {
 	ServiceNKeys      []string
 	NATSListen        string
 	NATSStoreDir      string
+	NATSStoreKeyFile  string
 	NodeAddress       string
 	KubeletPort       int32
 	HeartbeatTimeout  time.Duration
@@ -98,7 +99,8 @@ func (o *options) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&o.DebugListen, "debug-listen", o.DebugListen, "serve pprof and expvar metrics on this address (e.g. 127.0.0.1:6060); empty disables")
 	fs.StringVar(&o.ZitadelProjectID, "zitadel-project-id", o.ZitadelProjectID, "Zitadel project ID that device tokens must carry as audience")
 	fs.StringVar(&o.NATSListen, "nats-listen", o.NATSListen, "host:port the embedded NATS server listens on for devices")
-	fs.StringVar(&o.NATSStoreDir, "nats-store-dir", o.NATSStoreDir, "JetStream storage directory of the embedded NATS server")
+	fs.StringVar(&o.NATSStoreDir, "nats-store-dir", o.NATSStoreDir, "JetStream storage directory of the embedded NATS server: a cache, which may be lost (an emptyDir will do)")
+	fs.StringVar(&o.NATSStoreKeyFile, "nats-store-key-file", o.NATSStoreKeyFile, "file holding the key that encrypts the store at rest (default: a key kept in Secret <token namespace>/vk-fleet-nats-store-key, created on first start)")
 	fs.StringVar(&o.NodeAddress, "node-address", o.NodeAddress, "InternalIP of the device Nodes: where the API server reaches this process (default: this host's address)")
 	fs.Int32Var(&o.KubeletPort, "kubelet-port", o.KubeletPort, "port of the kubelet API advertised on device Nodes")
 	fs.DurationVar(&o.HeartbeatTimeout, "heartbeat-timeout", o.HeartbeatTimeout, "silence after which a device's Node is no longer renewed")
@@ -175,6 +177,7 @@ func (o *options) Run(ctx context.Context) error {
 		Client:         client,
 		NATSListen:     o.NATSListen,
 		NATSStoreDir:   o.NATSStoreDir,
+		StoreKeyFile:   o.NATSStoreKeyFile,
 		TLSCertFile:    o.TLSCertFile,
 		TLSKeyFile:     o.TLSKeyFile,
 		TLSHosts:       o.TLSHosts,

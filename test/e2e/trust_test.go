@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -160,4 +162,51 @@ func TestPodWaitsForItsConfigMap(t *testing.T) {
 		t.Errorf("/cfg/k = %q, want v", got)
 	}
 	_ = cluster.Client.CoreV1().Pods(ns).Delete(t.Context(), "patient", metav1.DeleteOptions{})
+}
+
+// Workloads carry resolved Secret values; the NATS store keeps them
+// encrypted, so a copy of vk-fleet's disk discloses none.
+func TestSecretsAreEncryptedAtRest(t *testing.T) {
+	needCluster(t)
+	ns := createNamespace(t, "at-rest")
+	marker := "at-rest-marker-" + strings.ReplaceAll(time.Now().Format("150405.000000"), ".", "")
+	if _, err := cluster.Client.CoreV1().Secrets(ns).Create(t.Context(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "creds"}, StringData: map[string]string{"password": marker},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod := sleeper(ns, "holder", devA)
+	pod.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "PASSWORD", ValueFrom: &corev1.EnvVarSource{
+		SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "creds"}, Key: "password"}}}}
+	pod.Spec.Volumes = []corev1.Volume{{Name: "creds", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "creds"}}}}
+	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "creds", MountPath: "/creds"}}
+	if _, err := cluster.Client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p := waitRunning(t, ns, "holder")
+	if got := readInContainer(t, *p, "/creds/password"); got != marker {
+		t.Fatalf("the secret did not reach the container: %q", got)
+	}
+	var files int
+	err := filepath.WalkDir(cluster.NATSStoreDir(), func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		files++
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(b, []byte(marker)) {
+			t.Errorf("%s holds the secret in clear text", path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files == 0 {
+		t.Fatal("no store files to look at")
+	}
+	_ = cluster.Client.CoreV1().Pods(ns).Delete(t.Context(), "holder", metav1.DeleteOptions{})
 }

@@ -6,11 +6,16 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"expvar"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,7 +60,11 @@ type Config struct {
 	// TLSHosts from the CA kept in the Secret CASecret (created on first
 	// start), so that a lost store never changes the CA devices pin.
 	TLSCertFile, TLSKeyFile string
-	TLSHosts                []string
+	// StoreKeyFile holds the key that encrypts the JetStream store at rest
+	// (workloads carry resolved Secret values). Empty keeps the key in the
+	// Secret StoreKeySecret, created on first start.
+	StoreKeyFile string
+	TLSHosts     []string
 	// TokenNamespace holds enrollment tokens and the CA ConfigMap.
 	TokenNamespace string
 	// Zitadel verifies Zitadel tokens; nil refuses them.
@@ -98,6 +107,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	storeKey, err := natsStoreKey(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+
 	keys, err := callout.GenerateKeys()
 	if err != nil {
 		return err
@@ -108,6 +122,8 @@ func Run(ctx context.Context, cfg Config) error {
 		ConfigText: callout.ServerConfig(keys, users), TLS: tlsCfg,
 		Options: func(o *server.Options) error {
 			o.AlwaysEnableNonce = true // devices sign it with their nkey
+			// Encrypted at rest: a copy of the store discloses no Secret.
+			o.JetStreamKey, o.JetStreamCipher = storeKey, server.ChaCha
 			return nil
 		},
 	})
@@ -365,4 +381,59 @@ func publishCA(ctx context.Context, client kubernetes.Interface, ns string, ca [
 		_, err = client.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{})
 	}
 	return err
+}
+
+// StoreKeySecret is the Secret (in the token namespace) that holds the key
+// encrypting the embedded NATS server's store, when no key file is given.
+const StoreKeySecret = "vk-fleet-nats-store-key"
+
+// natsStoreKey returns the key that encrypts the JetStream store. A key
+// made anew (its Secret was lost, or this is the first start) cannot read
+// a store written with another key: such a store is moved aside, which
+// costs a re-publish of desired state and no container.
+func natsStoreKey(ctx context.Context, cfg Config, log *slog.Logger) (string, error) {
+	if cfg.StoreKeyFile != "" {
+		b, err := os.ReadFile(cfg.StoreKeyFile)
+		if err != nil {
+			return "", fmt.Errorf("reading the nats store key: %w", err)
+		}
+		key := strings.TrimSpace(string(b))
+		if len(key) < 16 {
+			return "", fmt.Errorf("the nats store key in %s is shorter than 16 characters", cfg.StoreKeyFile)
+		}
+		return key, nil
+	}
+	secrets := cfg.Client.CoreV1().Secrets(cfg.TokenNamespace)
+	s, err := secrets.Get(ctx, StoreKeySecret, metav1.GetOptions{})
+	if err == nil && len(s.Data["key"]) >= 16 {
+		return string(s.Data["key"]), nil
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
+		return "", fmt.Errorf("reading the nats store key secret: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	key := hex.EncodeToString(raw)
+	s = &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: StoreKeySecret, Namespace: cfg.TokenNamespace, Labels: map[string]string{registry.LabelManaged: "true"}},
+		Data:       map[string][]byte{"key": []byte(key)},
+	}
+	if _, err := secrets.Create(ctx, s, metav1.CreateOptions{}); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return natsStoreKey(ctx, cfg, log) // another replica made it first
+		}
+		return "", fmt.Errorf("storing the nats store key: %w", err)
+	}
+	js := filepath.Join(cfg.NATSStoreDir, "jetstream")
+	if entries, err := os.ReadDir(js); err == nil && len(entries) > 0 {
+		aside := js + ".unreadable-" + time.Now().UTC().Format("20060102T150405Z")
+		if err := os.Rename(js, aside); err != nil {
+			return "", fmt.Errorf("moving aside a store written with another key: %w", err)
+		}
+		log.Warn("new nats store key: the old store moved aside; desired state is re-published from Kubernetes", "old", aside)
+	}
+	log.Info("created the nats store key", "secret", cfg.TokenNamespace+"/"+StoreKeySecret)
+	return key, nil
 }
