@@ -6,6 +6,12 @@ import (
 	"github.com/vk-fleet/vk-fleet/bridge"
 )
 
+// Limits of a device's (and an enrollment client's) connection.
+const (
+	MaxDevicePayload       = 64 << 10
+	MaxDeviceSubscriptions = 100
+)
+
 // FleetAccount is the account devices and the provider live in.
 const FleetAccount = "FLEET"
 

@@ -164,6 +164,13 @@ func (s *Service) handle(ctx context.Context, m *nats.Msg) {
 		uc.Expires = time.Now().Add(id.ttl).Unix()
 		uc.Permissions = id.perms
 		uc.Permissions.Resp = nil
+		if id.kind != "service" {
+			// A device sends heartbeats and statuses, an enrollment client
+			// one request: none needs large messages, and what a device
+			// writes to a bucket stays small.
+			uc.Limits.Payload = MaxDevicePayload
+			uc.Limits.Subs = MaxDeviceSubscriptions
+		}
 		if resp.Jwt, err = uc.Encode(s.cfg.Keys.Issuer); err != nil {
 			log.Error("signing user jwt", "err", err)
 			resp.Jwt, resp.Error = "", ErrDenied.Error()

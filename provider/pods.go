@@ -194,6 +194,8 @@ func (p *Provider) applyStatus(e jetstream.KeyValueEntry) {
 		if !p.putStatus(e.Key(), device, st) {
 			p.mu.Unlock()
 			p.rejected("status", e.Key(), fmt.Errorf("device %s holds more than %d pod statuses", device, maxStatusesPerDevice))
+			// Nor may it fill the bucket that every device shares.
+			go p.status.Purge(context.Background(), e.Key())
 			return
 		}
 	} else {

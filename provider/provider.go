@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -346,28 +347,52 @@ func queueRateLimiter() workqueue.TypedRateLimiter[any] {
 	return workqueue.NewTypedItemExponentialFailureRateLimiter[any](5*time.Millisecond, 30*time.Second)
 }
 
+// Sizes of the buckets: a bound on the disk vk-fleet's NATS may use, far
+// above what a fleet of 10,000 devices writes.
+const (
+	workloadsMaxBytes = 1 << 30
+	statusMaxBytes    = 256 << 20
+)
+
+// createBucket creates or updates a bucket. A NATS whose JetStream storage
+// cannot reserve cfg.MaxBytes gets the bucket without that bound rather
+// than no bucket.
+func createBucket(ctx context.Context, js jetstream.JetStream, log *slog.Logger, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+	if err != nil && cfg.MaxBytes > 0 && strings.Contains(err.Error(), "insufficient") {
+		log.Warn("nats cannot reserve the bucket's size; creating it without that bound", "bucket", cfg.Bucket, "maxBytes", cfg.MaxBytes, "err", err)
+		cfg.MaxBytes = 0
+		kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
+	}
+	return kv, err
+}
+
 func (p *Provider) openBuckets(ctx context.Context) error {
 	js, err := jetstream.New(p.cfg.NATS)
 	if err != nil {
 		return fmt.Errorf("opening jetstream: %w", err)
 	}
 	p.js = js
-	p.workloads, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      bridge.WorkloadsBucket,
-		Description: "vk-fleet desired state: one Workload per <device>.<podUID>",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    p.cfg.KVReplicas,
+	p.workloads, err = createBucket(ctx, js, p.log, jetstream.KeyValueConfig{
+		Bucket:       bridge.WorkloadsBucket,
+		Description:  "vk-fleet desired state: one Workload per <device>.<podUID>",
+		History:      1,
+		Storage:      jetstream.FileStorage,
+		Replicas:     p.cfg.KVReplicas,
+		MaxValueSize: bridge.MaxMessageBytes,
+		MaxBytes:     workloadsMaxBytes,
 	})
 	if err != nil {
 		return fmt.Errorf("creating bucket %s: %w", bridge.WorkloadsBucket, err)
 	}
-	p.status, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      bridge.StatusBucket,
-		Description: "vk-fleet observed state: one PodStatus per <device>.<podUID>",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    p.cfg.KVReplicas,
+	p.status, err = createBucket(ctx, js, p.log, jetstream.KeyValueConfig{
+		Bucket:       bridge.StatusBucket,
+		Description:  "vk-fleet observed state: one PodStatus per <device>.<podUID>",
+		History:      1,
+		Storage:      jetstream.FileStorage,
+		Replicas:     p.cfg.KVReplicas,
+		MaxValueSize: bridge.MaxMessageBytes,
+		MaxBytes:     statusMaxBytes,
 	})
 	if err != nil {
 		return fmt.Errorf("creating bucket %s: %w", bridge.StatusBucket, err)
