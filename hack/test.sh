@@ -24,6 +24,11 @@ vkf_log "cross-compiling device-agent for linux/arm64 and linux/arm"
 CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -tags "$VKF_TAGS" -o /dev/null ./cmd/device-agent
 CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 go build -tags "$VKF_TAGS" -o /dev/null ./cmd/device-agent
 
+vkf_log "fuzzing every decoder briefly (seed corpus in bridge/testdata/fuzz)"
+for target in $(go test -list '^Fuzz' ./bridge/ | grep '^Fuzz'); do
+  go test -run '^$' -fuzz "^${target}\$" -fuzztime "${VKF_FUZZTIME:-5s}" ./bridge/ >/dev/null
+done
+
 vkf_log "tests"
 # -p 1: the e2e and integration packages each start servers; two cores.
 go test -tags "$VKF_TAGS" -p 1 -count=1 -timeout 45m "$@" ./...
