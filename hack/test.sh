@@ -26,7 +26,7 @@ CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 go build -tags "$VKF_TAGS" -o /dev/n
 
 vkf_log "fuzzing every decoder briefly (seed corpus in bridge/testdata/fuzz)"
 for target in $(go test -list '^Fuzz' ./bridge/ | grep '^Fuzz'); do
-  go test -run '^$' -fuzz "^${target}\$" -fuzztime "${VKF_FUZZTIME:-5s}" ./bridge/ >/dev/null
+  out=$(go test -run '^$' -fuzz "^${target}\$" -fuzztime "${VKF_FUZZTIME:-5s}" ./bridge/ 2>&1) || { echo "$out" >&2; exit 1; }
 done
 
 vkf_log "tests"
