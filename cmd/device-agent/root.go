@@ -160,6 +160,8 @@ func (o *options) Run(ctx context.Context) error {
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(2*time.Second),
+		// Jitter spreads a fleet's reconnects after a NATS restart.
+		nats.ReconnectJitter(time.Second, 3*time.Second),
 		nats.CustomInboxPrefix("_INBOX_"+o.Name),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("nats disconnected", "err", err)

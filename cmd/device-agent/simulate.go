@@ -132,7 +132,7 @@ func (o *simulateOptions) runDevice(ctx context.Context, name string, labels map
 	}
 	nc, err := nats.Connect(o.NATSURL, o.natsOptions(nkeyOpt,
 		nats.Name("vk-fleet simulated device "+name),
-		nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(2*time.Second),
+		nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(2*time.Second), nats.ReconnectJitter(time.Second, 3*time.Second),
 		nats.ReconnectJitter(time.Second, time.Second),
 		nats.CustomInboxPrefix("_INBOX_"+name))...)
 	if err != nil {
