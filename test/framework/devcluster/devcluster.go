@@ -164,12 +164,33 @@ func (c *Cluster) CAFile() string { return filepath.Join(c.cfg.Dir, "nats-ca.crt
 // Enroll enrolls device the way an admin and a person at the device would:
 // `fleetctl token create`, then `fleetctl enroll` on the device.
 func (c *Cluster) Enroll(ctx context.Context, device string, labels ...string) error {
-	return c.EnrollOn(ctx, device, c.Podman.URI, labels...)
+	return c.EnrollWith(ctx, device, EnrollOptions{Labels: labels})
 }
 
 // EnrollOn is Enroll for a device whose agent uses the podman service at
 // podmanURI rather than the cluster's.
 func (c *Cluster) EnrollOn(ctx context.Context, device, podmanURI string, labels ...string) error {
+	return c.EnrollWith(ctx, device, EnrollOptions{PodmanURI: podmanURI, Labels: labels})
+}
+
+// EnrollOptions vary a device's enrollment; zero values take the cluster's.
+type EnrollOptions struct {
+	// PodmanURI is the podman service the agent uses.
+	PodmanURI string
+	// NATSURL is where the device reaches NATS (a netcut proxy, say).
+	NATSURL string
+	Labels  []string
+}
+
+// EnrollWith is Enroll with options.
+func (c *Cluster) EnrollWith(ctx context.Context, device string, o EnrollOptions) error {
+	if o.PodmanURI == "" {
+		o.PodmanURI = c.Podman.URI
+	}
+	if o.NATSURL == "" {
+		o.NATSURL = c.NATSURL
+	}
+	podmanURI, labels := o.PodmanURI, o.Labels
 	if _, err := os.Stat(c.CAFile()); err != nil {
 		ca, err := c.Fleetctl(ctx, "ca")
 		if err != nil {
@@ -183,7 +204,7 @@ func (c *Cluster) EnrollOn(ctx context.Context, device, podmanURI string, labels
 	if err != nil {
 		return err
 	}
-	args := []string{"enroll", "--server", c.NATSURL, "--token", strings.TrimSpace(token), "--name", device,
+	args := []string{"enroll", "--server", o.NATSURL, "--token", strings.TrimSpace(token), "--name", device,
 		"--ca", c.CAFile(), "--root", c.DeviceRoot(device),
 		"--state-dir", filepath.Join(c.cfg.Dir, "agents", device), "--podman-url", podmanURI}
 	for _, l := range labels {
