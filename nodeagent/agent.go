@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -52,6 +53,7 @@ type Agent struct {
 	rt    Runtime
 	nc    *nats.Conn
 	store *Store
+	lock  *os.File // held while the agent lives: see lockStateDir
 
 	trigger chan struct{}
 	// rewatch asks for the workload watch to start over: after a reconnect
@@ -105,8 +107,13 @@ func New(cfg Config, rt Runtime, nc *nats.Conn) (*Agent, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("state directory is required")
 	}
+	lock, err := lockStateDir(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
 	store, err := OpenStore(cfg.StateDir + "/workloads")
 	if err != nil {
+		lock.Close()
 		return nil, err
 	}
 	return &Agent{
@@ -115,6 +122,7 @@ func New(cfg Config, rt Runtime, nc *nats.Conn) (*Agent, error) {
 		rt:          rt,
 		nc:          nc,
 		store:       store,
+		lock:        lock,
 		trigger:     make(chan struct{}, 1),
 		rewatch:     make(chan struct{}, 1),
 		createSlots: make(chan struct{}, maxParallelCreates),
@@ -161,6 +169,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.reconcileLoop(ctx)
 	cancel()
 	wg.Wait()
+	a.lock.Close()
 	return nil
 }
 

@@ -1,10 +1,13 @@
 package nodeagent_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/vk-fleet/vk-fleet/nodeagent"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -204,4 +207,22 @@ func TestASlowPullDoesNotStallTheDevice(t *testing.T) {
 	})
 	putWorkload(t, f, "dev-a", workload("quick", bridge.RestartAlways))
 	waitStatus(t, f, "dev-a", "quick", running)
+}
+
+// Two agents of one device on one machine (a systemd unit and a manual
+// run, say) would run every pod twice: the second one refuses to start.
+func TestASecondAgentOnTheSameStateRefusesToStart(t *testing.T) {
+	f := startFleet(t, t.TempDir())
+	state := t.TempDir()
+	stop := startAgent(t, f.srv.ClientURL(), "dev-a", state, &simruntime.Runtime{})
+	_, err := nodeagent.New(nodeagent.Config{Device: "dev-a", StateDir: state}, &simruntime.Runtime{}, f.nc)
+	if !errors.Is(err, nodeagent.ErrStateInUse) {
+		t.Fatalf("second agent on the same state directory: %v, want ErrStateInUse", err)
+	}
+	stop()
+	a, err := nodeagent.New(nodeagent.Config{Device: "dev-a", StateDir: state}, &simruntime.Runtime{}, f.nc)
+	if err != nil {
+		t.Fatalf("an agent after the first stopped: %v", err)
+	}
+	_ = a
 }
