@@ -241,6 +241,12 @@ func (a *Agent) restartExited(ctx context.Context, r *Record, p *PodState, note 
 		if c.FinishedAt.After(c.StartedAt) && c.FinishedAt.Sub(c.StartedAt) > backoffReset {
 			delete(a.restarts.backoff, key)
 		}
+		if p.Stopped {
+			// The device rebooted (or the pod was stopped by hand): start
+			// at once, as a kubelet does after a reboot.
+			delete(a.restarts.backoff, key)
+			a.restarts.next[key] = now
+		}
 		at, scheduled := a.restarts.next[key]
 		if !scheduled {
 			b := a.restarts.backoff[key]

@@ -68,6 +68,11 @@ type PodState struct {
 	Name      string
 	SpecHash  string
 	PodIP     string
+	// Stopped reports that the whole pod, its infra container too, is
+	// stopped: what a reboot or `podman pod stop` leaves, never a crash of
+	// the pod's own containers. Its containers start again at once, without
+	// restart back-off.
+	Stopped bool
 	// Containers holds the workload's containers (no infra container).
 	Containers []ContainerState
 }

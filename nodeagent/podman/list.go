@@ -95,6 +95,7 @@ func (r *Runtime) ListPods(ctx context.Context) ([]nodeagent.PodState, error) {
 			Namespace: p.Labels[nodeagent.LabelNamespace],
 			Name:      p.Labels[nodeagent.LabelPodName],
 			SpecHash:  p.Labels[nodeagent.LabelSpecHash],
+			Stopped:   p.Status == "Exited" || p.Status == "Stopped",
 		}
 		for _, c := range byUID[uid] {
 			cs, err := r.containerState(ctx, c)

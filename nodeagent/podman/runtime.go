@@ -112,7 +112,7 @@ func (r *Runtime) connect() error {
 		return fmt.Errorf("connecting to podman at %s: %w", r.uri, classify(err))
 	}
 	r.conn = conn
-	r.log.Info("connected to podman", "url", r.uri)
+	r.log.Debug("connected to podman", "url", r.uri)
 	return nil
 }
 
