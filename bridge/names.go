@@ -78,6 +78,13 @@ func DeviceKeys(device string) string {
 	return device + ".>"
 }
 
+// InstanceTag marks, in a device agent's NATS connection name, which running
+// agent the connection belongs to: "vk-fleet device-agent pi-1
+// instance=<boot id>". Two machines with one identity (a cloned SD card)
+// have different boot IDs; one agent reconnecting keeps its own. The auth
+// callout refuses a second live instance of a device.
+const InstanceTag = " instance="
+
 // IndexKey is the key, in WorkloadsBucket, of device's DesiredIndex. It is
 // matched by DeviceKeys(device) but never split by SplitPodKey.
 func IndexKey(device string) string {

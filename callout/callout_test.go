@@ -86,7 +86,9 @@ func newAuthTest(t *testing.T, zitadelIntrospector callout.Introspector) *authTe
 	a := &authTest{t: t, srv: srv, devices: &devices{byKey: map[string]string{}, byUser: map[string]string{}}, logs: &strings.Builder{}}
 	var logMu sync.Mutex
 	log := slog.New(slog.NewTextHandler(lockedWriter{&logMu, a.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	a.svc, err = callout.New(callout.Config{Keys: keys, Devices: a.devices, Tokens: tokens{enrollToken}, Zitadel: zitadelIntrospector, Logger: log})
+	conns := serverConns{srv}
+	a.svc, err = callout.New(callout.Config{Keys: keys, Devices: a.devices, Tokens: tokens{enrollToken}, Zitadel: zitadelIntrospector, Logger: log,
+		Conns: conns, Kicker: conns})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -505,5 +507,59 @@ func TestSecretsStayOutOfCalloutLogs(t *testing.T) {
 	}
 	if !strings.Contains(logs, "connection refused") || !strings.Contains(logs, "connection authorized") {
 		t.Errorf("callout log lacks its decisions:\n%s", logs)
+	}
+}
+
+// serverConns inspects and disconnects the test server's clients.
+type serverConns struct{ s *natsd.Server }
+
+func (c serverConns) Conn(serverID string, cid uint64) (string, time.Time, bool) {
+	cz, err := c.s.Inner().Connz(&server.ConnzOptions{CID: cid})
+	if err != nil || len(cz.Conns) == 0 {
+		return "", time.Time{}, false
+	}
+	return cz.Conns[0].Name, cz.Conns[0].LastActivity, true
+}
+
+func (c serverConns) Kick(_ context.Context, _ string, cid uint64) error {
+	return c.s.DisconnectClient(cid)
+}
+
+// A second machine with a device's identity (a cloned SD card) is refused
+// while the first is connected and alive, so the device's pods never run
+// on two machines at once; the same agent reconnecting is let in, and its
+// old connection closed.
+func TestASecondMachineWithTheSameIdentityIsRefused(t *testing.T) {
+	a := newAuthTest(t, nil)
+	a.enroll("dev-a")
+	first, err := a.tryDevice("dev-a", nats.Name("vk-fleet device-agent dev-a"+bridge.InstanceTag+"boot-1"))
+	if err != nil {
+		t.Fatalf("first machine: %v", err)
+	}
+	t.Cleanup(first.Close)
+	if err := first.Publish(bridge.HeartbeatSubject("dev-a"), []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	first.Flush()
+
+	if nc, err := a.tryDevice("dev-a", nats.Name("vk-fleet device-agent dev-a"+bridge.InstanceTag+"boot-2")); err == nil {
+		nc.Close()
+		t.Fatal("a second machine with dev-a's identity connected while the first is active")
+	}
+	if !strings.Contains(a.logs.String(), "connected from another machine") {
+		t.Errorf("the refusal is not logged with its reason:\n%s", a.logs.String())
+	}
+
+	closed := make(chan struct{})
+	first.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	again, err := a.tryDevice("dev-a", nats.Name("vk-fleet device-agent dev-a"+bridge.InstanceTag+"boot-1"))
+	if err != nil {
+		t.Fatalf("the same agent reconnecting: %v", err)
+	}
+	t.Cleanup(again.Close)
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Error("the agent's previous connection was not closed when it reconnected")
 	}
 }

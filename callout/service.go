@@ -60,7 +60,13 @@ type Config struct {
 	DeviceTTL time.Duration
 	// EnrollTTL bounds an enrollment session. Default 5m.
 	EnrollTTL time.Duration
-	Logger    *slog.Logger
+	// Conns and Kicker, when set, let the service refuse a second machine
+	// with a device's identity while the first is connected, and replace
+	// a device's dead connection by its reconnect. The embedded server
+	// sets both.
+	Conns  ConnInspector
+	Kicker Kicker
+	Logger *slog.Logger
 }
 
 // Service answers auth callout requests. Create it with New.
@@ -150,6 +156,11 @@ func (s *Service) handle(ctx context.Context, m *nats.Msg) {
 	defer cancel()
 	id, err := s.authenticate(rctx, req)
 	log := s.log.With("client", req.ClientInformation.ID, "host", req.ClientInformation.Host, "server", req.Server.ID)
+	if err == nil && id.device != "" {
+		if other, dup := s.duplicate(rctx, id.device, instanceOf(req.ConnectOptions.Name)); dup {
+			err = fmt.Errorf("device %s is connected from another machine (instance %s) and active: one identity runs on one machine; re-enroll the other with its own", id.device, other)
+		}
+	}
 
 	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
 	resp.Audience = req.Server.ID

@@ -156,7 +156,7 @@ func (o *options) Run(ctx context.Context) error {
 		natsOpts = append(natsOpts, nats.RootCAs(o.CAFile))
 	}
 	nc, err := nats.Connect(o.NATSURL, append(natsOpts,
-		nats.Name("vk-fleet device-agent "+o.Name),
+		nats.Name("vk-fleet device-agent "+o.Name+bridge.InstanceTag+instanceID()),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(2*time.Second),
@@ -245,4 +245,14 @@ func newRootCommand() *cobra.Command {
 	o.Bind(cmd.Flags())
 	cmd.AddCommand(newSimulateCommand())
 	return cmd
+}
+
+// instanceID names this running agent for the duplicate check of the auth
+// callout: the boot ID, which differs between two machines even when one
+// was cloned from the other, and stays while the agent reconnects.
+func instanceID() string {
+	if b, err := os.ReadFile("/proc/sys/kernel/random/boot_id"); err == nil {
+		return strings.TrimSpace(string(b))
+	}
+	return fmt.Sprintf("pid-%d-%d", os.Getpid(), time.Now().UnixNano())
 }

@@ -153,9 +153,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer calloutConn.Close()
+	kicker := embeddedKicker{srv}
 	svc, err := callout.New(callout.Config{
 		Keys: keys, Devices: cache, Tokens: reg, Zitadel: cfg.Zitadel, DeviceTTL: cfg.DeviceTTL, Logger: log,
-		Services: cfg.ServiceNKeys,
+		Services: cfg.ServiceNKeys, Conns: kicker, Kicker: kicker,
 	})
 	if err != nil {
 		return err
@@ -170,7 +171,6 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Error("auth callout stopped", "err", err)
 		}
 	}()
-	kicker := embeddedKicker{srv}
 	cache.OnDelete(func(name string) { svc.Kick(context.WithoutCancel(ctx), kicker, name) })
 
 	nc, err := inproc("vk-fleet provider", callout.ProviderUser, users.ProviderPassword)
@@ -299,6 +299,18 @@ func publishNATSVars(srv *natsd.Server) {
 }
 
 type embeddedKicker struct{ s *natsd.Server }
+
+// Conn reports on a client connection of the embedded server.
+func (k embeddedKicker) Conn(serverID string, cid uint64) (string, time.Time, bool) {
+	if serverID != k.s.Inner().ID() {
+		return "", time.Time{}, false
+	}
+	cz, err := k.s.Inner().Connz(&server.ConnzOptions{CID: cid})
+	if err != nil || len(cz.Conns) == 0 {
+		return "", time.Time{}, false
+	}
+	return cz.Conns[0].Name, cz.Conns[0].LastActivity, true
+}
 
 func (k embeddedKicker) Kick(_ context.Context, serverID string, cid uint64) error {
 	if serverID != k.s.Inner().ID() {
