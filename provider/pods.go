@@ -150,18 +150,36 @@ func (p *Provider) watchStatus(ctx context.Context) {
 	delay := time.Second
 	for ctx.Err() == nil {
 		w, err := p.status.WatchAll(ctx, jetstream.UpdatesOnly())
+		rewatch := false
 		if err == nil {
 			delay = time.Second
-			for e := range w.Updates() {
-				if e == nil {
-					continue
+		watch:
+			for {
+				select {
+				case <-ctx.Done():
+					break watch
+				case <-p.statusRewatch:
+					// A reconnect: the bucket may be new, and an existing
+					// watch would wait for sequence numbers it never reaches.
+					rewatch = true
+					break watch
+				case e, ok := <-w.Updates():
+					if !ok {
+						break watch
+					}
+					if e != nil {
+						p.applyStatus(e)
+					}
 				}
-				p.applyStatus(e)
 			}
 			w.Stop()
 		}
 		if ctx.Err() != nil {
 			return
+		}
+		if rewatch {
+			delay = time.Second
+			continue
 		}
 		p.log.Warn("status watch ended; retrying", "err", err)
 		select {

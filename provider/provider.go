@@ -147,6 +147,10 @@ type Provider struct {
 	// DesiredIndex written; indexKick asks for the indexes to be checked.
 	indexWritten map[string]string
 	indexKick    chan struct{}
+	// created is when the workloads bucket was created; statusRewatch
+	// asks the status watch to start over.
+	created       time.Time
+	statusRewatch chan struct{}
 	// reshard signals that owned devices changed: the pod controller is
 	// rebuilt so that it picks up the pods of devices gained.
 	reshard chan struct{}
@@ -168,6 +172,8 @@ func New(cfg Config) (*Provider, error) {
 
 		indexWritten: map[string]string{},
 		indexKick:    make(chan struct{}, 1),
+
+		statusRewatch: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -197,6 +203,10 @@ func (p *Provider) Run(ctx context.Context) error {
 		defer wg.Done()
 		p.watchStatus(ctx)
 	}()
+	p.cfg.NATS.SetReconnectHandler(func(*nats.Conn) {
+		p.log.Info("nats reconnected")
+		go p.resync(ctx)
+	})
 
 	sub, err := p.cfg.NATS.Subscribe(bridge.HeartbeatWildcard, func(m *nats.Msg) {
 		p.handleHeartbeat(ctx, m)
@@ -397,7 +407,76 @@ func (p *Provider) openBuckets(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating bucket %s: %w", bridge.StatusBucket, err)
 	}
+	created, err := p.bucketCreated(ctx)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.created = created
+	p.mu.Unlock()
 	return nil
+}
+
+// bucketCreated returns when the workloads bucket was created: a new time
+// means a new bucket (a NATS that lost its store).
+func (p *Provider) bucketCreated(ctx context.Context) (time.Time, error) {
+	st, err := p.workloads.Status(ctx)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("reading bucket %s: %w", bridge.WorkloadsBucket, err)
+	}
+	if s, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+		return s.StreamInfo().Created, nil
+	}
+	return time.Time{}, nil
+}
+
+// resync, run after a reconnect to NATS, re-publishes the desired state of
+// every pod if the buckets are new: an external NATS that lost its store
+// comes back empty, and the provider's memory of what it published would
+// otherwise keep it from publishing again. The status watch starts over.
+func (p *Provider) resync(ctx context.Context) {
+	for _, b := range []jetstream.KeyValueConfig{
+		{Bucket: bridge.WorkloadsBucket, History: 1, Storage: jetstream.FileStorage, Replicas: p.cfg.KVReplicas, MaxValueSize: bridge.MaxMessageBytes, MaxBytes: workloadsMaxBytes},
+		{Bucket: bridge.StatusBucket, History: 1, Storage: jetstream.FileStorage, Replicas: p.cfg.KVReplicas, MaxValueSize: bridge.MaxMessageBytes, MaxBytes: statusMaxBytes},
+	} {
+		if _, err := createBucket(ctx, p.js, p.log, b); err != nil {
+			p.log.Warn("re-creating bucket after a reconnect", "bucket", b.Bucket, "err", err)
+			return
+		}
+	}
+	select {
+	case p.statusRewatch <- struct{}{}:
+	default:
+	}
+	created, err := p.bucketCreated(ctx)
+	if err != nil {
+		p.log.Warn("after a reconnect", "err", err)
+		return
+	}
+	p.mu.Lock()
+	same := created.Equal(p.created)
+	p.created = created
+	var pods []*corev1.Pod
+	if !same {
+		p.pods.desired = map[string][]byte{}
+		p.indexWritten = map[string]string{}
+		for _, ent := range p.pods.byKey {
+			if ent.pod != nil && !ent.deleting && ent.refusal == nil {
+				pods = append(pods, ent.pod.DeepCopy())
+			}
+		}
+	}
+	p.mu.Unlock()
+	if same {
+		return
+	}
+	p.log.Warn("the workloads bucket is new (NATS lost its store): re-publishing desired state", "pods", len(pods))
+	for _, pod := range pods {
+		if err := p.syncPod(ctx, pod); err != nil {
+			p.log.Warn("re-publishing", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+		}
+	}
+	p.kickIndexes()
 }
 
 // ServedDevices returns the devices whose Nodes this process keeps now.
