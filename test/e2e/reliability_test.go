@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -176,6 +177,8 @@ func TestProviderRestartsNeverRestartContainers(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Restarts shorter than the grace period must not flap a Node.
+	flaps := watchNotReady(t, devA, devB)
 	restart := func(wipe bool) {
 		t.Helper()
 		cluster.Provider.Kill()
@@ -218,6 +221,9 @@ func TestProviderRestartsNeverRestartContainers(t *testing.T) {
 		}
 	}
 	assertUntouched(t, ns, "steady", pods, runs, "after a restart during a rollout")
+	if f := flaps(); len(f) > 0 {
+		t.Errorf("Nodes went NotReady during restarts shorter than the grace period: %v", f)
+	}
 	for _, app := range []string{"steady", "rollout"} {
 		if err := cluster.Client.AppsV1().DaemonSets(ns).Delete(t.Context(), app, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
@@ -233,4 +239,35 @@ func TestProviderRestartsNeverRestartContainers(t *testing.T) {
 		}
 		return len(left) == 0, strings.Join(left, " ")
 	})
+}
+
+// watchNotReady polls the nodes until the test ends; the returned function
+// lists the times any of them was seen not Ready.
+func watchNotReady(t *testing.T, nodes ...string) func() []string {
+	var mu sync.Mutex
+	var seen []string
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			for _, n := range nodes {
+				if s, _ := nodeCondition(ctx, n); s != "" && s != corev1.ConditionTrue {
+					mu.Lock()
+					seen = append(seen, fmt.Sprintf("%s %s at %s", n, s, time.Now().Format("15:04:05")))
+					mu.Unlock()
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), seen...)
+	}
 }
