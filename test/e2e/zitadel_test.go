@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vk-fleet/vk-fleet/registry"
@@ -30,7 +31,13 @@ func TestZitadelDeviceEnrollsAndConnects(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	before := podmanPods(t, t.Context(), devA)
+	// A pod that runs across the provider's restart with new flags.
+	ns := createNamespace(t, "zitadel-restart")
+	if _, err := cluster.Client.CoreV1().Pods(ns).Create(t.Context(), sleeper(ns, "bystander", devA), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bystander := *waitRunning(t, ns, "bystander")
+	before := runsOf(t, []corev1.Pod{bystander})
 	cluster.StopProvider()
 	restart := func(extra ...string) {
 		if err := cluster.StartProvider(context.Background(), extra...); err != nil {
@@ -87,9 +94,9 @@ func TestZitadelDeviceEnrollsAndConnects(t *testing.T) {
 	if strings.Contains(string(b), z.AdminToken) {
 		t.Error("agent log contains the admin token")
 	}
-	// The provider restart left devA's pods alone.
-	after := podmanPods(t, t.Context(), devA)
-	if len(before) != len(after) {
-		t.Errorf("devA's pods changed across a provider restart: %d → %d", len(before), len(after))
+	// The provider restart left devA's container alone.
+	if after := runsOf(t, []corev1.Pod{bystander}); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("devA's container changed across a provider restart: %v → %v", before, after)
 	}
+	_ = cluster.Client.CoreV1().Pods(ns).Delete(t.Context(), "bystander", metav1.DeleteOptions{})
 }
