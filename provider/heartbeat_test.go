@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -61,5 +62,29 @@ func TestAStuckNodeDoesNotStopHeartbeats(t *testing.T) {
 	case <-handled:
 	case <-time.After(30 * time.Second):
 		t.Fatal("heartbeat handling blocked behind a device whose Node cannot be written")
+	}
+}
+
+// One device cannot make the provider hold statuses without bound.
+func TestStatusesPerDeviceAreBounded(t *testing.T) {
+	p := testProvider(t)
+	st := &bridge.PodStatus{Phase: bridge.PhaseRunning}
+	for i := range maxStatusesPerDevice {
+		if !p.putStatus(bridge.PodKey("greedy", fmt.Sprint(i)), "greedy", st) {
+			t.Fatalf("status %d refused below the limit", i)
+		}
+	}
+	if p.putStatus(bridge.PodKey("greedy", "one-more"), "greedy", st) {
+		t.Fatal("a status over the limit was accepted")
+	}
+	if !p.putStatus(bridge.PodKey("greedy", "0"), "greedy", st) {
+		t.Fatal("an update of a known status was refused")
+	}
+	if !p.putStatus(bridge.PodKey("modest", "0"), "modest", st) {
+		t.Fatal("another device was refused because of the greedy one")
+	}
+	p.deleteStatus(bridge.PodKey("greedy", "0"), "greedy")
+	if !p.putStatus(bridge.PodKey("greedy", "one-more"), "greedy", st) {
+		t.Fatal("a status refused after the device dropped one")
 	}
 }
