@@ -24,6 +24,7 @@ type result struct {
 	Ours, Base       rollout
 	ReadyAfterEnroll time.Duration // all Nodes Ready after N devices enrolled and connected
 	Reconnect        time.Duration // all Nodes Ready again after N devices reconnect at once
+	ReconnectAPI     float64       // vk-fleet's API requests per device from the reconnect until all Ready
 	IdleRSS          int64
 	RolloutRSS       int64
 	IdleGoroutines   int
@@ -202,11 +203,15 @@ func runSize(ctx context.Context, rc runConfig) (result, error) {
 	if _, err := waitNodes(ctx, cs, "bench=sim", rc.N, corev1.ConditionUnknown, 5*time.Minute); err != nil {
 		return res, fmt.Errorf("devices going NotReady: %w", err)
 	}
+	vr0, _ := readVars(debugAddr)
 	if sim, err = startSim(); err != nil {
 		return res, err
 	}
 	if res.Reconnect, err = waitNodes(ctx, cs, "bench=sim", rc.N, corev1.ConditionTrue, rollTimeout); err != nil {
 		return res, fmt.Errorf("reconnect: %w", err)
+	}
+	if vr1, err := readVars(debugAddr); err == nil {
+		res.ReconnectAPI = float64(vr1.KubeRequests-vr0.KubeRequests) / float64(rc.N)
 	}
 	return res, nil
 }
