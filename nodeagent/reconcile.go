@@ -148,7 +148,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 		if !creating[w.UID].IsZero() {
 			continue // its status comes when the creation ends
 		}
-		if p != nil && p.SpecHash != hash {
+		if p != nil && !sameSpec(p, w) {
 			a.log.Info("workload changed; recreating pod", "pod", w.Namespace+"/"+w.Name)
 			if err := a.rt.RemovePod(ctx, w.UID, grace(w)); err != nil {
 				note.createErr = err
