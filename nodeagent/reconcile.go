@@ -402,6 +402,8 @@ func (a *Agent) startCreate(ctx context.Context, w *bridge.Workload, hash string
 	a.mu.Unlock()
 	a.restarts.forget(w.UID) // a new pod starts with no back-off
 	a.log.Info("creating pod", "pod", w.Namespace+"/"+w.Name, "uid", w.UID)
+	// A pass once the creation counts as slow reports ContainerCreating.
+	time.AfterFunc(creatingReportDelay+50*time.Millisecond, a.kick)
 	wc := *w
 	go func() {
 		select {
