@@ -51,7 +51,10 @@ func TestUnavailableUntilTheServiceStarts(t *testing.T) {
 	if err != nil {
 		t.Fatalf("starting podman service: %v", err)
 	}
-	t.Cleanup(func() { svc.Stop() })
+	t.Cleanup(func() {
+		svc.Stop()
+		podmantest.Reset(context.Background(), svc.Conf)
+	})
 	if _, err := rt.ListPods(t.Context()); err != nil {
 		t.Fatalf("ListPods once the service is up: %v", err)
 	}

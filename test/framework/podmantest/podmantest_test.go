@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -93,4 +94,48 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	removeSharedStorage()
 	os.Exit(code)
+}
+
+// Reset leaves no container of its storage running and nothing mounted,
+// so that the directory can go.
+func TestResetLeavesNothingBehind(t *testing.T) {
+	Require(t)
+	ctx := t.Context()
+	dir, err := os.MkdirTemp("", "vkf-reset-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	svc, err := StartService(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := BuildBusyboxImage(ctx, svc.Conf, Image); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runPodman(ctx, svc.Conf, "pod", "create", "--name", "leftover"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runPodman(ctx, svc.Conf, "run", "-d", "--pod", "leftover", Image, "sleep", "3600"); err != nil {
+		t.Fatal(err)
+	}
+	svc.Stop()
+	if err := Reset(ctx, svc.Conf); err != nil {
+		t.Fatalf("Reset: %v", err)
+	}
+	out, _ := exec.Command("runc", "list", "-q").Output()
+	ids := strings.Fields(string(out))
+	for _, id := range ids {
+		state, _ := exec.Command("runc", "state", id).Output()
+		if strings.Contains(string(state), dir) {
+			t.Errorf("container %s of the reset storage still exists", id)
+		}
+	}
+	mounts, _ := os.ReadFile("/proc/self/mounts")
+	if strings.Contains(string(mounts), dir) {
+		t.Errorf("the reset storage is still mounted")
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Errorf("removing the storage directory: %v", err)
+	}
 }

@@ -2,6 +2,7 @@ package podmantest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -206,8 +209,44 @@ func copyFile(from, to string) error {
 
 // Reset removes every pod, container and image of the storage that the
 // containers.conf conf (with its storage.conf) names, and unmounts it, so
-// that its directory can be deleted.
+// that its directory can be deleted. Containers that podman's reset leaves
+// running (seen with podman 4.3) are deleted through runc, found by their
+// bundle under the storage's graph root — never anyone else's.
 func Reset(ctx context.Context, conf string) error {
 	_, err := runPodman(ctx, conf, "system", "reset", "--force")
+	graph := graphRoot(filepath.Join(filepath.Dir(conf), "storage.conf"))
+	if graph == "" {
+		return err
+	}
+	if out, lerr := exec.CommandContext(ctx, "runc", "list", "-f", "json").Output(); lerr == nil {
+		var list []struct {
+			ID     string `json:"id"`
+			Bundle string `json:"bundle"`
+		}
+		_ = json.Unmarshal(out, &list)
+		for _, c := range list {
+			if strings.HasPrefix(c.Bundle, graph+string(filepath.Separator)) {
+				_ = exec.CommandContext(ctx, "runc", "delete", "-f", c.ID).Run()
+			}
+		}
+	}
+	// The overlay driver mounts its directory onto itself.
+	_ = syscall.Unmount(filepath.Join(graph, "overlay"), syscall.MNT_DETACH)
 	return err
+}
+
+// graphRoot reads the graphroot of a storage.conf written by StorageConf.
+func graphRoot(storageConf string) string {
+	b, err := os.ReadFile(storageConf)
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "graphroot = "); ok {
+			if g, err := strconv.Unquote(v); err == nil && filepath.IsAbs(g) {
+				return g
+			}
+		}
+	}
+	return ""
 }
