@@ -36,31 +36,14 @@ func (p *Provider) podWithStatus(ent *podEntry) *corev1.Pod {
 			})
 		}
 	case ent.status == nil && ent.waiting != "" && !ent.deleting:
-		st.Phase = corev1.PodPending
-		st.HostIP = p.cfg.NodeAddress
-		st.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: scheduledAt(&prev, now)}}
-		st.ContainerStatuses = nil
-		for _, c := range pod.Spec.Containers {
-			st.ContainerStatuses = append(st.ContainerStatuses, corev1.ContainerStatus{
-				Name: c.Name, Image: c.Image,
-				State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CreateContainerConfigError", Message: ent.waiting}},
-			})
-		}
+		// Its ConfigMap or Secret is missing or unreadable: retried.
+		p.pendingStatus(pod, st, &prev, now, "CreateContainerConfigError", ent.waiting)
 	case ent.status == nil && ent.deleting:
 		// The device has removed (or never ran) the pod.
 		terminateAll(pod, st)
 	case ent.status == nil:
 		// Not reported yet: the device may be offline.
-		st.Phase = corev1.PodPending
-		st.HostIP = p.cfg.NodeAddress
-		st.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: scheduledAt(&prev, now)}}
-		st.ContainerStatuses = nil
-		for _, c := range pod.Spec.Containers {
-			st.ContainerStatuses = append(st.ContainerStatuses, corev1.ContainerStatus{
-				Name: c.Name, Image: c.Image,
-				State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating", Message: "waiting for device " + pod.Spec.NodeName}},
-			})
-		}
+		p.pendingStatus(pod, st, &prev, now, "ContainerCreating", "waiting for device "+pod.Spec.NodeName)
 	default:
 		fromDevice(pod, ent.status, st, &prev, now, p.cfg.NodeAddress)
 	}
@@ -72,6 +55,21 @@ func (p *Provider) podWithStatus(ent *podEntry) *corev1.Pod {
 		})
 	}
 	return pod
+}
+
+// pendingStatus makes st the status of a pod not running yet, every
+// container waiting with reason and message.
+func (p *Provider) pendingStatus(pod *corev1.Pod, st, prev *corev1.PodStatus, now metav1.Time, reason, message string) {
+	st.Phase = corev1.PodPending
+	st.HostIP = p.cfg.NodeAddress
+	st.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: scheduledAt(prev, now)}}
+	st.ContainerStatuses = nil
+	for _, c := range pod.Spec.Containers {
+		st.ContainerStatuses = append(st.ContainerStatuses, corev1.ContainerStatus{
+			Name: c.Name, Image: c.Image,
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: message}},
+		})
+	}
 }
 
 func fromDevice(pod *corev1.Pod, ds *bridge.PodStatus, st *corev1.PodStatus, prev *corev1.PodStatus, now metav1.Time, hostIP string) {

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vk-fleet/vk-fleet/registry"
+	"github.com/vk-fleet/vk-fleet/test/framework/devcluster"
 	"github.com/vk-fleet/vk-fleet/test/framework/podmantest"
 )
 
@@ -28,16 +29,7 @@ func TestAgentStartsBeforePodman(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := cluster.EnrollOn(ctx, dev, "unix://"+dir+"/podman.sock"); err != nil {
-		t.Fatal(err)
-	}
-	if err := cluster.StartAgent(ctx, dev); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cluster.StopAgent(dev)
-		_ = cluster.Client.CoreV1().Nodes().Delete(context.Background(), dev, metav1.DeleteOptions{})
-	})
+	extraDevice(t, dev, devcluster.EnrollOptions{PodmanURI: "unix://" + dir + "/podman.sock"})
 
 	eventually(t, time.Minute, dev+" reporting that podman is unavailable", func(ctx context.Context) (bool, string) {
 		n, err := cluster.Client.CoreV1().Nodes().Get(ctx, dev, metav1.GetOptions{})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vk-fleet/vk-fleet/nodeagent"
 	"github.com/vk-fleet/vk-fleet/nodeagent/podman"
+	"github.com/vk-fleet/vk-fleet/test/framework/devcluster"
 )
 
 // eventually polls cond every 500ms until it returns true or timeout passes.
@@ -130,4 +131,20 @@ func nodeReady(n *corev1.Node) bool {
 		}
 	}
 	return false
+}
+
+// extraDevice enrolls dev with o and starts its agent; both go when the
+// test ends (its Node deleted, which revokes it).
+func extraDevice(t *testing.T, dev string, o devcluster.EnrollOptions) {
+	t.Helper()
+	if err := cluster.EnrollWith(t.Context(), dev, o); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.StartAgent(t.Context(), dev); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cluster.StopAgent(dev)
+		_ = cluster.Client.CoreV1().Nodes().Delete(context.Background(), dev, metav1.DeleteOptions{})
+	})
 }

@@ -54,16 +54,7 @@ func TestLinkDownLongerThanTheGracePeriod(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { link.Close() })
-	if err := cluster.EnrollWith(ctx, dev, devcluster.EnrollOptions{NATSURL: "tls://" + link.Addr(), Labels: []string{"link-test=yes"}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := cluster.StartAgent(ctx, dev); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cluster.StopAgent(dev)
-		_ = cluster.Client.CoreV1().Nodes().Delete(context.Background(), dev, metav1.DeleteOptions{})
-	})
+	extraDevice(t, dev, devcluster.EnrollOptions{NATSURL: "tls://" + link.Addr(), Labels: []string{"link-test=yes"}})
 	for _, tag := range []string{"v2", "v3"} {
 		podmanCLI(t, "tag", cluster.Image, strings.TrimSuffix(cluster.Image, ":v1")+":"+tag)
 	}

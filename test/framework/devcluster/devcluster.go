@@ -167,12 +167,6 @@ func (c *Cluster) Enroll(ctx context.Context, device string, labels ...string) e
 	return c.EnrollWith(ctx, device, EnrollOptions{Labels: labels})
 }
 
-// EnrollOn is Enroll for a device whose agent uses the podman service at
-// podmanURI rather than the cluster's.
-func (c *Cluster) EnrollOn(ctx context.Context, device, podmanURI string, labels ...string) error {
-	return c.EnrollWith(ctx, device, EnrollOptions{PodmanURI: podmanURI, Labels: labels})
-}
-
 // EnrollOptions vary a device's enrollment; zero values take the cluster's.
 type EnrollOptions struct {
 	// PodmanURI is the podman service the agent uses.
