@@ -332,6 +332,27 @@ func TestDeviceCannotReadAnotherDevicesKeys(t *testing.T) {
 			t.Errorf("%s %s answered: %s", req.subj, req.body, m.Data)
 		}
 	}
+	// A consumer whose subject names its own keys but whose config asks for
+	// every key, delivered to its own inbox: nothing of dev-b arrives.
+	leak, err := nc.SubscribeSync("_INBOX_dev-a.leak")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cfg := range []string{
+		`{"stream_name":"KV_vkf-workloads","config":{"filter_subject":"$KV.vkf-workloads.>","deliver_subject":"_INBOX_dev-a.leak","ack_policy":"none"}}`,
+		`{"stream_name":"KV_vkf-workloads","config":{"filter_subjects":["$KV.vkf-workloads.dev-a.>","$KV.vkf-workloads.dev-b.>"],"deliver_subject":"_INBOX_dev-a.leak","ack_policy":"none"}}`,
+	} {
+		_, _ = nc.Request("$JS.API.CONSUMER.CREATE.KV_vkf-workloads.sneaky.$KV.vkf-workloads.dev-a.>", []byte(cfg), time.Second)
+	}
+	for {
+		m, err := leak.NextMsg(2 * time.Second)
+		if err != nil {
+			break
+		}
+		if strings.Contains(m.Subject, "dev-b") {
+			t.Fatalf("a consumer created with dev-a's credentials delivered %s", m.Subject)
+		}
+	}
 }
 
 func TestEnrollmentTokenCanOnlyEnroll(t *testing.T) {
