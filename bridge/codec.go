@@ -8,7 +8,8 @@ import (
 
 // Message is any type this package puts on the wire.
 type Message interface {
-	Heartbeat | Workload | PodStatus | DesiredIndex | EnrollRequest | EnrollResponse
+	Heartbeat | Workload | PodStatus | DesiredIndex | EnrollRequest | EnrollResponse |
+		LogRequest | StreamFrame | SessionControl
 }
 
 // MaxMessageBytes bounds every message on the wire and every value in the

@@ -86,7 +86,8 @@ type Agent struct {
 	// stored workload's.
 	volumesStale map[string]bool
 
-	rejects rejections
+	rejects  rejections
+	sessions sessions
 	// creating holds the pods being created and since when; created how
 	// each pod's last creation ended; createSlots bounds parallel creations.
 	creating    map[string]time.Time
@@ -157,6 +158,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	run(a.syncDesired)
 	run(a.watchRuntime)
 	run(a.heartbeatLoop)
+	run(a.serveSessions)
 	a.nc.SetReconnectHandler(func(*nats.Conn) {
 		a.log.Info("nats reconnected")
 		select {

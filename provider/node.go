@@ -173,8 +173,9 @@ func (p *Provider) buildNode(name string, hb *bridge.Heartbeat) *corev1.Node {
 				cond(corev1.NodeNetworkUnavailable, "RouteCreated", "device network is managed by the device"),
 			},
 			Addresses: []corev1.NodeAddress{
+				// No Hostname address: the API server tries it first, and
+				// a device's name does not resolve to vk-fleet.
 				{Type: corev1.NodeInternalIP, Address: p.cfg.NodeAddress},
-				{Type: corev1.NodeHostName, Address: name},
 			},
 			DaemonEndpoints: corev1.NodeDaemonEndpoints{
 				KubeletEndpoint: corev1.DaemonEndpoint{Port: p.cfg.KubeletPort},

@@ -43,11 +43,11 @@ type Config struct {
 	// Owner says which devices this replica serves, when several replicas
 	// share a fleet; nil serves every device.
 	Owner Owner
-	// NodeAddress is the InternalIP of every device Node. No kubelet API
-	// is served there yet (kubectl logs/exec do not work); the address and
-	// KubeletPort are advertised so that the Node is well-formed.
+	// NodeAddress is the InternalIP of every device Node: where the API
+	// server reaches the kubelet API this process serves for its devices
+	// (ServeKubeletAPI).
 	NodeAddress string
-	// KubeletPort is advertised as the Node's kubelet endpoint port.
+	// KubeletPort is the port of that API, advertised on every Node.
 	KubeletPort int32
 	// Version is reported as each Node's kubeletVersion.
 	Version string

@@ -50,6 +50,10 @@ type options struct {
 	NATSStoreKeyFile  string
 	NodeAddress       string
 	KubeletPort       int32
+	KubeletListen     string
+	KubeletCertFile   string
+	KubeletKeyFile    string
+	KubeletClientCA   string
 	HeartbeatTimeout  time.Duration
 	LeaseDuration     time.Duration
 	PingInterval      time.Duration
@@ -103,6 +107,10 @@ func (o *options) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&o.NATSStoreKeyFile, "nats-store-key-file", o.NATSStoreKeyFile, "file holding the key that encrypts the store at rest (default: a key kept in Secret <token namespace>/vk-fleet-nats-store-key, created on first start)")
 	fs.StringVar(&o.NodeAddress, "node-address", o.NodeAddress, "InternalIP of the device Nodes: where the API server reaches this process (default: this host's address)")
 	fs.Int32Var(&o.KubeletPort, "kubelet-port", o.KubeletPort, "port of the kubelet API advertised on device Nodes")
+	fs.StringVar(&o.KubeletListen, "kubelet-listen", o.KubeletListen, "host:port of the kubelet API (kubectl logs) served for the devices (default :<kubelet-port>; \"off\" serves none)")
+	fs.StringVar(&o.KubeletCertFile, "kubelet-tls-cert", o.KubeletCertFile, "serving certificate of the kubelet API (default: self-signed for --node-address)")
+	fs.StringVar(&o.KubeletKeyFile, "kubelet-tls-key", o.KubeletKeyFile, "key of --kubelet-tls-cert")
+	fs.StringVar(&o.KubeletClientCA, "kubelet-client-ca-file", o.KubeletClientCA, "CA of the API server's kubelet client certificate (default: the in-cluster service account CA)")
 	fs.DurationVar(&o.HeartbeatTimeout, "heartbeat-timeout", o.HeartbeatTimeout, "silence after which a device's Node is no longer renewed")
 	fs.DurationVar(&o.LeaseDuration, "lease-duration", o.LeaseDuration, "duration of each device Node's lease")
 	fs.DurationVar(&o.PingInterval, "ping-interval", o.PingInterval, "how often each device's liveness is checked")
@@ -194,6 +202,13 @@ func (o *options) Run(ctx context.Context) error {
 			StatusUpdateInterval: o.StatusInterval,
 			PodSyncWorkers:       o.PodWorkers,
 		},
+	}
+	if o.KubeletListen != "off" {
+		listen := o.KubeletListen
+		if listen == "" {
+			listen = fmt.Sprintf(":%d", o.KubeletPort)
+		}
+		cfg.Kubelet = &app.Kubelet{Listen: listen, CertFile: o.KubeletCertFile, KeyFile: o.KubeletKeyFile, ClientCAFile: o.KubeletClientCA}
 	}
 	cfg.ReplicaID, cfg.ReplicaNamespace = o.ReplicaID, o.TokenNamespace
 	cfg.ServiceNKeys = map[string]string{}

@@ -119,7 +119,7 @@ func runSize(ctx context.Context, rc runConfig) (result, error) {
 	vkf, err := devcluster.StartProcess("vk-fleet", filepath.Join(rc.Dir, "vk-fleet.log"), nil, filepath.Join(rc.BinDir, "vk-fleet"),
 		"--kubeconfig", kubeconfig, "--nats-listen", "127.0.0.1:"+strconv.Itoa(natsPort),
 		"--nats-store-dir", filepath.Join(rc.Dir, "nats"), "--node-address", "127.0.0.1",
-		"--debug-listen", debugAddr, "--log-level", "warn")
+		"--debug-listen", debugAddr, "--log-level", "warn", "--kubelet-listen", "off")
 	if err != nil {
 		return res, err
 	}

@@ -90,7 +90,8 @@ func TestReplicasShareTheFleetAndSurviveAFailure(t *testing.T) {
 		port, _ := devcluster.FreePort()
 		r := &replica{id: id, debug: "127.0.0.1:" + strconv.Itoa(port)}
 		args := append([]string{"--kubeconfig", kubeconfig, "--replica-id", id, "--debug-listen", r.debug,
-			"--node-address", "127.0.0.1", "--heartbeat-timeout", "8s", "--ping-interval", "2s", "--log-level", "debug"}, extra...)
+			"--node-address", "127.0.0.1", "--heartbeat-timeout", "8s", "--ping-interval", "2s", "--log-level", "debug",
+			"--kubelet-listen", "off"}, extra...)
 		r.proc, err = devcluster.StartProcess(id, filepath.Join(dir, id+".log"), nil, filepath.Join(binDir, "vk-fleet"), args...)
 		if err != nil {
 			t.Fatal(err)

@@ -83,8 +83,58 @@ type Config struct {
 	// filled in by Run.
 	Provider provider.Config
 	Logger   *slog.Logger
+	// Kubelet, if set, serves the kubelet API (kubectl logs) for the
+	// devices this process serves.
+	Kubelet *Kubelet
 	// Ready, if set, is called with the client URL once devices can connect.
 	Ready func(natsURL string)
+}
+
+// Kubelet configures the kubelet API endpoint.
+type Kubelet struct {
+	// Listen is host:port.
+	Listen string
+	// CertFile and KeyFile serve TLS; empty serves a self-signed
+	// certificate for the node address (an API server without
+	// --kubelet-certificate-authority accepts it, as with kubeadm).
+	CertFile, KeyFile string
+	// ClientCAFile holds the CAs of callers' client certificates (the API
+	// server's --kubelet-client-certificate); empty uses the in-cluster
+	// service account CA if there is one. Bearer tokens are always
+	// reviewed with the API server.
+	ClientCAFile string
+}
+
+// inClusterCA is the cluster CA a pod sees.
+const inClusterCA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+
+// kubeletTLS returns the kubelet API's TLS configuration.
+func kubeletTLS(k *Kubelet, nodeAddress string) (*tls.Config, error) {
+	var cfg *tls.Config
+	var err error
+	if k.CertFile != "" {
+		cfg, err = pki.ServerTLSFromFiles(k.CertFile, k.KeyFile)
+	} else {
+		var ca *pki.Authority
+		if ca, err = pki.NewAuthority("vk-fleet kubelet API"); err == nil {
+			cfg, err = ca.ServerTLS("vk-fleet kubelet API", nodeAddress, "localhost", "127.0.0.1")
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	caFile := k.ClientCAFile
+	if caFile == "" {
+		if _, err := os.Stat(inClusterCA); err == nil {
+			caFile = inClusterCA
+		}
+	}
+	if caFile != "" {
+		if cfg.ClientCAs, err = pki.Pool(caFile); err != nil {
+			return nil, fmt.Errorf("kubelet client CA: %w", err)
+		}
+	}
+	return cfg, nil
 }
 
 // Run runs everything until ctx ends, shutting down in reverse order.
@@ -226,6 +276,19 @@ func runProvider(ctx context.Context, cfg Config, nc *nats.Conn, cache *registry
 		return err
 	}
 	publishServed(p)
+	if cfg.Kubelet != nil {
+		tlsCfg, err := kubeletTLS(cfg.Kubelet, pcfg.NodeAddress)
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.ServeKubeletAPI(ctx, provider.KubeletAPIConfig{Listen: cfg.Kubelet.Listen, TLS: tlsCfg, Client: cfg.Client, Logger: log}); err != nil {
+				log.Error("kubelet API stopped", "err", err)
+			}
+		}()
+	}
 	return p.Run(ctx)
 }
 

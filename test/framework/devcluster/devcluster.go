@@ -55,9 +55,14 @@ type Cluster struct {
 	NATSURL  string
 	Provider *Process
 
-	binDir     string
-	natsPort   int
-	kubeconfig string
+	// KubeletPort is where vk-fleet serves the kubelet API (kubectl logs).
+	KubeletPort int
+
+	binDir      string
+	kubeletCert string
+	kubeletKey  string
+	natsPort    int
+	kubeconfig  string
 
 	mu     sync.Mutex
 	agents map[string]*Process
@@ -100,6 +105,8 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	log.Info("starting control plane")
 	c.CP, err = controlplane.Start(ctx, controlplane.Config{
 		BinDir: bin, Dir: filepath.Join(cfg.Dir, "cp"), NodeMonitorGracePeriod: cfg.NodeMonitorGracePeriod, Logger: log,
+		// vk-fleet's kubelet API is verified as a kubelet's would be.
+		VerifyKubeletServingCerts: true,
 	})
 	if err != nil {
 		return nil, err
@@ -124,6 +131,20 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		return nil, err
 	}
 	if c.natsPort, err = FreePort(); err != nil {
+		return nil, err
+	}
+	if c.KubeletPort, err = FreePort(); err != nil {
+		return nil, err
+	}
+	cert, key, err := c.CP.ServingCert("127.0.0.1", "localhost")
+	if err != nil {
+		return nil, err
+	}
+	c.kubeletCert, c.kubeletKey = filepath.Join(cfg.Dir, "kubelet.crt"), filepath.Join(cfg.Dir, "kubelet.key")
+	if err := os.WriteFile(c.kubeletCert, cert, 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(c.kubeletKey, key, 0o600); err != nil {
 		return nil, err
 	}
 	c.NATSURL = "tls://127.0.0.1:" + itoa(c.natsPort)
@@ -221,6 +242,10 @@ func (c *Cluster) StartProvider(ctx context.Context, extra ...string) error {
 		"--heartbeat-timeout", c.cfg.HeartbeatTimeout.String(),
 		"--ping-interval", "2s",
 		"--log-level", "debug",
+		"--kubelet-port", itoa(c.KubeletPort),
+		"--kubelet-listen", "127.0.0.1:" + itoa(c.KubeletPort),
+		"--kubelet-tls-cert", c.kubeletCert, "--kubelet-tls-key", c.kubeletKey,
+		"--kubelet-client-ca-file", c.CP.CAFile,
 	}, extra...)
 	p, err := StartProcess("vk-fleet", filepath.Join(c.cfg.Dir, "vk-fleet.log"), nil, filepath.Join(c.binDir, "vk-fleet"), args...)
 	if err != nil {

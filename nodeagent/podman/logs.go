@@ -1,0 +1,85 @@
+//go:build remote
+
+package podman
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/containers/podman/v5/pkg/bindings/containers"
+
+	"github.com/vk-fleet/vk-fleet/nodeagent"
+)
+
+var _ nodeagent.LogReader = (*Runtime)(nil)
+
+// ContainerLogs streams the log of one container of pod podUID, stdout and
+// stderr interleaved as podman returns them.
+func (r *Runtime) ContainerLogs(ctx context.Context, podUID, container string, opts nodeagent.LogOptions) (io.ReadCloser, error) {
+	if opts.Previous {
+		return nil, fmt.Errorf("%w: the log of a previous container instance is not kept on the device", nodeagent.ErrLogUnsupported)
+	}
+	pods, err := r.ListPods(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id := ""
+	for _, p := range pods {
+		if p.UID != podUID {
+			continue
+		}
+		for _, c := range p.Containers {
+			if c.Name == container {
+				id = c.ID
+			}
+		}
+	}
+	if id == "" {
+		return nil, fmt.Errorf("%w: container %q of pod %s", nodeagent.ErrNoContainer, container, podUID)
+	}
+	o := new(containers.LogOptions).WithStdout(true).WithStderr(true).WithFollow(opts.Follow).WithTimestamps(opts.Timestamps)
+	if opts.TailLines != nil {
+		o = o.WithTail(strconv.FormatInt(*opts.TailLines, 10))
+	}
+	if opts.SinceTime != nil {
+		o = o.WithSince(opts.SinceTime.UTC().Format(time.RFC3339Nano))
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	pr, pw := io.Pipe()
+	lines := make(chan string, 64)
+	done := make(chan error, 1)
+	go func() {
+		err := containers.Logs(r.ctx(ctx), id, o, lines, lines)
+		close(lines)
+		done <- err
+	}()
+	go func() {
+		var werr error
+		for l := range lines {
+			if werr == nil {
+				if _, werr = io.WriteString(pw, l); werr != nil {
+					cancel() // the reader went away: stop podman's stream
+				}
+			}
+		}
+		if err := <-done; err != nil && ctx.Err() == nil {
+			pw.CloseWithError(fmt.Errorf("reading the log of %s: %w", container, classify(err)))
+			return
+		}
+		pw.Close()
+	}()
+	return &logStream{PipeReader: pr, cancel: cancel}, nil
+}
+
+type logStream struct {
+	*io.PipeReader
+	cancel context.CancelFunc
+}
+
+func (s *logStream) Close() error {
+	s.cancel()
+	return s.PipeReader.Close()
+}
