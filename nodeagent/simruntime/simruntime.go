@@ -4,8 +4,10 @@
 package simruntime
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -26,6 +28,8 @@ type Runtime struct {
 	// slow image pull) until it closes or the creation's context ends; nil
 	// does not wait.
 	Pull func(w *bridge.Workload) <-chan struct{}
+	// Log, if set, is every container's log.
+	Log []byte
 
 	mu      sync.Mutex
 	pods    map[string]*nodeagent.PodState
@@ -218,4 +222,20 @@ func (r *Runtime) emit(uid string) {
 		default: // the reader's periodic resync catches up
 		}
 	}
+}
+
+var _ nodeagent.LogReader = (*Runtime)(nil)
+
+// ContainerLogs returns Log for a container that exists.
+func (r *Runtime) ContainerLogs(_ context.Context, podUID, container string, _ nodeagent.LogOptions) (io.ReadCloser, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.pods[podUID]; p != nil {
+		for _, c := range p.Containers {
+			if c.Name == container {
+				return io.NopCloser(bytes.NewReader(r.Log)), nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("%w: %s/%s", nodeagent.ErrNoContainer, podUID, container)
 }
