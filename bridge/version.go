@@ -15,4 +15,7 @@ package bridge
 //     removes a pod it was not told to delete only when a provider that has read
 //     Kubernetes says, in the index, that the pod is not wanted. Devices recreate
 //     containers only when RestartHash changes.
-const ProtocolVersion = 3
+//   - 4 (2026-11-28): kubelet API sessions: LogRequest on _INBOX_<device>.kubelet,
+//     StreamFrames on vkf.dev.<device>.session.<id>, SessionControl (credit,
+//     cancel, keepalive) on _INBOX_<device>.kubelet.<id>.
+const ProtocolVersion = 4

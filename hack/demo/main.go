@@ -93,6 +93,10 @@ func run(ctx context.Context, dir string, keep bool) error {
 	} else {
 		fmt.Println("error:", err)
 	}
+	// The log comes from the device over NATS, through vk-fleet's kubelet API.
+	if err := step("logs", "daemonset/kitchen-web"); err != nil {
+		return err
+	}
 	fmt.Printf("\ndemo ready in %s; state and logs in %s\n", time.Since(start).Round(time.Second), dir)
 	if keep {
 		fmt.Printf("cluster keeps running; try:\n  export KUBECONFIG=%s\n  %s/kubectl get nodes\nCtrl-C stops it.\n", c.CP.Kubeconfig, os.Getenv("VKF_CONTROLPLANE_BIN"))
