@@ -215,7 +215,9 @@ func TestDeviceCannotSubscribeToAnotherDevice(t *testing.T) {
 	a.enroll("dev-a")
 	a.enroll("dev-b")
 	nc, errs := a.device("dev-a")
-	for _, subj := range []string{bridge.HeartbeatSubject("dev-b"), "vkf.dev.*.hb", "_INBOX_dev-b.>", ">", "$KV.vkf-workloads.dev-b.>"} {
+	for _, subj := range []string{bridge.HeartbeatSubject("dev-b"), "vkf.dev.*.hb", "_INBOX_dev-b.>", ">", "$KV.vkf-workloads.dev-b.>",
+		// Another device's kubelet sessions: neither its requests nor its answers.
+		bridge.SessionSubject("dev-b"), bridge.SessionControlSubject("dev-b", "s1"), bridge.SessionDataSubject("dev-b", "s1"), "vkf.dev.*.session.>"} {
 		if _, err := nc.SubscribeSync(subj); err != nil {
 			t.Fatal(err)
 		}
@@ -228,7 +230,9 @@ func TestDeviceCannotPublishAsAnotherDevice(t *testing.T) {
 	a.enroll("dev-a")
 	a.enroll("dev-b")
 	nc, errs := a.device("dev-a")
-	for _, subj := range []string{bridge.HeartbeatSubject("dev-b"), "$KV.vkf-status.dev-b.uid-1", "$KV.vkf-workloads.dev-a.uid-1", bridge.EnrollSubject} {
+	for _, subj := range []string{bridge.HeartbeatSubject("dev-b"), "$KV.vkf-status.dev-b.uid-1", "$KV.vkf-workloads.dev-a.uid-1", bridge.EnrollSubject,
+		// Answering another device's session, or opening one.
+		bridge.SessionDataSubject("dev-b", "s1"), bridge.SessionSubject("dev-b"), bridge.SessionControlSubject("dev-b", "s1")} {
 		if err := nc.Publish(subj, []byte("{}")); err != nil {
 			t.Fatal(err)
 		}
