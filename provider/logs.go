@@ -77,7 +77,7 @@ func (p *Provider) openSession(ctx context.Context, device string, req *bridge.L
 		sub.Unsubscribe()
 		return nil, fmt.Errorf("opening a session with device %s: %w", device, err)
 	}
-	s := &session{p: p, device: device, id: req.Session, sub: sub, frames: frames, done: make(chan struct{})}
+	s := &session{ctx: ctx, p: p, device: device, id: req.Session, sub: sub, frames: frames, done: make(chan struct{})}
 	first, err := s.next(ctx, 15*time.Second)
 	if err != nil {
 		s.Close()
@@ -90,6 +90,9 @@ func (p *Provider) openSession(ctx context.Context, device string, req *bridge.L
 
 // session reads a device's frames in order and grants credit as it goes.
 type session struct {
+	// ctx is the kubelet API request's: when the client goes away, a Read
+	// waiting for the device returns and the session is cancelled.
+	ctx    context.Context
 	p      *Provider
 	device string
 	id     string
@@ -158,7 +161,7 @@ func (s *session) Read(b []byte) (int, error) {
 		if s.eof {
 			return 0, io.EOF
 		}
-		data, err := s.next(context.Background(), 0)
+		data, err := s.next(s.ctx, 0)
 		if err != nil {
 			return 0, err
 		}

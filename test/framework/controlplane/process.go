@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -61,20 +62,29 @@ func startProcess(log *slog.Logger, name, bin string, args []string, logPath str
 		// leaving it orphaned on its ports.
 		Pdeathsig: syscall.SIGKILL,
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", name, err)
-	}
 	p := &process{
 		name:    name,
 		logPath: logPath,
 		cmd:     cmd,
-		log:     log.With("process", name, "pid", cmd.Process.Pid),
 		done:    make(chan struct{}),
 	}
+	// Pdeathsig fires when the OS thread that started the child ends; start
+	// and wait on a thread locked for the child's life (see devcluster).
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the child
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		p.waitErr = cmd.Wait()
 		close(p.done)
 	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p.log = log.With("process", name, "pid", cmd.Process.Pid)
 	p.log.Debug("process started", "log", logPath)
 	return p, nil
 }

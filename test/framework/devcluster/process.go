@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -36,14 +37,25 @@ func StartProcess(name, logPath string, env []string, bin string, args ...string
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", name, err)
-	}
 	p := &Process{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{})}
+	// Pdeathsig fires when the OS *thread* that started the child ends, and
+	// Go ends a thread whenever a goroutine locked to it returns — a thread
+	// that started a child earlier may be locked later by someone else. So
+	// start and wait on a thread locked for as long as the child lives.
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the child
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		p.err = cmd.Wait()
 		close(p.done)
 	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
 	return p, nil
 }
 
