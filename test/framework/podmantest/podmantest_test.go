@@ -88,6 +88,9 @@ func TestStopTwice(t *testing.T) {
 	if _, err := os.Stat(svc.Socket); !os.IsNotExist(err) {
 		t.Errorf("socket %s still exists after Stop: %v", svc.Socket, err)
 	}
+	if err := Reset(context.Background(), svc.Conf); err != nil {
+		t.Errorf("Reset: %v", err)
+	}
 }
 
 func TestMain(m *testing.M) {
