@@ -230,8 +230,13 @@ func Reset(ctx context.Context, conf string) error {
 			}
 		}
 	}
-	// The overlay driver mounts its directory onto itself.
-	_ = syscall.Unmount(filepath.Join(graph, "overlay"), syscall.MNT_DETACH)
+	// The overlay driver mounts its directory onto itself, once per podman
+	// process that opened the storage.
+	for range 16 {
+		if syscall.Unmount(filepath.Join(graph, "overlay"), syscall.MNT_DETACH) != nil {
+			break
+		}
+	}
 	return err
 }
 
