@@ -480,10 +480,13 @@ func natsStoreKey(ctx context.Context, cfg Config, log *slog.Logger) (string, er
 	}
 	secrets := cfg.Client.CoreV1().Secrets(cfg.TokenNamespace)
 	s, err := secrets.Get(ctx, StoreKeySecret, metav1.GetOptions{})
-	if err == nil && len(s.Data["key"]) >= 16 {
+	if err == nil {
+		if len(s.Data["key"]) < 16 {
+			return "", fmt.Errorf("secret %s/%s: key \"key\" holds fewer than 16 bytes", cfg.TokenNamespace, StoreKeySecret)
+		}
 		return string(s.Data["key"]), nil
 	}
-	if err != nil && !apierrors.IsNotFound(err) {
+	if !apierrors.IsNotFound(err) {
 		return "", fmt.Errorf("reading the nats store key secret: %w", err)
 	}
 	raw := make([]byte, 32)
