@@ -86,12 +86,23 @@ func run(ctx context.Context, dir string, keep bool) error {
 		}
 	}
 	fmt.Println("\n$ curl http://127.0.0.1:18080/   # served by the container on pi-kitchen")
-	if resp, err := http.Get("http://127.0.0.1:18080/"); err == nil {
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		fmt.Print(string(body))
-	} else {
+	// Running is not listening yet: give httpd a moment.
+	var body []byte
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		var resp *http.Response
+		if resp, err = http.Get("http://127.0.0.1:18080/"); err == nil {
+			body, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond) // polling with a deadline
+	}
+	if err != nil {
 		fmt.Println("error:", err)
+	} else {
+		fmt.Print(string(body))
 	}
 	// The log comes from the device over NATS, through vk-fleet's kubelet API.
 	if err := step("logs", "daemonset/kitchen-web"); err != nil {
