@@ -112,13 +112,17 @@ func TestLostLocalStoreKeepsContainers(t *testing.T) {
 	}
 
 	// No NATS: an agent with an empty store and a runtime full of pods.
+	listed := rt.Listed()
 	startAgent(t, "nats://127.0.0.1:1", "dev-a", state, rt)
-	deadline := time.Now().Add(3 * time.Second) // several reconcile passes (ResyncInterval 1s)
-	for time.Now().Before(deadline) {
-		if !podUIDs(t, rt)["u1"] {
+	// Three reconcile passes (each lists the runtime) without a removal.
+	poll(t, 10*time.Second, "three reconcile passes", func() bool {
+		if !rt.Has("u1") {
 			t.Fatal("an agent with a lost store removed a running pod")
 		}
-		time.Sleep(100 * time.Millisecond)
+		return rt.Listed() >= listed+3
+	})
+	if !rt.Has("u1") {
+		t.Fatal("an agent with a lost store removed a running pod")
 	}
 
 	startAgent(t, f.srv.ClientURL(), "dev-a", t.TempDir(), rt) // second agent, fresh store, reaches NATS

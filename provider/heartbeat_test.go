@@ -48,13 +48,33 @@ func TestAStuckNodeDoesNotStopHeartbeats(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	t.Cleanup(cancel)
 
+	// The stuck device's first NodeController run fails to create its Node.
+	p.handleHeartbeat(ctx, heartbeat(t, "dev-stuck", 1))
+	attempted := func() bool {
+		for _, a := range cs.Actions() {
+			if c, ok := a.(k8stesting.CreateAction); ok && a.GetResource().Resource == "nodes" {
+				if n, ok := c.GetObject().(*corev1.Node); ok && n.Name == "dev-stuck" {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for deadline := time.After(10 * time.Second); !attempted(); {
+		select {
+		case <-deadline:
+			t.Fatal("the stuck device's Node was never attempted")
+		case <-tick.C:
+		}
+	}
 	handled := make(chan struct{})
 	go func() {
 		defer close(handled)
 		// Each heartbeat changes the inventory, so each pushes the Node.
-		for i := 1; i <= 20; i++ {
+		for i := 2; i <= 20; i++ {
 			p.handleHeartbeat(ctx, heartbeat(t, "dev-stuck", i))
-			time.Sleep(10 * time.Millisecond) // let the failing run end between heartbeats
 			p.handleHeartbeat(ctx, heartbeat(t, "dev-ok", i))
 		}
 	}()

@@ -2,6 +2,7 @@ package sharding
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -39,13 +40,9 @@ func startSharder(t *testing.T, cs *fake.Clientset) (*Sharder, *natsd.Server, *a
 	done := make(chan struct{})
 	go func() { defer close(done); s.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	deadline := time.Now().Add(10 * time.Second)
-	for len(s.OwnedSlots()) != 8 {
-		if time.Now().After(deadline) {
-			t.Fatalf("owned slots = %v, want all 8", s.OwnedSlots())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, 10*time.Second, func() bool { return len(s.OwnedSlots()) == 8 }, func() string {
+		return fmt.Sprintf("owned slots = %v, want all 8", s.OwnedSlots())
+	})
 	return s, srv, changes
 }
 
@@ -65,12 +62,20 @@ func TestClaimsOutliveAHangingAPIServer(t *testing.T) {
 	t.Cleanup(func() { close(block) }) // runs before the sharder's own clean-up
 	hang.Store(true)
 	// Longer than the claims live: only renewals keep them.
-	end := time.Now().Add(3 * time.Second)
-	for time.Now().Before(end) {
+	// Longer than the claims live: after ClaimTTL only renewals can keep
+	// them, so the condition must hold all through the window.
+	window := time.After(3 * time.Second)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
 		if len(s.OwnedSlots()) != 8 || !s.Owns("any-device") {
 			t.Fatalf("slots lost while the API server hangs: %v", s.OwnedSlots())
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-window:
+			return
+		case <-tick.C:
+		}
 	}
 }
 
@@ -80,11 +85,23 @@ func TestUnrenewedClaimsAreGivenUpWithNotice(t *testing.T) {
 	s, srv, changes := startSharder(t, fake.NewClientset())
 	before := changes.Load()
 	srv.Shutdown()
-	deadline := time.Now().Add(2 * time.Second) // ClaimTTL: by then another replica may claim
-	for len(s.OwnedSlots()) != 0 || changes.Load() == before {
-		if time.Now().After(deadline) {
-			t.Fatalf("after NATS went away: owned %v, OnChange calls %d → %d", s.OwnedSlots(), before, changes.Load())
+	// Within ClaimTTL: by then another replica may claim the slots.
+	waitFor(t, 2*time.Second, func() bool { return len(s.OwnedSlots()) == 0 && changes.Load() != before }, func() string {
+		return fmt.Sprintf("after NATS went away: owned %v, OnChange calls %d → %d", s.OwnedSlots(), before, changes.Load())
+	})
+}
+
+// waitFor polls cond until it holds, failing t with what() after timeout.
+func waitFor(t *testing.T, timeout time.Duration, cond func() bool, what func() string) {
+	t.Helper()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(timeout)
+	for !cond() {
+		select {
+		case <-deadline:
+			t.Fatal(what())
+		case <-tick.C:
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -36,6 +36,7 @@ type Runtime struct {
 	subs    []chan nodeagent.Event
 	nextID  atomic.Uint64
 	created atomic.Int64
+	listed  atomic.Int64
 	down    bool
 }
 
@@ -68,8 +69,19 @@ func (r *Runtime) check() error {
 // Created counts the pods created so far.
 func (r *Runtime) Created() int64 { return r.created.Load() }
 
+// Has reports whether pod uid exists, without counting as a ListPods call.
+func (r *Runtime) Has(uid string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pods[uid] != nil
+}
+
+// Listed returns how many times ListPods was called.
+func (r *Runtime) Listed() int64 { return r.listed.Load() }
+
 // ListPods returns copies of every pod.
 func (r *Runtime) ListPods(context.Context) ([]nodeagent.PodState, error) {
+	r.listed.Add(1)
 	if err := r.check(); err != nil {
 		return nil, err
 	}

@@ -86,8 +86,10 @@ func TestAForgedStatusChangesNoOtherDevicesPod(t *testing.T) {
 		t.Error("devA wrote a status under devB's key")
 	}
 	// The provider applies statuses within milliseconds; watch for a while.
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	window := time.After(5 * time.Second)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for watching := true; watching; {
 		p, err := cluster.Client.CoreV1().Pods(ns).Get(t.Context(), "victim", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -95,7 +97,11 @@ func TestAForgedStatusChangesNoOtherDevicesPod(t *testing.T) {
 		if p.Status.Phase != corev1.PodRunning || strings.Contains(p.Status.Message, "forged") {
 			t.Fatalf("the forged status reached devB's pod: %s %q", p.Status.Phase, p.Status.Message)
 		}
-		time.Sleep(250 * time.Millisecond)
+		select {
+		case <-window:
+			watching = false
+		case <-tick.C:
+		}
 	}
 	_ = cluster.Client.CoreV1().Pods(ns).Delete(t.Context(), "victim", metav1.DeleteOptions{})
 }
