@@ -377,13 +377,10 @@ func createBucket(ctx context.Context, js jetstream.JetStream, log *slog.Logger,
 	return kv, err
 }
 
-func (p *Provider) openBuckets(ctx context.Context) error {
-	js, err := jetstream.New(p.cfg.NATS)
-	if err != nil {
-		return fmt.Errorf("opening jetstream: %w", err)
-	}
-	p.js = js
-	p.workloads, err = createBucket(ctx, js, p.log, jetstream.KeyValueConfig{
+// bucketConfigs returns the configurations of the workloads and status
+// buckets.
+func (p *Provider) bucketConfigs() (workloads, status jetstream.KeyValueConfig) {
+	workloads = jetstream.KeyValueConfig{
 		Bucket:       bridge.WorkloadsBucket,
 		Description:  "vk-fleet desired state: one Workload per <device>.<podUID>",
 		History:      1,
@@ -391,21 +388,26 @@ func (p *Provider) openBuckets(ctx context.Context) error {
 		Replicas:     p.cfg.KVReplicas,
 		MaxValueSize: bridge.MaxMessageBytes,
 		MaxBytes:     workloadsMaxBytes,
-	})
-	if err != nil {
-		return fmt.Errorf("creating bucket %s: %w", bridge.WorkloadsBucket, err)
 	}
-	p.status, err = createBucket(ctx, js, p.log, jetstream.KeyValueConfig{
-		Bucket:       bridge.StatusBucket,
-		Description:  "vk-fleet observed state: one PodStatus per <device>.<podUID>",
-		History:      1,
-		Storage:      jetstream.FileStorage,
-		Replicas:     p.cfg.KVReplicas,
-		MaxValueSize: bridge.MaxMessageBytes,
-		MaxBytes:     statusMaxBytes,
-	})
+	status = workloads
+	status.Bucket = bridge.StatusBucket
+	status.Description = "vk-fleet observed state: one PodStatus per <device>.<podUID>"
+	status.MaxBytes = statusMaxBytes
+	return workloads, status
+}
+
+func (p *Provider) openBuckets(ctx context.Context) error {
+	js, err := jetstream.New(p.cfg.NATS)
 	if err != nil {
-		return fmt.Errorf("creating bucket %s: %w", bridge.StatusBucket, err)
+		return fmt.Errorf("opening jetstream: %w", err)
+	}
+	p.js = js
+	wcfg, scfg := p.bucketConfigs()
+	if p.workloads, err = createBucket(ctx, js, p.log, wcfg); err != nil {
+		return fmt.Errorf("creating bucket %s: %w", wcfg.Bucket, err)
+	}
+	if p.status, err = createBucket(ctx, js, p.log, scfg); err != nil {
+		return fmt.Errorf("creating bucket %s: %w", scfg.Bucket, err)
 	}
 	created, err := p.bucketCreated(ctx)
 	if err != nil {
@@ -435,10 +437,8 @@ func (p *Provider) bucketCreated(ctx context.Context) (time.Time, error) {
 // comes back empty, and the provider's memory of what it published would
 // otherwise keep it from publishing again. The status watch starts over.
 func (p *Provider) resync(ctx context.Context) {
-	for _, b := range []jetstream.KeyValueConfig{
-		{Bucket: bridge.WorkloadsBucket, History: 1, Storage: jetstream.FileStorage, Replicas: p.cfg.KVReplicas, MaxValueSize: bridge.MaxMessageBytes, MaxBytes: workloadsMaxBytes},
-		{Bucket: bridge.StatusBucket, History: 1, Storage: jetstream.FileStorage, Replicas: p.cfg.KVReplicas, MaxValueSize: bridge.MaxMessageBytes, MaxBytes: statusMaxBytes},
-	} {
+	wcfg, scfg := p.bucketConfigs()
+	for _, b := range []jetstream.KeyValueConfig{wcfg, scfg} {
 		if _, err := createBucket(ctx, p.js, p.log, b); err != nil {
 			p.log.Warn("re-creating bucket after a reconnect", "bucket", b.Bucket, "err", err)
 			return
