@@ -9,11 +9,12 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vk-fleet/vk-fleet/test/framework/childproc"
 )
 
 const (
@@ -68,20 +69,10 @@ func startProcess(log *slog.Logger, name, bin string, args []string, logPath str
 		cmd:     cmd,
 		done:    make(chan struct{}),
 	}
-	// Pdeathsig fires when the OS thread that started the child ends; start
-	// and wait on a thread locked for the child's life (see devcluster).
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the child
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.waitErr = cmd.Wait()
+	if err := childproc.Start(cmd, func(err error) {
+		p.waitErr = err
 		close(p.done)
-	}()
-	if err := <-started; err != nil {
+	}); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	p.log = log.With("process", name, "pid", cmd.Process.Pid)

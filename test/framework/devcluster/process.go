@@ -7,11 +7,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vk-fleet/vk-fleet/test/framework/childproc"
 )
 
 // Process is a child process started by this package.
@@ -38,22 +39,10 @@ func StartProcess(name, logPath string, env []string, bin string, args ...string
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	p := &Process{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{})}
-	// Pdeathsig fires when the OS *thread* that started the child ends, and
-	// Go ends a thread whenever a goroutine locked to it returns — a thread
-	// that started a child earlier may be locked later by someone else. So
-	// start and wait on a thread locked for as long as the child lives.
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the child
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.err = cmd.Wait()
+	if err := childproc.Start(cmd, func(err error) {
+		p.err = err
 		close(p.done)
-	}()
-	if err := <-started; err != nil {
+	}); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	return p, nil

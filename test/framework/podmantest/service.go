@@ -10,12 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vk-fleet/vk-fleet/test/framework/childproc"
 )
 
 // Service is a running `podman system service` listening on a unix socket.
@@ -94,20 +95,10 @@ func StartServiceWithStorage(ctx context.Context, dir, storage string) (*Service
 		cmd:    cmd,
 		done:   make(chan struct{}),
 	}
-	// Pdeathsig fires when the OS thread that started the child ends, so
-	// start and wait on one locked thread that lives as long as the child.
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		s.waitErr = cmd.Wait()
+	if err := childproc.Start(cmd, func(err error) {
+		s.waitErr = err
 		close(s.done)
-	}()
-	if err := <-started; err != nil {
+	}); err != nil {
 		return nil, fmt.Errorf("starting podman system service: %w", err)
 	}
 
