@@ -9,7 +9,7 @@ import (
 // Message is any type this package puts on the wire.
 type Message interface {
 	Heartbeat | Workload | PodStatus | DesiredIndex | EnrollRequest | EnrollResponse |
-		LogRequest | StreamFrame | SessionControl
+		SessionRequest | StreamFrame | SessionControl | StatsReport
 }
 
 // MaxMessageBytes bounds every message on the wire and every value in the

@@ -18,4 +18,10 @@ package bridge
 //   - 4 (2026-11-28): kubelet API sessions: LogRequest on _INBOX_<device>.kubelet,
 //     StreamFrames on vkf.dev.<device>.session.<id>, SessionControl (credit,
 //     cancel, keepalive) on _INBOX_<device>.kubelet.<id>.
-const ProtocolVersion = 4
+//   - 5 (2026-11-28): sessions for exec, attach, port-forward and stats:
+//     SessionRequest (LogRequest renamed, same JSON) with kind, command,
+//     stdin/stdout/stderr/tty and port; StreamFrame gains stream, exit and
+//     credit (the device grants the provider input credit); SessionControl
+//     gains seq, data, eof and resize (the provider's input); error code
+//     Gone for messages of a session the device does not know; StatsReport.
+const ProtocolVersion = 5

@@ -28,7 +28,7 @@ func TestLogSessionsAreFlowControlled(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sub.Unsubscribe() })
-	req, _ := bridge.Encode(&bridge.LogRequest{Session: "s1", PodUID: "u1", Container: "main"})
+	req, _ := bridge.Encode(&bridge.SessionRequest{Session: "s1", PodUID: "u1", Container: "main"})
 	if err := f.nc.Publish(bridge.SessionSubject("dev-a"), req); err != nil {
 		t.Fatal(err)
 	}

@@ -45,7 +45,17 @@ func (p *Provider) ServeKubeletAPI(ctx context.Context, cfg KubeletAPIConfig) er
 		log = p.log
 	}
 	mux := http.NewServeMux()
-	api.AttachPodRoutes(api.PodHandlerConfig{GetContainerLogs: p.GetContainerLogs}, mux, false)
+	api.AttachPodRoutes(api.PodHandlerConfig{
+		GetContainerLogs:      p.GetContainerLogs,
+		RunInContainer:        p.RunInContainer,
+		AttachToContainer:     p.AttachToContainer,
+		PortForward:           p.PortForward,
+		GetPodsFromKubernetes: p.nodePods,
+		GetStatsSummary:       p.GetStatsSummary,
+		GetMetricsResource:    p.GetMetricsResource,
+		StreamIdleTimeout:     4 * time.Hour, // kubelet's default streaming-connection-idle-timeout
+		StreamCreationTimeout: 30 * time.Second,
+	}, mux, false)
 	tlsCfg := cfg.TLS.Clone()
 	if tlsCfg.ClientCAs != nil {
 		tlsCfg.ClientAuth = tls.VerifyClientCertIfGiven
@@ -55,18 +65,36 @@ func (p *Provider) ServeKubeletAPI(ctx context.Context, cfg KubeletAPIConfig) er
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if tc, ok := c.(*tls.Conn); ok {
+				c = tc.NetConn()
+			}
+			if dc, ok := c.(*deviceConn); ok {
+				return context.WithValue(ctx, deviceKey{}, dc.device)
+			}
+			return ctx
+		},
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("kubelet API: %w", err)
+	var shared net.Listener
+	if cfg.Listen != "" {
+		var err error
+		if shared, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return fmt.Errorf("kubelet API: %w", err)
+		}
 	}
+	ports := p.ports
+	if ports == nil {
+		ports = newKubeletPorts("", PortRange{}, log) // the shared port only
+	}
+	defer ports.close()
+	ln := ports.listener(shared)
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	log.Info("serving the kubelet API", "listen", ln.Addr().String())
+	log.Info("serving the kubelet API", "listen", ln.Addr().String(), "nodePorts", fmt.Sprintf("%d-%d", ports.r.First, ports.r.Last))
 	if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("kubelet API: %w", err)
 	}
@@ -87,14 +115,19 @@ func (a *kubeletAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Unauthorized", http.StatusUnauthorized)
 		return
 	}
-	node := a.nodeOf(r.URL.Path)
+	node, ok := a.nodeOf(r)
+	if !ok {
+		http.Error(w, "404 not found: this port serves another Node", http.StatusNotFound)
+		return
+	}
 	verb := "get"
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		verb = "create"
 	}
+	sub := subresource(r.URL.Path)
 	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
 		User: user, Groups: groups,
-		ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: verb, Group: "", Version: "v1", Resource: "nodes", Subresource: "proxy", Name: node},
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: verb, Group: "", Version: "v1", Resource: "nodes", Subresource: sub, Name: node},
 	}}
 	res, err := a.client.AuthorizationV1().SubjectAccessReviews().Create(r.Context(), sar, metav1.CreateOptions{})
 	if err != nil {
@@ -104,7 +137,7 @@ func (a *kubeletAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !res.Status.Allowed {
 		a.log.Info("kubelet API: forbidden", "user", user, "node", node, "path", r.URL.Path)
-		http.Error(w, fmt.Sprintf("Forbidden (user=%s, verb=%s, resource=nodes, subresource=proxy)", user, verb), http.StatusForbidden)
+		http.Error(w, fmt.Sprintf("Forbidden (user=%s, verb=%s, resource=nodes, subresource=%s)", user, verb, sub), http.StatusForbidden)
 		return
 	}
 	a.next.ServeHTTP(w, r)
@@ -129,18 +162,43 @@ func (a *kubeletAuth) authenticate(r *http.Request) (string, []string, bool) {
 	return tr.Status.User.Username, tr.Status.User.Groups, true
 }
 
-// nodeOf returns the Node a request concerns: the Node of the pod in a
-// /<route>/<namespace>/<pod>/… path, or "" (which only a caller allowed
-// nodes/proxy on every Node passes).
-func (a *kubeletAuth) nodeOf(path string) string {
-	parts := strings.Split(strings.Trim(path, "/"), "/")
-	if len(parts) < 3 {
-		return ""
+// subresource is the nodes subresource a kubelet authorizes path with.
+func subresource(path string) string {
+	switch {
+	case strings.HasPrefix(path, "/stats/"), path == "/stats":
+		return "stats"
+	case strings.HasPrefix(path, "/metrics"):
+		return "metrics"
+	case strings.HasPrefix(path, "/logs/"):
+		return "log"
 	}
-	a.p.mu.Lock()
-	defer a.p.mu.Unlock()
-	if ent := a.p.pods.byKey[podKey(parts[1], parts[2])]; ent != nil && ent.pod != nil {
-		return ent.pod.Spec.NodeName
+	return "proxy"
+}
+
+// nodeOf returns the Node a request concerns: the device whose port it
+// came in on, or, on the shared port, the Node of the pod in a
+// /<route>/<namespace>/<pod>/… path ("" when it names none, which only a
+// caller allowed on every Node passes). false: the pod runs on another
+// Node than the port's.
+func (a *kubeletAuth) nodeOf(r *http.Request) (string, bool) {
+	dev := connDevice(r.Context())
+	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	podNode := ""
+	if len(parts) >= 3 {
+		switch parts[0] {
+		case "containerLogs", "exec", "attach", "portForward", "run":
+			a.p.mu.Lock()
+			if ent := a.p.pods.byKey[podKey(parts[1], parts[2])]; ent != nil && ent.pod != nil {
+				podNode = ent.pod.Spec.NodeName
+			}
+			a.p.mu.Unlock()
+			if dev != "" && podNode != "" && podNode != dev {
+				return "", false
+			}
+		}
 	}
-	return ""
+	if dev != "" {
+		return dev, true
+	}
+	return podNode, true
 }

@@ -178,7 +178,7 @@ func (p *Provider) buildNode(name string, hb *bridge.Heartbeat) *corev1.Node {
 				{Type: corev1.NodeInternalIP, Address: p.cfg.NodeAddress},
 			},
 			DaemonEndpoints: corev1.NodeDaemonEndpoints{
-				KubeletEndpoint: corev1.DaemonEndpoint{Port: p.cfg.KubeletPort},
+				KubeletEndpoint: corev1.DaemonEndpoint{Port: p.kubeletPort(name)},
 			},
 			NodeInfo: corev1.NodeSystemInfo{
 				MachineID:               inv.MachineID,
@@ -194,4 +194,15 @@ func (p *Provider) buildNode(name string, hb *bridge.Heartbeat) *corev1.Node {
 		},
 	}
 	return n
+}
+
+// kubeletPort is the kubelet port advertised on device's Node: its own,
+// or the shared one.
+func (p *Provider) kubeletPort(device string) int32 {
+	if p.ports != nil {
+		if port, ok := p.ports.port(device); ok {
+			return int32(port)
+		}
+	}
+	return p.cfg.KubeletPort
 }

@@ -47,8 +47,15 @@ type Config struct {
 	// server reaches the kubelet API this process serves for its devices
 	// (ServeKubeletAPI).
 	NodeAddress string
-	// KubeletPort is the port of that API, advertised on every Node.
+	// KubeletPort is the port of that API, advertised on every Node
+	// that has no port of its own.
 	KubeletPort int32
+	// KubeletPorts, if set, gives every device Node a kubelet port of its
+	// own from this range, bound on KubeletHost, so that the routes that
+	// name no pod (/stats/summary, /metrics/resource) know their Node.
+	// Served by ServeKubeletAPI.
+	KubeletPorts PortRange
+	KubeletHost  string
 	// Version is reported as each Node's kubeletVersion.
 	Version string
 	// HeartbeatTimeout is how long a device may be silent before its Node
@@ -154,6 +161,12 @@ type Provider struct {
 	// reshard signals that owned devices changed: the pod controller is
 	// rebuilt so that it picks up the pods of devices gained.
 	reshard chan struct{}
+	// ports holds the devices' own kubelet ports; nil without KubeletPorts.
+	ports *kubeletPorts
+	// cpuPrev holds the last CPU sample of each device and container, for
+	// the usage rates of /stats/summary.
+	cpuMu   sync.Mutex
+	cpuPrev map[string]cpuSample
 }
 
 // New returns a Provider for cfg.
@@ -162,7 +175,7 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.Client == nil || cfg.NATS == nil || cfg.Registry == nil {
 		return nil, errors.New("kubernetes client, nats connection and device registry are required")
 	}
-	return &Provider{
+	p := &Provider{
 		cfg:     cfg,
 		log:     cfg.Logger,
 		devices: map[string]*device{},
@@ -174,7 +187,19 @@ func New(cfg Config) (*Provider, error) {
 		indexKick:    make(chan struct{}, 1),
 
 		statusRewatch: make(chan struct{}, 1),
-	}, nil
+		cpuPrev:       map[string]cpuSample{},
+	}
+	if cfg.KubeletPorts.Size() > 0 {
+		p.ports = newKubeletPorts(cfg.KubeletHost, cfg.KubeletPorts, cfg.Logger)
+	}
+	return p, nil
+}
+
+// releasePort gives up device's own kubelet port.
+func (p *Provider) releasePort(device string) {
+	if p.ports != nil {
+		p.ports.release(device)
+	}
 }
 
 // Ready is closed once the provider serves pods.
@@ -331,6 +356,7 @@ func (p *Provider) ownershipChanged() {
 		if !p.owns(name) {
 			lost = append(lost, d)
 			delete(p.devices, name)
+			p.releasePort(name)
 		}
 	}
 	p.mu.Unlock()
@@ -629,6 +655,7 @@ func (p *Provider) revoke(ctx context.Context, name string) {
 	p.mu.Lock()
 	d := p.devices[name]
 	delete(p.devices, name)
+	p.releasePort(name)
 	var keys []string
 	for k := range p.pods.desired {
 		if dev, _, ok := bridge.SplitPodKey(k); ok && dev == name {

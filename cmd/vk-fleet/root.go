@@ -51,6 +51,7 @@ type options struct {
 	NodeAddress       string
 	KubeletPort       int32
 	KubeletListen     string
+	KubeletPortRange  string
 	KubeletCertFile   string
 	KubeletKeyFile    string
 	KubeletClientCA   string
@@ -73,6 +74,7 @@ func defaultOptions() *options {
 		TokenNamespace:   registry.DefaultTokenNamespace,
 		DeviceTTL:        time.Hour,
 		KubeletPort:      10250,
+		KubeletPortRange: "10251-20250",
 		HeartbeatTimeout: 20 * time.Second,
 		LeaseDuration:    40 * time.Second,
 		PingInterval:     5 * time.Second,
@@ -108,6 +110,7 @@ func (o *options) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&o.NodeAddress, "node-address", o.NodeAddress, "InternalIP of the device Nodes: where the API server reaches this process (default: this host's address)")
 	fs.Int32Var(&o.KubeletPort, "kubelet-port", o.KubeletPort, "port of the kubelet API advertised on device Nodes")
 	fs.StringVar(&o.KubeletListen, "kubelet-listen", o.KubeletListen, "host:port of the kubelet API (kubectl logs) served for the devices (default :<kubelet-port>; \"off\" serves none)")
+	fs.StringVar(&o.KubeletPortRange, "kubelet-port-range", o.KubeletPortRange, "ports, one per device Node, for the kubelet routes that name no pod (/stats/summary, /metrics/resource: kubectl top); bound on --kubelet-listen's host; \"off\" advertises --kubelet-port on every Node")
 	fs.StringVar(&o.KubeletCertFile, "kubelet-tls-cert", o.KubeletCertFile, "serving certificate of the kubelet API (default: self-signed for --node-address)")
 	fs.StringVar(&o.KubeletKeyFile, "kubelet-tls-key", o.KubeletKeyFile, "key of --kubelet-tls-cert")
 	fs.StringVar(&o.KubeletClientCA, "kubelet-client-ca-file", o.KubeletClientCA, "CA of the API server's kubelet client certificate (default: the in-cluster service account CA)")
@@ -209,6 +212,17 @@ func (o *options) Run(ctx context.Context) error {
 			listen = fmt.Sprintf(":%d", o.KubeletPort)
 		}
 		cfg.Kubelet = &app.Kubelet{Listen: listen, CertFile: o.KubeletCertFile, KeyFile: o.KubeletKeyFile, ClientCAFile: o.KubeletClientCA}
+		if o.KubeletPortRange != "off" {
+			r, err := provider.ParsePortRange(o.KubeletPortRange)
+			if err != nil {
+				return fmt.Errorf("--kubelet-port-range: %w", err)
+			}
+			host, _, err := net.SplitHostPort(listen)
+			if err != nil {
+				return fmt.Errorf("--kubelet-listen: %w", err)
+			}
+			cfg.Provider.KubeletPorts, cfg.Provider.KubeletHost = r, host
+		}
 	}
 	cfg.ReplicaID, cfg.ReplicaNamespace = o.ReplicaID, o.TokenNamespace
 	cfg.ServiceNKeys = map[string]string{}
