@@ -8,7 +8,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -250,4 +252,85 @@ func (r *Runtime) ContainerLogs(_ context.Context, podUID, container string, _ n
 		}
 	}
 	return nil, fmt.Errorf("%w: %s/%s", nodeagent.ErrNoContainer, podUID, container)
+}
+
+var (
+	_ nodeagent.Execer      = (*Runtime)(nil)
+	_ nodeagent.PodDialer   = (*Runtime)(nil)
+	_ nodeagent.StatsReader = (*Runtime)(nil)
+)
+
+func (r *Runtime) hasContainer(podUID, container string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.pods[podUID]; p != nil {
+		for _, c := range p.Containers {
+			if c.Name == container {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Exec simulates a few commands: "cat" copies stdin to stdout, "exit N"
+// exits with N, anything else prints its arguments, as echo does.
+func (r *Runtime) Exec(ctx context.Context, podUID, container string, cmd []string, sio nodeagent.StreamIO) (int, error) {
+	if !r.hasContainer(podUID, container) {
+		return 0, fmt.Errorf("%w: %s/%s", nodeagent.ErrNoContainer, podUID, container)
+	}
+	switch {
+	case len(cmd) == 1 && cmd[0] == "cat":
+		if sio.Stdin == nil || sio.Stdout == nil {
+			return 0, nil
+		}
+		_, err := io.Copy(sio.Stdout, sio.Stdin)
+		return 0, err
+	case len(cmd) == 2 && cmd[0] == "exit":
+		var code int
+		_, err := fmt.Sscan(cmd[1], &code)
+		return code, err
+	}
+	if sio.Stdout != nil {
+		_, err := io.WriteString(sio.Stdout, strings.Join(cmd[1:], " ")+"\n")
+		return 0, err
+	}
+	return 0, nil
+}
+
+// DialPod connects to an echo server: what is written comes back.
+func (r *Runtime) DialPod(_ context.Context, podUID string, port int32) (net.Conn, error) {
+	if !r.Has(podUID) {
+		return nil, fmt.Errorf("%w: pod %s", nodeagent.ErrNoContainer, podUID)
+	}
+	client, server := net.Pipe()
+	go func() {
+		defer server.Close()
+		_, _ = io.Copy(server, server)
+	}()
+	return client, nil
+}
+
+// PodStats reports every container as having used one millisecond of CPU
+// per second since it started, and 8 MiB of memory.
+func (r *Runtime) PodStats(context.Context) ([]nodeagent.PodStats, error) {
+	if err := r.check(); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	var out []nodeagent.PodStats
+	for _, p := range r.pods {
+		ps := nodeagent.PodStats{UID: p.UID, Namespace: p.Namespace, Name: p.Name}
+		for _, c := range p.Containers {
+			if c.State != nodeagent.ContainerRunning {
+				continue
+			}
+			ps.Containers = append(ps.Containers, nodeagent.ContainerStats{Name: c.Name, StartedAt: c.StartedAt, Time: now,
+				CPUNanos: uint64(now.Sub(c.StartedAt) / time.Second * time.Millisecond), MemoryWorkingSetBytes: 8 << 20, MemoryUsageBytes: 8 << 20})
+		}
+		out = append(out, ps)
+	}
+	return out, nil
 }

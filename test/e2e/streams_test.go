@@ -1,0 +1,271 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/remotecommand"
+
+	"github.com/vk-fleet/vk-fleet/test/framework/controlplane"
+)
+
+// kubectl runs the cached kubectl against the shared cluster with stdin,
+// returning stdout, stderr and its exit code.
+func kubectl(t *testing.T, ctx context.Context, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	bin, err := controlplane.BinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "kubectl"), append([]string{"--kubeconfig=" + cluster.CP.Kubeconfig}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("kubectl %v: %v", args, err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+// kubectl exec through the real API server: output, stderr, stdin and the
+// command's exit code reach the client.
+func TestKubectlExec(t *testing.T) {
+	needCluster(t)
+	t.Parallel()
+	ns := createNamespace(t, "exec")
+	if _, err := cluster.Client.CoreV1().Pods(ns).Create(t.Context(), sleeper(ns, "shell", devA), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, ns, "shell")
+	ctx := t.Context()
+	if out, errOut, code := kubectl(t, ctx, "", "exec", "-n", ns, "shell", "--", "echo", "hi"); out != "hi\n" || code != 0 {
+		t.Errorf("kubectl exec echo hi: %q (stderr %q), exit %d", out, errOut, code)
+	}
+	if _, errOut, code := kubectl(t, ctx, "", "exec", "-n", ns, "shell", "--", "sh", "-c", "exit 7"); code != 7 {
+		t.Errorf("kubectl exec sh -c 'exit 7': exit %d (stderr %q), want 7", code, errOut)
+	}
+	if out, errOut, code := kubectl(t, ctx, "", "exec", "-n", ns, "shell", "--", "sh", "-c", "echo out; echo err >&2"); out != "out\n" || !strings.Contains(errOut, "err") || code != 0 {
+		t.Errorf("kubectl exec with stderr: stdout %q, stderr %q, exit %d", out, errOut, code)
+	}
+	in := strings.Repeat("0123456789", 20000) + "\n" // 200 kB: several frames and credit grants
+	if out, errOut, code := kubectl(t, ctx, in, "exec", "-i", "-n", ns, "shell", "--", "cat"); out != in || code != 0 {
+		t.Errorf("kubectl exec -i cat: %d bytes back of %d (stderr %q), exit %d", len(out), len(in), errOut, code)
+	}
+	if _, errOut, code := kubectl(t, ctx, "", "exec", "-n", ns, "shell", "-c", "nosuch", "--", "true"); code == 0 {
+		t.Errorf("kubectl exec -c nosuch succeeded (stderr %q)", errOut)
+	}
+	if _, errOut, code := kubectl(t, ctx, "", "exec", "-n", ns, "shell", "--", "/no/such/binary"); code == 0 {
+		t.Errorf("kubectl exec of a missing binary succeeded (stderr %q)", errOut)
+	}
+}
+
+// sizeQueue hands remotecommand one terminal size.
+type sizeQueue struct{ sizes chan remotecommand.TerminalSize }
+
+func (q *sizeQueue) Next() *remotecommand.TerminalSize {
+	s, ok := <-q.sizes
+	if !ok {
+		return nil
+	}
+	return &s
+}
+
+// Exec with a TTY, over both transports the API server's clients use
+// (WebSocket, as kubectl 1.37 does, and SPDY): the terminal has the size
+// the client set, and the exit code comes back.
+func TestExecWithTTYOverWebSocketAndSPDY(t *testing.T) {
+	needCluster(t)
+	t.Parallel()
+	ns := createNamespace(t, "tty")
+	if _, err := cluster.Client.CoreV1().Pods(ns).Create(t.Context(), sleeper(ns, "term", devB), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, ns, "term")
+	for _, transport := range []string{"websocket", "spdy"} {
+		t.Run(transport, func(t *testing.T) {
+			req := cluster.Client.CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name("term").SubResource("exec").
+				VersionedParams(&corev1.PodExecOptions{Container: "main", Command: []string{"sh", "-c", "stty size; exit 3"}, Stdin: true, Stdout: true, TTY: true}, scheme.ParameterCodec)
+			var (
+				ex  remotecommand.Executor
+				err error
+			)
+			if transport == "websocket" {
+				ex, err = remotecommand.NewWebSocketExecutor(cluster.CP.RESTConfig, "GET", req.URL().String())
+			} else {
+				ex, err = remotecommand.NewSPDYExecutor(cluster.CP.RESTConfig, "POST", req.URL())
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := &sizeQueue{sizes: make(chan remotecommand.TerminalSize, 1)}
+			q.sizes <- remotecommand.TerminalSize{Width: 100, Height: 40}
+			defer close(q.sizes)
+			stdinR, stdinW := io.Pipe()
+			defer stdinW.Close()
+			var out bytes.Buffer
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: stdinR, Stdout: &out, Tty: true, TerminalSizeQueue: q})
+			var ce interface{ ExitStatus() int }
+			if !errors.As(err, &ce) || ce.ExitStatus() != 3 {
+				t.Errorf("exit: %v, want code 3", err)
+			}
+			if got := strings.TrimSpace(out.String()); got != "40 100" {
+				t.Errorf("stty size in the TTY = %q, want \"40 100\"", got)
+			}
+		})
+	}
+}
+
+// kubectl port-forward to a port that is published nowhere: concurrent
+// connections each get the whole file, intact.
+func TestKubectlPortForward(t *testing.T) {
+	needCluster(t)
+	t.Parallel()
+	ns := createNamespace(t, "pf")
+	pod := sleeper(ns, "web", devA)
+	pod.Spec.Containers[0].Command = []string{"sh", "-c",
+		"mkdir -p /www && dd if=/dev/urandom of=/www/big bs=1048576 count=16 2>/dev/null && sha256sum /www/big | cut -d' ' -f1 > /www/big.sha && echo ready && exec httpd -f -p 8080 -h /www"}
+	if _, err := cluster.Client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, ns, "web")
+	bin, err := controlplane.BinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	pf := exec.CommandContext(ctx, filepath.Join(bin, "kubectl"), "--kubeconfig="+cluster.CP.Kubeconfig, "port-forward", "-n", ns, "pod/web", ":8080")
+	stdout, err := pf.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	pf.Stderr = &stderr
+	if err := pf.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = pf.Wait() }()
+	sc := bufio.NewScanner(stdout)
+	re := regexp.MustCompile(`Forwarding from 127\.0\.0\.1:(\d+)`)
+	port := ""
+	for port == "" && sc.Scan() {
+		if m := re.FindStringSubmatch(sc.Text()); m != nil {
+			port = m[1]
+		}
+	}
+	if port == "" {
+		t.Fatalf("kubectl port-forward printed no port (stderr %q)", stderr.String())
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	base := "http://127.0.0.1:" + port
+	get := func(path string) ([]byte, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+		resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("GET %s: %s", path, resp.Status)
+		}
+		return io.ReadAll(resp.Body)
+	}
+	var want []byte
+	eventually(t, time.Minute, "the file's checksum over the forward", func(context.Context) (bool, string) {
+		b, err := get("/big.sha")
+		if err != nil {
+			return false, err.Error()
+		}
+		want = bytes.TrimSpace(b)
+		return len(want) == 64, string(b)
+	})
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, err := get("/big")
+			if err != nil {
+				errs <- err
+				return
+			}
+			sum := sha256.Sum256(b)
+			if got := hex.EncodeToString(sum[:]); got != string(want) || len(b) != 16<<20 {
+				errs <- fmt.Errorf("got %d bytes with sha256 %s, want %d bytes with %s", len(b), got, 16<<20, want)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// The Node routes that name no pod answer on each Node's own port: the API
+// server's node proxy reaches /stats/summary and /metrics/resource of a
+// device Node, with its pods' real CPU and memory figures from podman.
+func TestNodeStatsThroughTheAPIServer(t *testing.T) {
+	needCluster(t)
+	t.Parallel()
+	ns := createNamespace(t, "stats")
+	pod := sleeper(ns, "burner", devB)
+	pod.Spec.Containers[0].Command = []string{"sh", "-c", "while true; do i=0; while [ $i -lt 5000 ]; do i=$((i+1)); done; sleep 1; done"}
+	if _, err := cluster.Client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, ns, "burner")
+	node, err := cluster.Client.CoreV1().Nodes().Get(t.Context(), devB, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := node.Status.DaemonEndpoints.KubeletEndpoint.Port; int(p) == cluster.KubeletPort {
+		t.Errorf("Node %s advertises the shared kubelet port %d, not one of its own", devB, p)
+	}
+	proxy := func(ctx context.Context, path string) (string, error) {
+		b, err := cluster.Client.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes/" + devB + "/proxy" + path).DoRaw(ctx)
+		return string(b), err
+	}
+	eventually(t, time.Minute, "the burner's CPU in /stats/summary", func(ctx context.Context) (bool, string) {
+		out, err := proxy(ctx, "/stats/summary")
+		if err != nil {
+			return false, err.Error()
+		}
+		return strings.Contains(out, `"nodeName":"`+devB+`"`) && strings.Contains(out, `"name":"burner"`) &&
+			regexp.MustCompile(`"usageNanoCores":[1-9]`).MatchString(out), out
+	})
+	eventually(t, time.Minute, "the burner in /metrics/resource", func(ctx context.Context) (bool, string) {
+		out, err := proxy(ctx, "/metrics/resource")
+		if err != nil {
+			return false, err.Error()
+		}
+		return strings.Contains(out, `container_cpu_usage_seconds_total{container="main",namespace="`+ns+`",pod="burner"}`) &&
+			strings.Contains(out, "node_memory_working_set_bytes"), out
+	})
+	_ = cluster.Client.CoreV1().Pods(ns).Delete(t.Context(), "burner", metav1.DeleteOptions{})
+}
