@@ -82,7 +82,9 @@ func TestKubectlExec(t *testing.T) {
 }
 
 // sizeQueue hands remotecommand one terminal size.
-type sizeQueue struct{ sizes chan remotecommand.TerminalSize }
+type sizeQueue struct {
+	sizes chan remotecommand.TerminalSize
+}
 
 func (q *sizeQueue) Next() *remotecommand.TerminalSize {
 	s, ok := <-q.sizes
