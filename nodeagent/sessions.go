@@ -23,9 +23,14 @@ type LogReader interface {
 type LogOptions struct {
 	Follow     bool
 	TailLines  *int64
-	SinceTime  *time.Time
+	SinceTime *time.Time
+	// UntilTime, when set, ends the log there.
+	UntilTime  *time.Time
 	Timestamps bool
-	Previous   bool
+	// Previous asks for the run before the last restart. The agent turns
+	// it into SinceTime and UntilTime, as podman keeps one log across a
+	// container's restarts in place; runtimes see it false.
+	Previous bool
 }
 
 // Errors of the session interfaces (LogReader, Execer, …), sent to the
@@ -354,9 +359,11 @@ func (a *Agent) serveLogs(s *session, req *bridge.SessionRequest) error {
 	if !ok {
 		return fmt.Errorf("%w: this runtime keeps no logs", ErrUnsupported)
 	}
-	rc, err := lr.ContainerLogs(s.ctx, req.PodUID, req.Container, LogOptions{
-		Follow: req.Follow, TailLines: req.TailLines, SinceTime: req.SinceTime, Timestamps: req.Timestamps, Previous: req.Previous,
-	})
+	opts, err := a.logRun(req)
+	if err != nil {
+		return err
+	}
+	rc, err := lr.ContainerLogs(s.ctx, req.PodUID, req.Container, opts)
 	if err != nil {
 		return err
 	}
@@ -372,6 +379,33 @@ func (a *Agent) serveLogs(s *session, req *bridge.SessionRequest) error {
 		return err
 	}
 	return s.send(&bridge.StreamFrame{EOF: true})
+}
+
+// logRun selects the run of the container a log request is for: the
+// current one (after the previous run finished), or with Previous the one
+// before the last restart, from the times the agent recorded.
+func (a *Agent) logRun(req *bridge.SessionRequest) (LogOptions, error) {
+	opts := LogOptions{Follow: req.Follow, TailLines: req.TailLines, SinceTime: req.SinceTime, Timestamps: req.Timestamps}
+	rec, _ := a.store.Get(req.PodUID)
+	term := rec.LastTermination[req.Container]
+	after := func(t *time.Time) {
+		if t != nil && (opts.SinceTime == nil || t.After(*opts.SinceTime)) {
+			opts.SinceTime = t
+		}
+	}
+	if req.Previous {
+		if term == nil || term.StartedAt == nil || term.FinishedAt == nil {
+			return opts, fmt.Errorf("%w: previous terminated container %q in pod %q not found", ErrNoContainer, req.Container, rec.Workload.Name)
+		}
+		after(term.StartedAt)
+		opts.UntilTime = term.FinishedAt
+		opts.Follow = false
+		return opts, nil
+	}
+	if term != nil {
+		after(term.FinishedAt)
+	}
+	return opts, nil
 }
 
 // serveExec runs a command in a container (exec) or joins its main process

@@ -47,6 +47,9 @@ func (r *Runtime) ContainerLogs(ctx context.Context, podUID, container string, o
 	if opts.SinceTime != nil {
 		o = o.WithSince(opts.SinceTime.UTC().Format(time.RFC3339Nano))
 	}
+	if opts.UntilTime != nil {
+		o = o.WithUntil(opts.UntilTime.UTC().Format(time.RFC3339Nano))
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	pr, pw := io.Pipe()
 	lines := make(chan string, 64)

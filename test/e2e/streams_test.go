@@ -271,3 +271,42 @@ func TestNodeStatsThroughTheAPIServer(t *testing.T) {
 	})
 	_ = cluster.Client.CoreV1().Pods(ns).Delete(t.Context(), "burner", metav1.DeleteOptions{})
 }
+
+// kubectl logs --previous shows the run before the last restart, and plain
+// kubectl logs only the current run, as with a kubelet.
+func TestKubectlLogsPrevious(t *testing.T) {
+	needCluster(t)
+	t.Parallel()
+	ns := createNamespace(t, "previous")
+	pod := sleeper(ns, "crasher", devB)
+	pod.Spec.Containers[0].Command = []string{"sh", "-c", "echo run-$(cat /proc/sys/kernel/random/uuid); sleep 2; exit 1"}
+	if _, err := cluster.Client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if _, errOut, code := kubectl(t, ctx, "", "logs", "-n", ns, "crasher", "--previous"); code == 0 {
+		// Before its first restart there is no previous run.
+		p, _ := cluster.Client.CoreV1().Pods(ns).Get(ctx, "crasher", metav1.GetOptions{})
+		if p != nil && len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].RestartCount == 0 {
+			t.Errorf("kubectl logs --previous before any restart succeeded (stderr %q)", errOut)
+		}
+	}
+	eventually(t, 2*time.Minute, "a restarted container that is running again", func(ctx context.Context) (bool, string) {
+		p, err := cluster.Client.CoreV1().Pods(ns).Get(ctx, "crasher", metav1.GetOptions{})
+		if err != nil || len(p.Status.ContainerStatuses) == 0 {
+			return false, fmt.Sprint(err)
+		}
+		cs := p.Status.ContainerStatuses[0]
+		return cs.RestartCount >= 1 && cs.State.Running != nil, fmt.Sprintf("restarts %d, state %+v", cs.RestartCount, cs.State)
+	})
+	var prev, cur string
+	eventually(t, time.Minute, "one run in each log", func(ctx context.Context) (bool, string) {
+		var c1, c2 int
+		prev, _, c1 = kubectl(t, ctx, "", "logs", "-n", ns, "crasher", "--previous")
+		cur, _, c2 = kubectl(t, ctx, "", "logs", "-n", ns, "crasher")
+		return c1 == 0 && c2 == 0 && strings.Count(prev, "run-") == 1 && strings.Count(cur, "run-") == 1, fmt.Sprintf("previous %q, current %q", prev, cur)
+	})
+	if prev == cur {
+		t.Errorf("--previous and the current log are the same run: %q", cur)
+	}
+}
