@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net"
 	"strconv"
@@ -36,7 +37,8 @@ func (r PortRange) Size() int { return r.Last - r.First + 1 }
 // know their Node, as a kubelet's do: the API server and metrics-server
 // reach a Node at its InternalIP (this replica's address) and
 // status.daemonEndpoints.kubeletEndpoint.port. A port is bound when a
-// device is first served and released when it is given up; connections on
+// device is first served (the same one after a restart, when free) and
+// released when it is given up; connections on
 // every port are served by one HTTP server, which learns the device from
 // the connection. 10,000 devices cost 10,000 listening sockets and no
 // goroutine per idle listener beyond its accept loop.
@@ -49,7 +51,6 @@ type kubeletPorts struct {
 	mu       sync.Mutex
 	byDevice map[string]*devicePort
 	used     map[int]bool
-	next     int
 	full     bool
 	done     chan struct{}
 }
@@ -67,7 +68,7 @@ type deviceConn struct {
 
 func newKubeletPorts(host string, r PortRange, log *slog.Logger) *kubeletPorts {
 	return &kubeletPorts{host: host, r: r, log: log, conns: make(chan net.Conn),
-		byDevice: map[string]*devicePort{}, used: map[int]bool{}, next: r.First, done: make(chan struct{})}
+		byDevice: map[string]*devicePort{}, used: map[int]bool{}, done: make(chan struct{})}
 }
 
 // port returns device's port, binding one from the range the first time;
@@ -83,12 +84,13 @@ func (k *kubeletPorts) port(device string) (int, bool) {
 		return 0, false
 	default:
 	}
-	for range k.r.Size() {
-		p := k.next
-		k.next++
-		if k.next > k.r.Last {
-			k.next = k.r.First
-		}
+	// Probe from a point given by the name, so that a device keeps its
+	// port across restarts of vk-fleet as long as the range allows.
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(device))
+	start := int(h.Sum32() % uint32(k.r.Size()))
+	for i := range k.r.Size() {
+		p := k.r.First + (start+i)%k.r.Size()
 		if k.used[p] {
 			continue
 		}
