@@ -34,6 +34,14 @@ vkf_controlplane() {
   export VKF_CONTROLPLANE_BIN
 }
 
+# vkf_metrics_server builds (once) and exports metrics-server, which e2e
+# tests run for `kubectl top` (test/framework/metricsserver).
+vkf_metrics_server() {
+  vkf_log "metrics-server binary (built once from the Go module proxy, then cached)"
+  VKF_METRICS_SERVER_BIN=$("$VKF_ROOT/hack/metrics-server-build.sh")
+  export VKF_METRICS_SERVER_BIN
+}
+
 # vkf_build builds vk-fleet and device-agent into $VKF_ROOT/bin.
 vkf_build() {
   vkf_log "building vk-fleet and device-agent"

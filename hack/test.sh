@@ -8,6 +8,7 @@ cd "$VKF_ROOT"
 
 vkf_install_packages
 vkf_controlplane
+vkf_metrics_server
 vkf_build
 
 export VKF_REQUIRE_PODMAN=1 VKF_REQUIRE_CONTROLPLANE=1 VKF_REQUIRE_E2E=1 VKF_NO_BUILD=1
