@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/containers/podman/v5/pkg/bindings/containers"
+	entities "github.com/containers/podman/v5/pkg/domain/entities/types"
 
 	"github.com/vk-fleet/vk-fleet/nodeagent"
 )
@@ -22,24 +23,14 @@ func (r *Runtime) ContainerLogs(ctx context.Context, podUID, container string, o
 	if opts.Previous {
 		return nil, fmt.Errorf("%w: the log of a previous container instance is not kept on the device", nodeagent.ErrLogUnsupported)
 	}
-	pods, err := r.ListPods(ctx)
+	if err := r.connect(); err != nil {
+		return nil, err
+	}
+	c, err := r.findContainer(ctx, podUID, container)
 	if err != nil {
 		return nil, err
 	}
-	id := ""
-	for _, p := range pods {
-		if p.UID != podUID {
-			continue
-		}
-		for _, c := range p.Containers {
-			if c.Name == container {
-				id = c.ID
-			}
-		}
-	}
-	if id == "" {
-		return nil, fmt.Errorf("%w: container %q of pod %s", nodeagent.ErrNoContainer, container, podUID)
-	}
+	id := c.ID
 	o := new(containers.LogOptions).WithStdout(true).WithStderr(true).WithFollow(opts.Follow).WithTimestamps(opts.Timestamps)
 	if opts.TailLines != nil {
 		o = o.WithTail(strconv.FormatInt(*opts.TailLines, 10))
@@ -75,6 +66,22 @@ func (r *Runtime) ContainerLogs(ctx context.Context, podUID, container string, o
 		pw.Close()
 	}()
 	return &logStream{PipeReader: pr, cancel: cancel}, nil
+}
+
+// findContainer returns the container named container of pod podUID
+// (never an infra container), or an error wrapping nodeagent.ErrNoContainer.
+// Callers have called connect first.
+func (r *Runtime) findContainer(ctx context.Context, podUID, container string) (entities.ListContainer, error) {
+	list, err := r.listContainers(ctx)
+	if err != nil {
+		return entities.ListContainer{}, err
+	}
+	for _, c := range list {
+		if !c.IsInfra && c.Labels[nodeagent.LabelPodUID] == podUID && c.Labels[nodeagent.LabelContainer] == container {
+			return c, nil
+		}
+	}
+	return entities.ListContainer{}, fmt.Errorf("%w: container %q of pod %s", nodeagent.ErrNoContainer, container, podUID)
 }
 
 type logStream struct {
