@@ -21,8 +21,8 @@ type LogReader interface {
 
 // LogOptions select what of a container's log to read.
 type LogOptions struct {
-	Follow     bool
-	TailLines  *int64
+	Follow    bool
+	TailLines *int64
 	SinceTime *time.Time
 	// UntilTime, when set, ends the log there.
 	UntilTime  *time.Time

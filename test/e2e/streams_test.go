@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 
 	"github.com/vk-fleet/vk-fleet/test/framework/controlplane"
+	"github.com/vk-fleet/vk-fleet/test/framework/metricsserver"
 )
 
 // kubectl runs the cached kubectl against the shared cluster with stdin,
@@ -309,4 +310,35 @@ func TestKubectlLogsPrevious(t *testing.T) {
 	if prev == cur {
 		t.Errorf("--previous and the current log are the same run: %q", cur)
 	}
+}
+
+// kubectl top node and kubectl top pod show device Nodes and pods, with the
+// real metrics-server scraping each Node's own kubelet port.
+func TestKubectlTop(t *testing.T) {
+	needCluster(t)
+	t.Parallel()
+	bin, err := metricsserver.BinDir()
+	if err != nil {
+		t.Fatalf("metrics-server: %v", err)
+	}
+	ms, err := metricsserver.Start(t.Context(), metricsserver.Config{ControlPlane: cluster.CP, BinDir: bin})
+	if err != nil {
+		t.Fatalf("starting metrics-server: %v", err)
+	}
+	t.Cleanup(func() { _ = ms.Stop() })
+	ns := createNamespace(t, "top")
+	pod := sleeper(ns, "busy", devA)
+	pod.Spec.Containers[0].Command = []string{"sh", "-c", "while true; do i=0; while [ $i -lt 5000 ]; do i=$((i+1)); done; sleep 1; done"}
+	if _, err := cluster.Client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, ns, "busy")
+	eventually(t, 2*time.Minute, "kubectl top node "+devA, func(ctx context.Context) (bool, string) {
+		out, errOut, code := kubectl(t, ctx, "", "top", "node", devA, "--no-headers")
+		return code == 0 && strings.HasPrefix(out, devA+" "), out + errOut
+	})
+	eventually(t, 2*time.Minute, "kubectl top pod busy", func(ctx context.Context) (bool, string) {
+		out, errOut, code := kubectl(t, ctx, "", "top", "pod", "-n", ns, "busy", "--containers", "--no-headers")
+		return code == 0 && regexp.MustCompile(`^busy\s+main\s+\d+m\s+\d+Mi`).MatchString(out), out + errOut
+	})
 }
