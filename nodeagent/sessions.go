@@ -87,6 +87,8 @@ type session struct {
 	credit int
 	more   chan struct{}
 
+	// binary: the provider reads the binary form of frames (v5 on).
+	binary bool
 	inWant uint64
 	input  chan bridge.SessionControl
 	resize chan TermSize
@@ -116,7 +118,7 @@ func (a *Agent) serveSessions(ctx context.Context) {
 	}
 	defer open.Unsubscribe()
 	ctl, err := a.nc.Subscribe(subj+".*", func(m *nats.Msg) {
-		c, err := bridge.Decode[bridge.SessionControl](m.Data)
+		c, err := bridge.DecodeSessionControl(m.Data)
 		if err != nil {
 			a.rejected("session control", m.Subject, err)
 			return
@@ -159,6 +161,7 @@ func (a *Agent) serve(ctx context.Context, req *bridge.SessionRequest) {
 		credit: bridge.InitialCredit, more: make(chan struct{}, 1),
 		input:  make(chan bridge.SessionControl, bridge.InitialCredit+1),
 		resize: make(chan TermSize, 4),
+		binary: req.Version >= 5,
 	}
 	a.sessions.add(s)
 	defer a.sessions.remove(s.id)
@@ -277,7 +280,7 @@ func (s *session) send(f *bridge.StreamFrame) error {
 }
 
 func (s *session) publish(f *bridge.StreamFrame) error {
-	data, err := bridge.Encode(f)
+	data, err := bridge.EncodeStreamFrame(f, s.binary)
 	if err != nil {
 		return err
 	}

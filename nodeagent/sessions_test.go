@@ -39,7 +39,7 @@ func TestLogSessionsAreFlowControlled(t *testing.T) {
 		for range n {
 			select {
 			case m := <-frames:
-				fr, err := bridge.Decode[bridge.StreamFrame](m.Data)
+				fr, err := bridge.DecodeStreamFrame(m.Data)
 				if err != nil || fr.Seq != seq || fr.Error != "" {
 					t.Fatalf("frame %d: %+v, %v", seq, fr, err)
 				}
@@ -100,7 +100,7 @@ func (s *rawSession) frame() *bridge.StreamFrame {
 	for {
 		select {
 		case m := <-s.frames:
-			f, err := bridge.Decode[bridge.StreamFrame](m.Data)
+			f, err := bridge.DecodeStreamFrame(m.Data)
 			if err != nil {
 				s.t.Fatal(err)
 			}
@@ -126,7 +126,7 @@ func (s *rawSession) send(c bridge.SessionControl) {
 		s.inSeq++
 		s.credit--
 	}
-	data, _ := bridge.Encode(&c)
+	data, _ := bridge.EncodeSessionControl(&c, true)
 	if err := s.nc.Publish(bridge.SessionControlSubject(s.device, s.id), data); err != nil {
 		s.t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func TestUnknownSessionsAreGone(t *testing.T) {
 		s.send(bridge.SessionControl{}) // a keepalive; the agent may still be subscribing
 		select {
 		case m := <-s.frames:
-			fr, _ := bridge.Decode[bridge.StreamFrame](m.Data)
+			fr, _ := bridge.DecodeStreamFrame(m.Data)
 			if fr == nil || fr.Code != bridge.CodeSessionGone {
 				t.Fatalf("answer %+v, want Gone", fr)
 			}

@@ -158,7 +158,7 @@ func (p *Provider) openSession(ctx context.Context, device string, req *bridge.S
 // decode applies an unnumbered frame (credit; Gone fails the session) and
 // checks a numbered one's place; nil for frames to skip.
 func (s *session) decode(m *nats.Msg) (*bridge.StreamFrame, error) {
-	f, err := bridge.Decode[bridge.StreamFrame](m.Data)
+	f, err := bridge.DecodeStreamFrame(m.Data)
 	if err != nil {
 		s.p.rejected("stream frame", m.Subject, err)
 		return nil, nil
@@ -290,7 +290,8 @@ func (s *session) copyInput(r io.Reader) {
 func (s *session) control(c bridge.SessionControl) { _ = s.controlErr(c) }
 
 func (s *session) controlErr(c bridge.SessionControl) error {
-	data, err := bridge.Encode(&c)
+	// Only v5 devices are sent data, and they read the binary form.
+	data, err := bridge.EncodeSessionControl(&c, true)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@
 package podman
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -51,13 +52,23 @@ func (r *Runtime) ContainerLogs(ctx context.Context, podUID, container string, o
 		done <- err
 	}()
 	go func() {
+		// podman hands over one line at a time: lines that are already
+		// waiting go to the reader in one write, so a busy log does not
+		// become a message per line.
+		bw := bufio.NewWriterSize(pw, 32<<10)
 		var werr error
 		for l := range lines {
 			if werr == nil {
-				if _, werr = io.WriteString(pw, l); werr != nil {
+				if _, werr = bw.WriteString(l); werr == nil && len(lines) == 0 {
+					werr = bw.Flush()
+				}
+				if werr != nil {
 					cancel() // the reader went away: stop podman's stream
 				}
 			}
+		}
+		if werr == nil {
+			_ = bw.Flush()
 		}
 		if err := <-done; err != nil && ctx.Err() == nil {
 			pw.CloseWithError(fmt.Errorf("reading the log of %s: %w", container, classify(err)))
