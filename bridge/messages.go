@@ -65,6 +65,10 @@ type Workload struct {
 	HostNetwork   bool        `json:"hostNetwork,omitempty"`
 	Hostname      string      `json:"hostname,omitempty"`
 	Containers    []Container `json:"containers"`
+	// InitContainers run in order, each to success, before Containers
+	// start (v6). One with RestartPolicy Always is a sidecar: it only has
+	// to start, keeps running beside Containers and stops after them.
+	InitContainers []Container `json:"initContainers,omitempty"`
 	// TerminationGracePeriodSeconds bounds how long containers get to stop.
 	TerminationGracePeriodSeconds *int64   `json:"terminationGracePeriodSeconds,omitempty"`
 	Volumes                       []Volume `json:"volumes,omitempty"`
@@ -99,6 +103,35 @@ type Container struct {
 	Security        *Security `json:"security,omitempty"`
 	TTY             bool      `json:"tty,omitempty"`
 	Stdin           bool      `json:"stdin,omitempty"`
+	// RestartPolicy of an init container: Always makes it a sidecar (v6).
+	RestartPolicy string `json:"restartPolicy,omitempty"`
+	// Probes the device runs (v6).
+	Startup   *Probe `json:"startupProbe,omitempty"`
+	Readiness *Probe `json:"readinessProbe,omitempty"`
+	Liveness  *Probe `json:"livenessProbe,omitempty"`
+}
+
+// Probe is a container probe with Kubernetes' semantics and defaults
+// already applied by the provider; ports are numbers (named ports are
+// resolved). Exactly one of Exec, HTTPGet and TCPPort is set.
+type Probe struct {
+	Exec                []string   `json:"exec,omitempty"`
+	HTTPGet             *HTTPProbe `json:"httpGet,omitempty"`
+	TCPPort             int32      `json:"tcpPort,omitempty"`
+	InitialDelaySeconds int32      `json:"initialDelaySeconds,omitempty"`
+	PeriodSeconds       int32      `json:"periodSeconds"`
+	TimeoutSeconds      int32      `json:"timeoutSeconds"`
+	SuccessThreshold    int32      `json:"successThreshold"`
+	FailureThreshold    int32      `json:"failureThreshold"`
+}
+
+// HTTPProbe is an HTTP GET probe inside the pod's network namespace.
+type HTTPProbe struct {
+	Path    string            `json:"path,omitempty"`
+	Port    int32             `json:"port"`
+	Scheme  string            `json:"scheme,omitempty"` // HTTP or HTTPS
+	Host    string            `json:"host,omitempty"`
+	Headers map[string]string `json:"headers,omitempty"`
 }
 
 // EnvVar is a resolved environment variable.
@@ -174,6 +207,8 @@ type PodStatus struct {
 	// StartTime is when the device first accepted the workload.
 	StartTime  *time.Time        `json:"startTime,omitempty"`
 	Containers []ContainerStatus `json:"containers"`
+	// InitContainers are the init containers' statuses (v6).
+	InitContainers []ContainerStatus `json:"initContainers,omitempty"`
 	// ObservedAt is when the device took this status.
 	ObservedAt time.Time `json:"observedAt"`
 }
@@ -196,9 +231,11 @@ type ContainerStatus struct {
 	FinishedAt   *time.Time `json:"finishedAt,omitempty"`
 	RestartCount int32      `json:"restartCount"`
 	Ready        bool       `json:"ready"`
-	Image        string     `json:"image,omitempty"`
-	ImageID      string     `json:"imageID,omitempty"`
-	ContainerID  string     `json:"containerID,omitempty"` // without the "podman://" scheme
+	// Started is false while a startup probe has not succeeded (v6).
+	Started     *bool  `json:"started,omitempty"`
+	Image       string `json:"image,omitempty"`
+	ImageID     string `json:"imageID,omitempty"`
+	ContainerID string `json:"containerID,omitempty"` // without the "podman://" scheme
 	// LastTermination is the previous run's end, if the container restarted.
 	LastTermination *Termination `json:"lastTermination,omitempty"`
 }

@@ -24,4 +24,7 @@ package bridge
 //     credit (the device grants the provider input credit); SessionControl
 //     gains seq, data, eof and resize (the provider's input); error code
 //     Gone for messages of a session the device does not know; StatsReport.
-const ProtocolVersion = 5
+//   - 6 (2026-11-28): pod semantics: Workload.InitContainers (sidecars with
+//     Container.RestartPolicy Always), Container startup/readiness/liveness
+//     probes run on the device; PodStatus.InitContainers, ContainerStatus.Started.
+const ProtocolVersion = 6
