@@ -29,5 +29,10 @@ func RestartHash(w *Workload) string {
 		h.Write([]byte(c.Image))
 		h.Write([]byte{0})
 	}
+	// Init containers count only when there are some, so that the hash of
+	// every pod without them is what it was before v6.
+	for _, c := range w.InitContainers {
+		h.Write([]byte("init\x00" + c.Name + "\x00" + c.Image + "\x00"))
+	}
 	return "r1-" + hex.EncodeToString(h.Sum(nil)[:8])
 }

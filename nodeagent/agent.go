@@ -88,6 +88,7 @@ type Agent struct {
 
 	rejects  rejections
 	sessions sessions
+	probes   prober
 	// creating holds the pods being created and since when; created how
 	// each pod's last creation ended; createSlots bounds parallel creations.
 	creating    map[string]time.Time
@@ -117,7 +118,7 @@ func New(cfg Config, rt Runtime, nc *nats.Conn) (*Agent, error) {
 		lock.Close()
 		return nil, err
 	}
-	return &Agent{
+	a := &Agent{
 		cfg:         cfg,
 		log:         cfg.Logger.With("device", cfg.Device),
 		rt:          rt,
@@ -134,7 +135,9 @@ func New(cfg Config, rt Runtime, nc *nats.Conn) (*Agent, error) {
 		// After a restart, check every pod's files once.
 		volumesStale: store.UIDs(),
 		restarts:     restartTracker{next: map[string]time.Time{}, backoff: map[string]time.Duration{}},
-	}, nil
+	}
+	a.probes.a = a
+	return a, nil
 }
 
 // Store returns the agent's local store of workloads.

@@ -176,6 +176,9 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 			continue // its status comes when the creation ends
 		}
 		a.updateVolumes(ctx, w)
+		if a.advanceInit(ctx, w, p, note) {
+			acted = true
+		}
 		d, n := a.restartExited(ctx, &r, p, note, now)
 		if d > 0 {
 			next = min(next, d)
@@ -196,6 +199,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 			}
 		}
 	}
+	a.probes.sync(ctx, records, byUID)
 	creating = a.creatingNow()
 	for _, r := range a.store.List() {
 		uid := r.Workload.UID
@@ -212,7 +216,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 		if res, ok := a.lastCreate(uid); ok && res.err != nil && byUID[uid] == nil && creating[uid].IsZero() {
 			note.createErr = res.err
 		}
-		a.publish(ctx, buildStatus(&r, byUID[uid], note, a.hostIP()))
+		a.publish(ctx, buildStatus(&r, byUID[uid], note, a.hostIP(), &a.probes))
 	}
 	a.flushDeletes(ctx, a.store.UIDs())
 	return next
@@ -225,16 +229,28 @@ func (a *Agent) restartExited(ctx context.Context, r *Record, p *PodState, note 
 	w := &r.Workload
 	var wait time.Duration
 	restarted := 0
+	kinds := containerKinds(w)
 	for _, c := range p.Containers {
 		if c.State != ContainerExited {
 			continue
 		}
-		switch w.RestartPolicy {
-		case bridge.RestartNever:
-			continue
-		case bridge.RestartOnFailure:
-			if c.ExitCode == 0 {
+		switch kinds[c.Name] {
+		case kindSidecar:
+			// Sidecars restart whatever the pod's policy.
+		case kindInit:
+			// An init container that succeeded is done; one that failed
+			// runs again unless the pod never restarts.
+			if c.ExitCode == 0 || w.RestartPolicy == bridge.RestartNever {
 				continue
+			}
+		default:
+			switch w.RestartPolicy {
+			case bridge.RestartNever:
+				continue
+			case bridge.RestartOnFailure:
+				if c.ExitCode == 0 {
+					continue
+				}
 			}
 		}
 		key := w.UID + "/" + c.Name

@@ -11,7 +11,7 @@ import (
 
 // buildStatus derives a workload's PodStatus from what the runtime holds (p,
 // nil when there is no pod) and what the last pass learned (note).
-func buildStatus(r *Record, p *PodState, note *pending, hostIP string) *bridge.PodStatus {
+func buildStatus(r *Record, p *PodState, note *pending, hostIP string, probes readiness) *bridge.PodStatus {
 	w := &r.Workload
 	st := &bridge.PodStatus{
 		UID:        w.UID,
@@ -39,68 +39,127 @@ func buildStatus(r *Record, p *PodState, note *pending, hostIP string) *bridge.P
 	}
 	var ce *ContainerError
 	errors.As(note.createErr, &ce)
-	for _, c := range w.Containers {
-		cs := bridge.ContainerStatus{
-			Name:            c.Name,
-			Image:           c.Image,
-			RestartCount:    r.Restarts[c.Name],
-			LastTermination: r.LastTermination[c.Name],
-		}
-		rc := byName[c.Name]
+	initDone := true
+	initFailed := false
+	for _, c := range w.InitContainers {
+		cs := containerStatus(r, &c, byName[c.Name], note, ce)
+		sidecar := c.RestartPolicy == bridge.RestartAlways
 		switch {
-		case rc == nil && note.createErr != nil:
-			cs.State = bridge.StateWaiting
-			cs.Reason = ReasonCreateContainerError
-			if ce != nil && (ce.Container == c.Name || ce.Container == "") {
-				cs.Reason = ce.Reason
+		case sidecar:
+			cs.Ready = cs.State == bridge.StateRunning && probes.ready(w.UID, &c, cs.ContainerID)
+			cs.Started = ptrBool(cs.State == bridge.StateRunning && probes.started(w.UID, &c, cs.ContainerID))
+			if !*cs.Started && cs.RestartCount == 0 && cs.LastTermination == nil {
+				initDone = false
 			}
-			cs.Message = note.createErr.Error()
-		case rc == nil:
-			cs.State = bridge.StateWaiting
-			cs.Reason = "ContainerCreating"
 		default:
-			cs.ContainerID = rc.ID
-			cs.ImageID = rc.ImageID
-			switch rc.State {
-			case ContainerRunning:
-				cs.State = bridge.StateRunning
-				cs.Ready = true
-				cs.StartedAt = timePtr(rc.StartedAt)
-			case ContainerExited:
-				if note.waiting[c.Name] {
-					cs.State = bridge.StateWaiting
-					cs.Reason = "CrashLoopBackOff"
-					cs.Message = "back-off restarting failed container " + c.Name
-					cs.LastTermination = &bridge.Termination{
-						ExitCode: rc.ExitCode, Reason: terminationReason(rc),
-						StartedAt: timePtr(rc.StartedAt), FinishedAt: timePtr(rc.FinishedAt),
-					}
-					break
+			cs.Ready = false
+			done := cs.State == bridge.StateTerminated && cs.ExitCode == 0
+			if !done {
+				initDone = false
+				if cs.State == bridge.StateTerminated && w.RestartPolicy == bridge.RestartNever {
+					initFailed = true
 				}
-				cs.State = bridge.StateTerminated
-				cs.ExitCode = rc.ExitCode
-				cs.Reason = terminationReason(rc)
-				cs.Message = rc.Error
-				cs.StartedAt = timePtr(rc.StartedAt)
-				cs.FinishedAt = timePtr(rc.FinishedAt)
-			case ContainerCreated:
-				cs.State = bridge.StateWaiting
-				cs.Reason = "ContainerCreating"
-				if rc.Error != "" {
-					cs.Reason = ReasonRunContainerError
-					cs.Message = rc.Error
-				}
-			default:
-				cs.State = bridge.StateWaiting
-				cs.Reason = "ContainerStateUnknown"
-				cs.Message = rc.Error
 			}
+			if cs.State == bridge.StateWaiting && cs.Reason == "ContainerCreating" {
+				cs.Reason = "PodInitializing"
+			}
+		}
+		st.InitContainers = append(st.InitContainers, cs)
+	}
+	for _, c := range w.Containers {
+		cs := containerStatus(r, &c, byName[c.Name], note, ce)
+		if cs.State == bridge.StateRunning {
+			cs.Ready = probes.ready(w.UID, &c, cs.ContainerID)
+			if c.Startup != nil {
+				cs.Started = ptrBool(probes.started(w.UID, &c, cs.ContainerID))
+			} else {
+				cs.Started = ptrBool(true)
+			}
+		} else if c.Startup != nil || c.Readiness != nil {
+			cs.Started = ptrBool(false)
+		}
+		if len(w.InitContainers) > 0 && !initDone && cs.State == bridge.StateWaiting && cs.Reason == "ContainerCreating" {
+			cs.Reason = "PodInitializing"
 		}
 		st.Containers = append(st.Containers, cs)
+	}
+	switch {
+	case initFailed:
+		st.Phase = bridge.PhaseFailed
+		return st
+	case !initDone:
+		st.Phase = bridge.PhasePending
+		return st
 	}
 	st.Phase = podPhase(w.RestartPolicy, st.Containers)
 	return st
 }
+
+// containerStatus describes one container from the runtime's state (rc,
+// nil when it does not exist) and what the last pass learned.
+func containerStatus(r *Record, c *bridge.Container, rc *ContainerState, note *pending, ce *ContainerError) bridge.ContainerStatus {
+	cs := bridge.ContainerStatus{
+		Name:            c.Name,
+		Image:           c.Image,
+		RestartCount:    r.Restarts[c.Name],
+		LastTermination: r.LastTermination[c.Name],
+	}
+	switch {
+	case rc == nil && note.createErr != nil:
+		cs.State = bridge.StateWaiting
+		cs.Reason = ReasonCreateContainerError
+		if ce != nil && (ce.Container == c.Name || ce.Container == "") {
+			cs.Reason = ce.Reason
+		}
+		cs.Message = note.createErr.Error()
+		if ce != nil && ce.Container == c.Name && ce.Reason == ReasonCreateContainerConfigError {
+			cs.Message = ce.Err.Error() // kubelet's message, as kubelet shows it
+		}
+	case rc == nil:
+		cs.State = bridge.StateWaiting
+		cs.Reason = "ContainerCreating"
+	default:
+		cs.ContainerID = rc.ID
+		cs.ImageID = rc.ImageID
+		switch rc.State {
+		case ContainerRunning:
+			cs.State = bridge.StateRunning
+			cs.Ready = true
+			cs.StartedAt = timePtr(rc.StartedAt)
+		case ContainerExited:
+			if note.waiting[c.Name] {
+				cs.State = bridge.StateWaiting
+				cs.Reason = "CrashLoopBackOff"
+				cs.Message = "back-off restarting failed container " + c.Name
+				cs.LastTermination = &bridge.Termination{
+					ExitCode: rc.ExitCode, Reason: terminationReason(rc),
+					StartedAt: timePtr(rc.StartedAt), FinishedAt: timePtr(rc.FinishedAt),
+				}
+				break
+			}
+			cs.State = bridge.StateTerminated
+			cs.ExitCode = rc.ExitCode
+			cs.Reason = terminationReason(rc)
+			cs.Message = rc.Error
+			cs.StartedAt = timePtr(rc.StartedAt)
+			cs.FinishedAt = timePtr(rc.FinishedAt)
+		case ContainerCreated:
+			cs.State = bridge.StateWaiting
+			cs.Reason = "ContainerCreating"
+			if rc.Error != "" {
+				cs.Reason = ReasonRunContainerError
+				cs.Message = rc.Error
+			}
+		default:
+			cs.State = bridge.StateWaiting
+			cs.Reason = "ContainerStateUnknown"
+			cs.Message = rc.Error
+		}
+	}
+	return cs
+}
+
+func ptrBool(b bool) *bool { return &b }
 
 // podPhase follows kubelet's getPhase.
 func podPhase(policy string, cs []bridge.ContainerStatus) string {

@@ -29,8 +29,13 @@ func ParsePortRange(s string) (PortRange, error) {
 	return PortRange{First: first, Last: last}, nil
 }
 
-// Size is the number of ports in r.
-func (r PortRange) Size() int { return r.Last - r.First + 1 }
+// Size is the number of ports in r; 0 for the zero PortRange.
+func (r PortRange) Size() int {
+	if r.First <= 0 || r.Last < r.First {
+		return 0
+	}
+	return r.Last - r.First + 1
+}
 
 // kubeletPorts gives every device Node a kubelet port of its own, so that
 // the routes that name no pod (/stats/summary, /metrics/resource, /pods)

@@ -63,9 +63,15 @@ func (p *Provider) pendingStatus(pod *corev1.Pod, st, prev *corev1.PodStatus, no
 	st.Phase = corev1.PodPending
 	st.HostIP = p.cfg.NodeAddress
 	st.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: scheduledAt(prev, now)}}
-	st.ContainerStatuses = nil
+	st.ContainerStatuses, st.InitContainerStatuses = nil, nil
 	for _, c := range pod.Spec.Containers {
 		st.ContainerStatuses = append(st.ContainerStatuses, corev1.ContainerStatus{
+			Name: c.Name, Image: c.Image,
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: message}},
+		})
+	}
+	for _, c := range pod.Spec.InitContainers {
+		st.InitContainerStatuses = append(st.InitContainerStatuses, corev1.ContainerStatus{
 			Name: c.Name, Image: c.Image,
 			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: message}},
 		})
@@ -89,36 +95,40 @@ func fromDevice(pod *corev1.Pod, ds *bridge.PodStatus, st *corev1.PodStatus, pre
 	st.ContainerStatuses = nil
 	allReady, anyCreated := len(ds.Containers) > 0, false
 	for _, c := range ds.Containers {
-		cs := corev1.ContainerStatus{
-			Name: c.Name, Image: c.Image, ImageID: c.ImageID,
-			RestartCount: c.RestartCount, Ready: c.Ready,
-		}
-		if c.ContainerID != "" {
-			cs.ContainerID = "podman://" + c.ContainerID
+		cs := containerStatusOf(&c)
+		if cs.ContainerID != "" {
 			anyCreated = true
-		}
-		started := c.State == bridge.StateRunning
-		cs.Started = &started
-		switch c.State {
-		case bridge.StateRunning:
-			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(c.StartedAt)}
-		case bridge.StateTerminated:
-			cs.State.Terminated = &corev1.ContainerStateTerminated{
-				ExitCode: c.ExitCode, Reason: c.Reason, Message: c.Message,
-				StartedAt: mt(c.StartedAt), FinishedAt: mt(c.FinishedAt), ContainerID: cs.ContainerID,
-			}
-		default:
-			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: c.Reason, Message: c.Message}
-		}
-		if lt := c.LastTermination; lt != nil {
-			cs.LastTerminationState.Terminated = &corev1.ContainerStateTerminated{
-				ExitCode: lt.ExitCode, Reason: lt.Reason, StartedAt: mt(lt.StartedAt), FinishedAt: mt(lt.FinishedAt),
-			}
 		}
 		if !c.Ready {
 			allReady = false
 		}
 		st.ContainerStatuses = append(st.ContainerStatuses, cs)
+	}
+	st.InitContainerStatuses = nil
+	initialized := true
+	sidecars := map[string]bool{}
+	for _, c := range pod.Spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			sidecars[c.Name] = true
+		}
+	}
+	for _, c := range ds.InitContainers {
+		cs := containerStatusOf(&c)
+		if cs.ContainerID != "" {
+			anyCreated = true
+		}
+		switch {
+		case sidecars[c.Name]:
+			if cs.Started == nil || !*cs.Started {
+				initialized = initialized && (c.RestartCount > 0 || c.LastTermination != nil)
+			}
+			if !c.Ready {
+				allReady = false
+			}
+		case c.State != bridge.StateTerminated || c.ExitCode != 0:
+			initialized = false
+		}
+		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
 	}
 	cond := func(t corev1.PodConditionType, ok bool, reason string) corev1.PodCondition {
 		s := corev1.ConditionFalse
@@ -132,11 +142,44 @@ func fromDevice(pod *corev1.Pod, ds *bridge.PodStatus, st *corev1.PodStatus, pre
 	ready := allReady && st.Phase == corev1.PodRunning
 	st.Conditions = []corev1.PodCondition{
 		cond(corev1.PodReadyToStartContainers, anyCreated && !terminal, ""),
-		cond(corev1.PodInitialized, true, ""),
+		cond(corev1.PodInitialized, initialized, "ContainersNotInitialized"),
 		cond(corev1.PodReady, ready, readyReason(terminal)),
 		cond(corev1.ContainersReady, ready, readyReason(terminal)),
 		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: scheduledAt(prev, now)},
 	}
+}
+
+// containerStatusOf is a device's container status as Kubernetes spells it.
+func containerStatusOf(c *bridge.ContainerStatus) corev1.ContainerStatus {
+	cs := corev1.ContainerStatus{
+		Name: c.Name, Image: c.Image, ImageID: c.ImageID,
+		RestartCount: c.RestartCount, Ready: c.Ready,
+	}
+	if c.ContainerID != "" {
+		cs.ContainerID = "podman://" + c.ContainerID
+	}
+	started := c.State == bridge.StateRunning
+	if c.Started != nil {
+		started = *c.Started
+	}
+	cs.Started = &started
+	switch c.State {
+	case bridge.StateRunning:
+		cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(c.StartedAt)}
+	case bridge.StateTerminated:
+		cs.State.Terminated = &corev1.ContainerStateTerminated{
+			ExitCode: c.ExitCode, Reason: c.Reason, Message: c.Message,
+			StartedAt: mt(c.StartedAt), FinishedAt: mt(c.FinishedAt), ContainerID: cs.ContainerID,
+		}
+	default:
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: c.Reason, Message: c.Message}
+	}
+	if lt := c.LastTermination; lt != nil {
+		cs.LastTerminationState.Terminated = &corev1.ContainerStateTerminated{
+			ExitCode: lt.ExitCode, Reason: lt.Reason, StartedAt: mt(lt.StartedAt), FinishedAt: mt(lt.FinishedAt),
+		}
+	}
+	return cs
 }
 
 func readyReason(terminal bool) string {
@@ -150,25 +193,32 @@ func readyReason(terminal bool) string {
 // lets the pod controller remove the Pod object.
 func terminateAll(pod *corev1.Pod, st *corev1.PodStatus) {
 	now := metav1.Now()
-	byName := map[string]corev1.ContainerStatus{}
-	for _, cs := range st.ContainerStatuses {
-		byName[cs.Name] = cs
-	}
-	st.ContainerStatuses = nil
-	for _, c := range pod.Spec.Containers {
-		cs := byName[c.Name]
-		cs.Name, cs.Image, cs.Ready = c.Name, c.Image, false
-		if cs.State.Terminated == nil {
-			var started metav1.Time
-			if cs.State.Running != nil {
-				started = cs.State.Running.StartedAt
-			}
-			cs.State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
-				ExitCode: 0, Reason: "Completed", Message: "removed from the device",
-				StartedAt: started, FinishedAt: now, ContainerID: cs.ContainerID,
-			}}
+	terminate := func(spec []corev1.Container, statuses []corev1.ContainerStatus) []corev1.ContainerStatus {
+		byName := map[string]corev1.ContainerStatus{}
+		for _, cs := range statuses {
+			byName[cs.Name] = cs
 		}
-		st.ContainerStatuses = append(st.ContainerStatuses, cs)
+		var out []corev1.ContainerStatus
+		for _, c := range spec {
+			cs := byName[c.Name]
+			cs.Name, cs.Image, cs.Ready = c.Name, c.Image, false
+			if cs.State.Terminated == nil {
+				var started metav1.Time
+				if cs.State.Running != nil {
+					started = cs.State.Running.StartedAt
+				}
+				cs.State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+					ExitCode: 0, Reason: "Completed", Message: "removed from the device",
+					StartedAt: started, FinishedAt: now, ContainerID: cs.ContainerID,
+				}}
+			}
+			out = append(out, cs)
+		}
+		return out
+	}
+	st.ContainerStatuses = terminate(pod.Spec.Containers, st.ContainerStatuses)
+	if len(pod.Spec.InitContainers) > 0 {
+		st.InitContainerStatuses = terminate(pod.Spec.InitContainers, st.InitContainerStatuses)
 	}
 	for i := range st.Conditions {
 		if st.Conditions[i].Type == corev1.PodReady || st.Conditions[i].Type == corev1.ContainersReady {

@@ -6,7 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"slices"
 	"time"
 
 	"github.com/containers/podman/v5/pkg/bindings/containers"
@@ -23,7 +23,9 @@ import (
 const cleanupTimeout = time.Minute
 
 // CreatePod pulls the images of w as their pull policies say, creates a
-// podman pod with all of w's containers and starts the containers in order.
+// podman pod with all of w's containers and starts the containers in order
+// — unless w has init containers: then it starts none, and the agent starts
+// them one by one (StartContainer).
 // On failure it removes what it created; a failure of one container is a
 // *nodeagent.ContainerError. A pod of the same UID must not exist
 // (ErrPodExists).
@@ -46,9 +48,11 @@ func (r *Runtime) CreatePod(ctx context.Context, w *bridge.Workload, specHash st
 		return fmt.Errorf("creating pod %s: %w (podman pod %s)", name, ErrPodExists, existing.Name)
 	}
 
-	imageRefs := make([]string, len(w.Containers))
-	for i := range w.Containers {
-		ref, err := r.ensureImage(ctx, w, &w.Containers[i])
+	// Init containers first: they run first, and are created first.
+	all := append(slices.Clone(w.InitContainers), w.Containers...)
+	imageRefs := make([]string, len(all))
+	for i := range all {
+		ref, err := r.ensureImage(ctx, w, &all[i])
 		if err != nil {
 			return fmt.Errorf("creating pod %s: %w", name, err)
 		}
@@ -102,10 +106,13 @@ func (r *Runtime) CreatePod(ctx context.Context, w *bridge.Workload, specHash st
 	}
 	podID = rep.Id
 
-	ids := make([]string, len(w.Containers))
-	for i := range w.Containers {
-		c := &w.Containers[i]
+	ids := make([]string, len(all))
+	for i := range all {
+		c := &all[i]
 		s, err := containerSpec(w, c, podID, containerName(name, c.Name), imageRefs[i], labels, volumes)
+		if err == nil {
+			err = r.secureContainer(ctx, s, w, c, imageRefs[i])
+		}
 		if err == nil {
 			var resp entities.ContainerCreateResponse
 			resp, err = containers.CreateWithSpec(pctx, s, nil)
@@ -115,9 +122,14 @@ func (r *Runtime) CreatePod(ctx context.Context, w *bridge.Workload, specHash st
 			return fmt.Errorf("creating pod %s: %w", name, containerError(c.Name, nodeagent.ReasonCreateContainerError, err))
 		}
 	}
+	if len(w.InitContainers) > 0 {
+		// The agent starts them in order: each init container after the
+		// one before succeeded (or, a sidecar, started), then the rest.
+		ids = nil
+	}
 	for i, id := range ids {
 		if err := containers.Start(pctx, id, nil); err != nil {
-			return fmt.Errorf("starting pod %s: %w", name, containerError(w.Containers[i].Name, nodeagent.ReasonRunContainerError, err))
+			return fmt.Errorf("starting pod %s: %w", name, containerError(all[i].Name, nodeagent.ReasonRunContainerError, err))
 		}
 	}
 	created = true
@@ -128,6 +140,9 @@ func (r *Runtime) CreatePod(ctx context.Context, w *bridge.Workload, specHash st
 // containerError wraps err as a *nodeagent.ContainerError of container,
 // unless the runtime could not be reached at all.
 func containerError(container, reason string, err error) error {
+	if ce := (*nodeagent.ContainerError)(nil); errors.As(err, &ce) {
+		return err // classified already
+	}
 	err = classify(err)
 	if errors.Is(err, nodeagent.ErrRuntimeUnavailable) {
 		return err
@@ -151,7 +166,7 @@ func (r *Runtime) ensureImage(ctx context.Context, w *bridge.Workload, c *bridge
 		}
 		return local, nil
 	case bridge.PullAlways:
-		if err := r.pull(ctx, w, ref); err != nil {
+		if err := r.pull(ctx, w, c, ref); err != nil {
 			if local != "" {
 				// Devices are often offline: run what we have.
 				r.log.Warn("pulling image failed, using the local one", "image", local, "err", err)
@@ -164,7 +179,7 @@ func (r *Runtime) ensureImage(ctx context.Context, w *bridge.Workload, c *bridge
 		if local != "" {
 			return local, nil
 		}
-		if err := r.pull(ctx, w, ref); err != nil {
+		if err := r.pull(ctx, w, c, ref); err != nil {
 			return "", containerError(c.Name, nodeagent.ReasonErrImagePull, err)
 		}
 		return ref, nil
@@ -189,24 +204,6 @@ func (r *Runtime) localImage(ctx context.Context, normalized, raw string) (strin
 		}
 	}
 	return "", nil
-}
-
-// pull pulls ref with the credentials of the PullCredentialsFunc, if any.
-func (r *Runtime) pull(ctx context.Context, w *bridge.Workload, ref string) error {
-	opts := new(images.PullOptions).WithQuiet(true).WithProgressWriter(io.Discard)
-	if r.creds != nil {
-		user, pass, err := r.creds(ctx, w, ref)
-		if err != nil {
-			return fmt.Errorf("getting pull credentials for %s: %w", ref, err)
-		}
-		if user != "" {
-			opts = opts.WithUsername(user).WithPassword(pass)
-		}
-	}
-	if _, err := images.Pull(r.ctx(ctx), ref, opts); err != nil {
-		return fmt.Errorf("pulling image %s: %w", ref, err)
-	}
-	return nil
 }
 
 // normalizeImage spells an image reference as Kubernetes reads it: short

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +27,9 @@ type Runtime struct {
 	// Exit, if set, decides a container's fate at start: return ok=false to
 	// keep it running, or ok=true and an exit code to make it exit at once.
 	Exit func(w *bridge.Workload, container string) (code int32, ok bool)
+	// OnStart, if set, decides a container's fate when StartContainer
+	// starts it, as Exit does at creation.
+	OnStart func(podUID, container string) (code int32, ok bool)
 	// Pull, if set, returns a channel that a pod's creation waits on (a
 	// slow image pull) until it closes or the creation's context ends; nil
 	// does not wait.
@@ -112,7 +116,7 @@ func (r *Runtime) CreatePod(ctx context.Context, w *bridge.Workload, specHash st
 			}
 		}
 	}
-	for _, c := range w.Containers {
+	for _, c := range append(slices.Clone(w.InitContainers), w.Containers...) {
 		if r.Images != nil && !r.Images[c.Image] {
 			reason := nodeagent.ReasonErrImagePull
 			if c.ImagePullPolicy == bridge.PullNever {
@@ -123,10 +127,17 @@ func (r *Runtime) CreatePod(ctx context.Context, w *bridge.Workload, specHash st
 	}
 	now := time.Now()
 	p := &nodeagent.PodState{UID: w.UID, Namespace: w.Namespace, Name: w.Name, SpecHash: specHash, PodIP: "10.89.0." + strconv.Itoa(int(r.nextID.Add(1)%250)+1)}
-	for _, c := range w.Containers {
+	for _, c := range append(slices.Clone(w.InitContainers), w.Containers...) {
 		cs := nodeagent.ContainerState{
 			Name: c.Name, ID: fmt.Sprintf("sim%012d", r.nextID.Add(1)), Image: c.Image, ImageID: "sha256:sim",
 			State: nodeagent.ContainerRunning, StartedAt: now,
+		}
+		if len(w.InitContainers) > 0 {
+			// As podman's: with init containers, nothing starts at creation;
+			// the agent starts them in order.
+			cs.State, cs.StartedAt = nodeagent.ContainerCreated, time.Time{}
+			p.Containers = append(p.Containers, cs)
+			continue
 		}
 		if r.Exit != nil {
 			if code, ok := r.Exit(w, c.Name); ok {
@@ -146,7 +157,8 @@ func (r *Runtime) CreatePod(ctx context.Context, w *bridge.Workload, specHash st
 	return nil
 }
 
-// StartContainer runs an exited container again.
+// StartContainer runs a created or exited container (again); OnStart, if
+// set, decides its fate.
 func (r *Runtime) StartContainer(_ context.Context, podUID, container string) error {
 	if err := r.check(); err != nil {
 		return err
@@ -157,8 +169,14 @@ func (r *Runtime) StartContainer(_ context.Context, podUID, container string) er
 	if p != nil {
 		for i := range p.Containers {
 			if p.Containers[i].Name == container {
+				now := time.Now()
 				p.Containers[i].State = nodeagent.ContainerRunning
-				p.Containers[i].StartedAt = time.Now()
+				p.Containers[i].StartedAt = now
+				if r.OnStart != nil {
+					if code, ok := r.OnStart(podUID, container); ok {
+						p.Containers[i].State, p.Containers[i].ExitCode, p.Containers[i].FinishedAt = nodeagent.ContainerExited, code, now
+					}
+				}
 				found = true
 			}
 		}
@@ -333,4 +351,15 @@ func (r *Runtime) PodStats(context.Context) ([]nodeagent.PodStats, error) {
 		out = append(out, ps)
 	}
 	return out, nil
+}
+
+var _ nodeagent.ContainerStopper = (*Runtime)(nil)
+
+// StopContainer makes a running container exit as a SIGKILL would (137).
+func (r *Runtime) StopContainer(_ context.Context, podUID, container string, _ time.Duration) error {
+	if !r.hasContainer(podUID, container) {
+		return fmt.Errorf("%w: %s/%s", nodeagent.ErrNoContainer, podUID, container)
+	}
+	r.ExitContainer(podUID, container, 137)
+	return nil
 }

@@ -1,0 +1,100 @@
+package provider
+
+import (
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+)
+
+// podSemanticsProtocol is the first device protocol that runs init
+// containers and probes.
+const podSemanticsProtocol = 6
+
+func hasProbes(spec *corev1.PodSpec) bool {
+	for _, cs := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
+		for _, c := range cs {
+			if c.StartupProbe != nil || c.ReadinessProbe != nil || c.LivenessProbe != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// translateProbe turns a Kubernetes probe into the device's, with the API
+// server's defaults and named ports resolved against c's ports.
+func translateProbe(p *corev1.Probe, c *corev1.Container) (*bridge.Probe, error) {
+	if p == nil {
+		return nil, nil
+	}
+	out := &bridge.Probe{
+		InitialDelaySeconds: p.InitialDelaySeconds,
+		PeriodSeconds:       orDefault(p.PeriodSeconds, 10),
+		TimeoutSeconds:      orDefault(p.TimeoutSeconds, 1),
+		SuccessThreshold:    orDefault(p.SuccessThreshold, 1),
+		FailureThreshold:    orDefault(p.FailureThreshold, 3),
+	}
+	h := p.ProbeHandler
+	switch {
+	case h.Exec != nil:
+		if len(h.Exec.Command) == 0 {
+			return nil, errors.New("exec probe without a command")
+		}
+		out.Exec = h.Exec.Command
+	case h.HTTPGet != nil:
+		port, err := probePort(h.HTTPGet.Port, c)
+		if err != nil {
+			return nil, err
+		}
+		g := &bridge.HTTPProbe{Path: h.HTTPGet.Path, Port: port, Scheme: string(h.HTTPGet.Scheme), Host: h.HTTPGet.Host}
+		for _, hd := range h.HTTPGet.HTTPHeaders {
+			if g.Headers == nil {
+				g.Headers = map[string]string{}
+			}
+			g.Headers[hd.Name] = hd.Value
+		}
+		out.HTTPGet = g
+	case h.TCPSocket != nil:
+		if h.TCPSocket.Host != "" {
+			return nil, errors.New("tcpSocket probe with a host: devices probe inside the pod only")
+		}
+		port, err := probePort(h.TCPSocket.Port, c)
+		if err != nil {
+			return nil, err
+		}
+		out.TCPPort = port
+	case h.GRPC != nil:
+		return nil, errors.New("gRPC probes are not supported on devices yet (use an exec probe with grpc_health_probe)")
+	default:
+		return nil, errors.New("probe without a handler")
+	}
+	return out, nil
+}
+
+func orDefault(v, d int32) int32 {
+	if v <= 0 {
+		return d
+	}
+	return v
+}
+
+// probePort resolves a probe's port: a number, or the name of one of c's
+// ports.
+func probePort(p intstr.IntOrString, c *corev1.Container) (int32, error) {
+	if p.Type == intstr.Int {
+		if p.IntVal <= 0 || p.IntVal > 65535 {
+			return 0, fmt.Errorf("probe port %d out of range", p.IntVal)
+		}
+		return p.IntVal, nil
+	}
+	for _, cp := range c.Ports {
+		if cp.Name == p.StrVal {
+			return cp.ContainerPort, nil
+		}
+	}
+	return 0, fmt.Errorf("probe port %q is not a port of the container", p.StrVal)
+}
