@@ -106,8 +106,8 @@ func (pr *prober) sync(ctx context.Context, records []Record, pods map[string]*P
 	want := map[string]probeWorker{}
 	type job struct {
 		key, kind, uid string
-		c          bridge.Container
-		rc         ContainerState
+		c              bridge.Container
+		rc             ContainerState
 	}
 	var jobs []job
 	for _, r := range records {

@@ -105,6 +105,10 @@ const (
 	ReasonCreateContainerError  = "CreateContainerError"
 	ReasonRunContainerError     = "RunContainerError"
 	ReasonCreatePodSandboxError = "CreatePodSandboxError"
+	// ReasonCreateContainerConfigError: the container's configuration
+	// cannot be honoured (runAsNonRoot with a root user); its message is
+	// kubelet's.
+	ReasonCreateContainerConfigError = "CreateContainerConfigError"
 )
 
 // ContainerError is a failure of one container of a pod.
