@@ -109,7 +109,23 @@ type Container struct {
 	Startup   *Probe `json:"startupProbe,omitempty"`
 	Readiness *Probe `json:"readinessProbe,omitempty"`
 	Liveness  *Probe `json:"livenessProbe,omitempty"`
+	// PullAuth lists the credentials, from the pod's image pull secrets,
+	// that match Image's registry, most specific first; the device tries
+	// them in order (v6). Not part of RestartHash: new credentials never
+	// restart a container.
+	PullAuth []RegistryAuth `json:"pullAuth,omitempty"`
 }
+
+// RegistryAuth is a username and password for pulling an image. It is
+// secret: neither side logs it.
+type RegistryAuth struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+// String hides the password, so that a RegistryAuth printed by mistake
+// leaks nothing.
+func (a RegistryAuth) String() string { return a.Username + ":***" }
 
 // Probe is a container probe with Kubernetes' semantics and defaults
 // already applied by the provider; ports are numbers (named ports are

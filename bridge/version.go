@@ -27,4 +27,6 @@ package bridge
 //   - 6 (2026-11-28): pod semantics: Workload.InitContainers (sidecars with
 //     Container.RestartPolicy Always), Container startup/readiness/liveness
 //     probes run on the device; PodStatus.InitContainers, ContainerStatus.Started.
+//     Container.PullAuth: registry credentials from the pod's image pull
+//     secrets that match the container's image, tried in order.
 const ProtocolVersion = 6

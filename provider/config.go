@@ -37,13 +37,17 @@ func (p *Provider) configHandler(ctx context.Context, kind string) cache.Resourc
 }
 
 // podsMounting returns copies of the served pods that mount the ConfigMap
-// or Secret ns/name as a volume.
+// or Secret ns/name as a volume, or pull their images with the Secret.
 func (p *Provider) podsMounting(kind, ns, name string) []*corev1.Pod {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []*corev1.Pod
 	for _, ent := range p.pods.byKey {
 		if ent.pod == nil || ent.pod.Namespace != ns || ent.deleting || ent.refusal != nil {
+			continue
+		}
+		if kind == "secret" && usesPullSecret(ent.pod, name) {
+			out = append(out, ent.pod.DeepCopy())
 			continue
 		}
 		for _, v := range ent.pod.Spec.Volumes {

@@ -147,9 +147,11 @@ type Provider struct {
 	// which read through the client.
 	cmLister     corelisters.ConfigMapLister
 	secretLister corelisters.SecretLister
-	notifyPod    func(*corev1.Pod)
-	ready        chan struct{}
-	readyOnce    sync.Once
+	// recorder records events on pods; nil in unit tests.
+	recorder  record.EventRecorder
+	notifyPod func(*corev1.Pod)
+	ready     chan struct{}
+	readyOnce sync.Once
 	// indexWritten holds, per device, the encoded pod UIDs of the last
 	// DesiredIndex written; indexKick asks for the indexes to be checked.
 	indexWritten map[string]string
@@ -252,6 +254,7 @@ func (p *Provider) Run(ctx context.Context) error {
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: p.cfg.Client.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "vk-fleet"})
+	p.recorder = recorder
 	// Register the informers before starting the factory: it starts only
 	// informers that exist. The pod controllers read them through listers
 	// to resolve env from ConfigMaps, Secrets and Services.

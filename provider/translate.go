@@ -44,8 +44,9 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 	if spec.HostIPC {
 		refuse("hostIPC is not supported")
 	}
-	if len(spec.ImagePullSecrets) > 0 {
-		ignore("imagePullSecrets (devices pull with their own credentials)")
+	pullKeys, missingPullSecrets, err := p.podKeyring(ctx, pod)
+	if err != nil {
+		pending = errors.Join(pending, err)
 	}
 
 	w = &bridge.Workload{
@@ -165,12 +166,14 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 		}
 		w.Containers = append(w.Containers, bc)
 	}
+	applyPullAuth(w, &pullKeys)
 	if len(refusals) > 0 {
 		return nil, ignored, strings.Join(refusals, "; "), nil
 	}
 	if pending != nil {
 		return nil, ignored, "", pending
 	}
+	p.warnMissingPullSecrets(pod, missingPullSecrets)
 	return w, ignored, "", nil
 }
 
