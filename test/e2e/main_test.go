@@ -78,7 +78,7 @@ func run(m *testing.M) int {
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	start := time.Now()
-	cluster, err = devcluster.Start(ctx, devcluster.Config{Dir: dir, Devices: []string{devA, devB}, Logger: log})
+	cluster, err = devcluster.Start(ctx, devcluster.Config{Dir: dir, Devices: []string{devA, devB}, Logger: log, PrivateRegistry: true})
 	if err != nil {
 		fmt.Println("e2e: starting cluster:", err)
 		return 1

@@ -2,6 +2,7 @@ package devcluster
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/vk-fleet/vk-fleet/test/framework/controlplane"
 	"github.com/vk-fleet/vk-fleet/test/framework/podmantest"
+	"github.com/vk-fleet/vk-fleet/test/framework/registry"
 )
 
 // BuildTags are the tags the device agent (podman bindings) builds with.
@@ -42,6 +44,9 @@ type Config struct {
 	// HeartbeatTimeout of the provider. Default 8s.
 	HeartbeatTimeout time.Duration
 	Logger           *slog.Logger
+	// PrivateRegistry starts Cluster.Registry, an in-process registry with
+	// basic auth that the cluster's podman pulls from over plain HTTP.
+	PrivateRegistry bool
 }
 
 // Cluster is a running development installation.
@@ -54,6 +59,8 @@ type Cluster struct {
 	Image    string
 	NATSURL  string
 	Provider *Process
+	// Registry is the private registry (Config.PrivateRegistry), or nil.
+	Registry *registry.Registry
 
 	// KubeletPort is where vk-fleet serves the kubelet API (kubectl logs).
 	KubeletPort int
@@ -120,6 +127,15 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if err := os.MkdirAll(pdir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating podman directory: %w", err)
 	}
+	if cfg.PrivateRegistry {
+		// Before the service: podman reads registries.conf once.
+		if c.Registry, err = registry.Start("puller", rand.Text()); err != nil {
+			return nil, err
+		}
+		if _, err := podmantest.RegistriesConf(pdir, c.Registry.Host); err != nil {
+			return nil, err
+		}
+	}
 	if c.Podman, err = podmantest.StartService(ctx, pdir); err != nil {
 		return nil, err
 	}
@@ -173,6 +189,12 @@ func (c *Cluster) Fleetctl(ctx context.Context, args ...string) (string, error) 
 	return string(out), nil
 }
 
+// AgentStateDir is the agent's --state-dir of device (its store is in
+// workloads/).
+func (c *Cluster) AgentStateDir(device string) string {
+	return filepath.Join(c.cfg.Dir, "agents", device)
+}
+
 // DeviceRoot is the directory `fleetctl enroll --root` writes device's
 // files into.
 func (c *Cluster) DeviceRoot(device string) string {
@@ -221,7 +243,7 @@ func (c *Cluster) EnrollWith(ctx context.Context, device string, o EnrollOptions
 	}
 	args := []string{"enroll", "--server", o.NATSURL, "--token", strings.TrimSpace(token), "--name", device,
 		"--ca", c.CAFile(), "--root", c.DeviceRoot(device),
-		"--state-dir", filepath.Join(c.cfg.Dir, "agents", device), "--podman-url", podmanURI}
+		"--state-dir", c.AgentStateDir(device), "--podman-url", podmanURI}
 	for _, l := range labels {
 		args = append(args, "--label", l)
 	}
@@ -320,6 +342,9 @@ func (c *Cluster) Stop() {
 		_ = c.Podman.Stop()
 	}
 	c.removeDevicePods()
+	if c.Registry != nil {
+		c.Registry.Close()
+	}
 	if c.CP != nil {
 		_ = c.CP.Stop()
 	}

@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -75,12 +76,34 @@ func StorageConf(dir string) (string, error) {
 	return path, nil
 }
 
+// RegistriesConf writes a registries.conf into dir that lists each of
+// insecure ("127.0.0.1:5000") as a registry spoken to over plain HTTP, and
+// returns its path. Written beside the containers.conf of a service before
+// it starts, it is what the service and Env's podman commands read
+// (CONTAINERS_REGISTRIES_CONF); podman reads it once, at start. Only tests
+// do this: real devices pull over TLS.
+func RegistriesConf(dir string, insecure ...string) (string, error) {
+	var b strings.Builder
+	b.WriteString("# Written by podmantest: registries of tests, over plain HTTP.\n")
+	for _, host := range insecure {
+		fmt.Fprintf(&b, "\n[[registry]]\nlocation = %q\ninsecure = true\n", host)
+	}
+	path := filepath.Join(dir, "registries.conf")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return "", fmt.Errorf("writing registries.conf: %w", err)
+	}
+	return path, nil
+}
+
 // Env returns the environment a podman command needs to use the
-// containers.conf conf and the storage.conf beside it.
+// containers.conf conf and the storage.conf and registries.conf beside it.
 func Env(conf string) []string {
 	env := append(os.Environ(), "CONTAINERS_CONF="+conf)
 	if s := filepath.Join(filepath.Dir(conf), "storage.conf"); fileExists(s) {
 		env = append(env, "CONTAINERS_STORAGE_CONF="+s)
+	}
+	if s := filepath.Join(filepath.Dir(conf), "registries.conf"); fileExists(s) {
+		env = append(env, "CONTAINERS_REGISTRIES_CONF="+s)
 	}
 	return env
 }
