@@ -72,6 +72,39 @@ type Workload struct {
 	// TerminationGracePeriodSeconds bounds how long containers get to stop.
 	TerminationGracePeriodSeconds *int64   `json:"terminationGracePeriodSeconds,omitempty"`
 	Volumes                       []Volume `json:"volumes,omitempty"`
+
+	// Pod namespaces and networking (protocol 6). HostPID and HostIPC put
+	// every container in the device's PID or IPC namespace;
+	// ShareProcessNamespace gives the pod's containers one PID namespace.
+	HostPID               bool        `json:"hostPID,omitempty"`
+	HostIPC               bool        `json:"hostIPC,omitempty"`
+	ShareProcessNamespace bool        `json:"shareProcessNamespace,omitempty"`
+	DNS                   *DNS        `json:"dns,omitempty"`
+	HostAliases           []HostAlias `json:"hostAliases,omitempty"`
+	// Sysctls are namespaced kernel parameters set in the pod's namespaces
+	// (protocol 6).
+	Sysctls map[string]string `json:"sysctls,omitempty"`
+	// FSGroup owns the pod's emptyDir, ConfigMap and Secret volumes, and is
+	// a supplementary group of every container (protocol 6).
+	FSGroup *int64 `json:"fsGroup,omitempty"`
+}
+
+// DNS is a pod's resolver configuration (protocol 6). With Replace the
+// pod's resolv.conf holds exactly these values (dnsPolicy None); otherwise
+// they are appended to the device's own (a dnsConfig with any other
+// policy), as kubelet does.
+type DNS struct {
+	Replace     bool     `json:"replace,omitempty"`
+	Nameservers []string `json:"nameservers,omitempty"`
+	Searches    []string `json:"searches,omitempty"`
+	// Options are resolv.conf options, "name" or "name:value".
+	Options []string `json:"options,omitempty"`
+}
+
+// HostAlias is an /etc/hosts entry of a pod (protocol 6).
+type HostAlias struct {
+	IP        string   `json:"ip"`
+	Hostnames []string `json:"hostnames"`
 }
 
 // DesiredIndex lists every pod a device should run, stored at
@@ -197,7 +230,38 @@ type Security struct {
 	ReadOnlyRootFilesystem bool     `json:"readOnlyRootFilesystem,omitempty"`
 	CapAdd                 []string `json:"capAdd,omitempty"`
 	CapDrop                []string `json:"capDrop,omitempty"`
+
+	// Since protocol 6.
+
+	// RunAsNonRoot refuses to start the container as user 0, with
+	// kubelet's CreateContainerConfigError.
+	RunAsNonRoot bool `json:"runAsNonRoot,omitempty"`
+	// SupplementalGroups are extra groups of the container's processes.
+	SupplementalGroups []int64 `json:"supplementalGroups,omitempty"`
+	// NoNewPrivileges sets no_new_privs (allowPrivilegeEscalation: false).
+	NoNewPrivileges bool `json:"noNewPrivileges,omitempty"`
+	// Seccomp is "" or SeccompRuntimeDefault (the runtime's default
+	// profile), SeccompUnconfined, or SeccompLocalhost with
+	// SeccompProfile, a path relative to the device's seccomp directory.
+	Seccomp        string `json:"seccomp,omitempty"`
+	SeccompProfile string `json:"seccompProfile,omitempty"`
+	// AppArmor is "" or "RuntimeDefault", "Unconfined", or "Localhost"
+	// with AppArmorProfile, the name of a profile loaded on the device.
+	AppArmor        string `json:"appArmor,omitempty"`
+	AppArmorProfile string `json:"appArmorProfile,omitempty"`
+	// SELinux holds label options: "user:…", "role:…", "type:…", "level:…".
+	SELinux []string `json:"seLinux,omitempty"`
+	// UnmaskedProc leaves /proc unmasked (procMount: Unmasked).
+	UnmaskedProc bool `json:"unmaskedProc,omitempty"`
 }
+
+// Profile kinds of Security.Seccomp and Security.AppArmor, spelled as in
+// Kubernetes.
+const (
+	SeccompRuntimeDefault = "RuntimeDefault"
+	SeccompUnconfined     = "Unconfined"
+	SeccompLocalhost      = "Localhost"
+)
 
 // Pod phases, spelled as in Kubernetes.
 const (

@@ -29,4 +29,9 @@ package bridge
 //     probes run on the device; PodStatus.InitContainers, ContainerStatus.Started.
 //     Container.PullAuth: registry credentials from the pod's image pull
 //     secrets that match the container's image, tried in order.
+//     (2026-11-28) Security context and pod networking: Security gains
+//     runAsNonRoot, supplementalGroups, noNewPrivileges, seccomp(+Profile),
+//     appArmor(+Profile), seLinux, unmaskedProc; Workload gains hostPID,
+//     hostIPC, shareProcessNamespace, dns, hostAliases, sysctls, fsGroup.
+//     The provider refuses them for devices older than v6.
 const ProtocolVersion = 6

@@ -38,12 +38,6 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 	if len(spec.InitContainers) > 0 {
 		refuse("init containers are not supported")
 	}
-	if spec.HostPID {
-		refuse("hostPID is not supported")
-	}
-	if spec.HostIPC {
-		refuse("hostIPC is not supported")
-	}
 	pullKeys, missingPullSecrets, err := p.podKeyring(ctx, pod)
 	if err != nil {
 		pending = errors.Join(pending, err)
@@ -65,9 +59,8 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 	if w.RestartPolicy == "" {
 		w.RestartPolicy = bridge.RestartAlways
 	}
-	if w.Hostname == "" && !spec.HostNetwork {
-		w.Hostname = pod.Name
-	}
+	podNetwork(pod, w, refuse, ignore)
+	podSecurity(pod, w, refuse, ignore)
 
 	// Volumes.
 	skipMounts := map[string]bool{}
@@ -112,7 +105,6 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 		w.Volumes = append(w.Volumes, bv)
 	}
 
-	var podSec *corev1.PodSecurityContext = spec.SecurityContext
 	for _, c := range spec.Containers {
 		bc := bridge.Container{
 			Name:            c.Name,
@@ -157,7 +149,7 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 				bc.Resources.CPULimitMilli = q.MilliValue()
 			}
 		}
-		bc.Security = security(podSec, c.SecurityContext)
+		bc.Security = containerSecurity(pod, &c, refuse, ignore)
 		if c.LivenessProbe != nil || c.ReadinessProbe != nil || c.StartupProbe != nil {
 			ignore("container %q: probes (the container is ready while it runs)", c.Name)
 		}
@@ -167,6 +159,11 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 		w.Containers = append(w.Containers, bc)
 	}
 	applyPullAuth(w, &pullKeys)
+	if v := p.deviceProtocol(spec.NodeName); v > 0 && v < securityProtocol {
+		if used := usesProtocol6(w); used != "" {
+			refuse("the device's agent is too old for %s (protocol %d, needs %d): upgrade its device-agent", used, v, securityProtocol)
+		}
+	}
 	if len(refusals) > 0 {
 		return nil, ignored, strings.Join(refusals, "; "), nil
 	}
@@ -184,40 +181,6 @@ func isServiceAccountVolume(p *corev1.ProjectedVolumeSource) bool {
 		}
 	}
 	return false
-}
-
-func security(ps *corev1.PodSecurityContext, cs *corev1.SecurityContext) *bridge.Security {
-	s := &bridge.Security{}
-	if ps != nil {
-		s.RunAsUser, s.RunAsGroup = ps.RunAsUser, ps.RunAsGroup
-	}
-	if cs != nil {
-		if cs.RunAsUser != nil {
-			s.RunAsUser = cs.RunAsUser
-		}
-		if cs.RunAsGroup != nil {
-			s.RunAsGroup = cs.RunAsGroup
-		}
-		if cs.Privileged != nil {
-			s.Privileged = *cs.Privileged
-		}
-		if cs.ReadOnlyRootFilesystem != nil {
-			s.ReadOnlyRootFilesystem = *cs.ReadOnlyRootFilesystem
-		}
-		if cs.Capabilities != nil {
-			for _, c := range cs.Capabilities.Add {
-				s.CapAdd = append(s.CapAdd, string(c))
-			}
-			for _, c := range cs.Capabilities.Drop {
-				s.CapDrop = append(s.CapDrop, string(c))
-			}
-		}
-	}
-	if s.RunAsUser == nil && s.RunAsGroup == nil && !s.Privileged && !s.ReadOnlyRootFilesystem &&
-		len(s.CapAdd) == 0 && len(s.CapDrop) == 0 {
-		return nil
-	}
-	return s
 }
 
 func (p *Provider) configMapFiles(ctx context.Context, ns string, v *corev1.ConfigMapVolumeSource) (map[string][]byte, error) {

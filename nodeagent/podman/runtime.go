@@ -35,6 +35,8 @@ type Runtime struct {
 	stateDir string
 	log      *slog.Logger
 	creds    PullCredentialsFunc
+	// resolvConf is the device's resolv.conf; "" means the system's.
+	resolvConf string
 
 	mu   sync.Mutex
 	conn context.Context // carries the bindings connection; only its values are used; nil until connected
@@ -65,6 +67,13 @@ func WithLogger(l *slog.Logger) Option {
 			r.log = l
 		}
 	}
+}
+
+// WithResolvConf sets the device resolv.conf that pods with a dnsConfig
+// extend (tests). The default is /etc/resolv.conf (systemd-resolved's
+// upstream list when it is the stub resolver's).
+func WithResolvConf(path string) Option {
+	return func(r *Runtime) { r.resolvConf = path }
 }
 
 // WithPullCredentials sets the function that supplies registry credentials

@@ -67,6 +67,7 @@ func podSpec(name string, labels map[string]string, w *bridge.Workload) (*specge
 	ps := specgen.NewPodSpecGenerator()
 	ps.Name = name
 	ps.Labels = labels
+	podNamespaces(ps, w)
 	if w.HostNetwork {
 		// The pod sees the host's network and hostname; ports need no mapping.
 		ps.NetNS = specgen.Namespace{NSMode: specgen.Host}
@@ -186,26 +187,6 @@ func containerSpec(w *bridge.Workload, c *bridge.Container, podID, name, image s
 		}
 	}
 
-	if sec := c.Security; sec != nil {
-		switch {
-		case sec.RunAsUser != nil && sec.RunAsGroup != nil:
-			s.User = fmt.Sprintf("%d:%d", *sec.RunAsUser, *sec.RunAsGroup)
-		case sec.RunAsUser != nil:
-			s.User = fmt.Sprint(*sec.RunAsUser)
-		case sec.RunAsGroup != nil:
-			// Without a user, Kubernetes keeps the image's user; podman
-			// needs one, so take root's.
-			s.User = fmt.Sprintf("0:%d", *sec.RunAsGroup)
-		}
-		if sec.Privileged {
-			s.Privileged = ptr(true)
-		}
-		if sec.ReadOnlyRootFilesystem {
-			s.ReadOnlyFilesystem = ptr(true)
-		}
-		s.CapAdd = capNames(sec.CapAdd)
-		s.CapDrop = capNames(sec.CapDrop)
-	}
 	return s, nil
 }
 

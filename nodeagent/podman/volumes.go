@@ -68,6 +68,11 @@ func (r *Runtime) prepareVolumes(w *bridge.Workload) (map[string]volumeSource, e
 			}
 			out[v.Name] = volumeSource{path: dir, owned: true}
 		}
+		if src := out[v.Name]; w.FSGroup != nil && src.owned {
+			if err := setVolumeOwnership(src.path, *w.FSGroup, src.readOnly); err != nil {
+				return nil, fmt.Errorf("volume %q: %w", v.Name, err)
+			}
+		}
 	}
 	return out, nil
 }
@@ -137,6 +142,11 @@ func (r *Runtime) UpdateVolumes(_ context.Context, w *bridge.Workload) error {
 		}
 		if err := syncFiles(dir, v.Files); err != nil {
 			return fmt.Errorf("volume %q: %w", v.Name, err)
+		}
+		if w.FSGroup != nil {
+			if err := setVolumeOwnership(dir, *w.FSGroup, true); err != nil {
+				return fmt.Errorf("volume %q: %w", v.Name, err)
+			}
 		}
 	}
 	return nil
