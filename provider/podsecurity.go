@@ -240,7 +240,7 @@ func usesProtocol6(w *bridge.Workload) string {
 	if w.FSGroup != nil {
 		used = append(used, "fsGroup")
 	}
-	for _, c := range w.Containers {
+	for _, c := range append(slices.Clone(w.InitContainers), w.Containers...) {
 		s := c.Security
 		if s == nil {
 			continue
