@@ -35,8 +35,8 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 	refuse := func(format string, a ...any) { refusals = append(refusals, fmt.Sprintf(format, a...)) }
 	ignore := func(format string, a ...any) { ignored = append(ignored, fmt.Sprintf(format, a...)) }
 
-	if len(spec.InitContainers) > 0 {
-		refuse("init containers are not supported")
+	if v := p.deviceProtocol(spec.NodeName); v > 0 && v < podSemanticsProtocol && (len(spec.InitContainers) > 0 || hasProbes(spec)) {
+		refuse("device %s runs an agent too old for init containers and probes (protocol %d, needs %d): upgrade its device-agent", spec.NodeName, v, podSemanticsProtocol)
 	}
 	pullKeys, missingPullSecrets, err := p.podKeyring(ctx, pod)
 	if err != nil {
@@ -105,7 +105,19 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 		w.Volumes = append(w.Volumes, bv)
 	}
 
+	type specContainer struct {
+		corev1.Container
+		init bool
+	}
+	var specContainers []specContainer
+	for _, c := range spec.InitContainers {
+		specContainers = append(specContainers, specContainer{c, true})
+	}
 	for _, c := range spec.Containers {
+		specContainers = append(specContainers, specContainer{c, false})
+	}
+	for _, sc := range specContainers {
+		c := sc.Container
 		bc := bridge.Container{
 			Name:            c.Name,
 			Image:           c.Image,
@@ -150,11 +162,28 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 			}
 		}
 		bc.Security = containerSecurity(pod, &c, refuse, ignore)
-		if c.LivenessProbe != nil || c.ReadinessProbe != nil || c.StartupProbe != nil {
-			ignore("container %q: probes (the container is ready while it runs)", c.Name)
+		var perrs []error
+		for _, pr := range []struct {
+			in  *corev1.Probe
+			out **bridge.Probe
+		}{{c.StartupProbe, &bc.Startup}, {c.ReadinessProbe, &bc.Readiness}, {c.LivenessProbe, &bc.Liveness}} {
+			var err error
+			if *pr.out, err = translateProbe(pr.in, &c); err != nil {
+				perrs = append(perrs, err)
+			}
+		}
+		if err := errors.Join(perrs...); err != nil {
+			refuse("container %q: %v", c.Name, err)
 		}
 		if c.Lifecycle != nil {
 			ignore("container %q: lifecycle hooks", c.Name)
+		}
+		if sc.init {
+			if c.RestartPolicy != nil {
+				bc.RestartPolicy = string(*c.RestartPolicy)
+			}
+			w.InitContainers = append(w.InitContainers, bc)
+			continue
 		}
 		w.Containers = append(w.Containers, bc)
 	}

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/intstr"
+
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -78,11 +80,11 @@ func TestTranslateBasics(t *testing.T) {
 func TestTranslateRefusesWhatDevicesCannotDo(t *testing.T) {
 	p := testProvider(t)
 	pod := basePod()
-	pod.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "i"}}
+	pod.Spec.Containers[0].LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 9000}}}
 	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: "data", VolumeSource: corev1.VolumeSource{
 		PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}})
 	_, _, refusal, _ := p.translate(t.Context(), pod)
-	for _, want := range []string{"init containers", `volume "data"`} {
+	for _, want := range []string{"gRPC probes", `volume "data"`} {
 		if !strings.Contains(refusal, want) {
 			t.Errorf("refusal %q does not mention %q", refusal, want)
 		}
@@ -187,5 +189,31 @@ func TestMissingOrUnreadableConfigIsPendingNotRefused(t *testing.T) {
 	_, _, refusal, pending = p.translate(t.Context(), pod)
 	if refusal != "" || pending == nil {
 		t.Fatalf("unreadable optional configmap: refusal %q, pending %v; want pending (not an empty volume)", refusal, pending)
+	}
+}
+
+// Init containers (sidecars among them) and probes reach the device, with
+// the API server's defaults and named ports resolved.
+func TestTranslateInitContainersAndProbes(t *testing.T) {
+	p := testProvider(t)
+	pod := basePod()
+	always := corev1.ContainerRestartPolicyAlways
+	pod.Spec.InitContainers = []corev1.Container{{Name: "setup", Image: "i"}, {Name: "proxy", Image: "i", RestartPolicy: &always}}
+	pod.Spec.Containers[0].Ports = append(pod.Spec.Containers[0].Ports, corev1.ContainerPort{Name: "http", ContainerPort: 8081})
+	pod.Spec.Containers[0].ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromString("http")}}}
+	pod.Spec.Containers[0].LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}, PeriodSeconds: 3}
+	w, _, refusal, pending := p.translate(t.Context(), pod)
+	if refusal != "" || pending != nil {
+		t.Fatalf("refusal %q, pending %v", refusal, pending)
+	}
+	if len(w.InitContainers) != 2 || w.InitContainers[0].Name != "setup" || w.InitContainers[1].RestartPolicy != "Always" {
+		t.Fatalf("init containers = %+v", w.InitContainers)
+	}
+	c := w.Containers[0]
+	if c.Readiness == nil || c.Readiness.HTTPGet == nil || c.Readiness.HTTPGet.Port != 8081 || c.Readiness.PeriodSeconds != 10 || c.Readiness.FailureThreshold != 3 {
+		t.Errorf("readiness = %+v", c.Readiness)
+	}
+	if c.Liveness == nil || len(c.Liveness.Exec) != 1 || c.Liveness.PeriodSeconds != 3 {
+		t.Errorf("liveness = %+v", c.Liveness)
 	}
 }

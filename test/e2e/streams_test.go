@@ -372,3 +372,26 @@ func TestKubectlTop(t *testing.T) {
 		return code == 0 && regexp.MustCompile(`^busy\s+main\s+\d+m\s+\d+Mi`).MatchString(out), out + errOut
 	})
 }
+
+// kubectl attach joins a container's main process: its stdin (the pod
+// asks for stdin) and its output.
+func TestKubectlAttach(t *testing.T) {
+	needCluster(t)
+	t.Parallel()
+	ns := createNamespace(t, "attach")
+	pod := sleeper(ns, "reader", devB)
+	pod.Spec.Containers[0].Stdin = true
+	pod.Spec.Containers[0].StdinOnce = true
+	pod.Spec.Containers[0].Command = []string{"sh", "-c", "read line; echo got $line"}
+	pod.Spec.RestartPolicy = corev1.RestartPolicyNever // the attach ends with the process
+	if _, err := cluster.Client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, ns, "reader")
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	out, errOut, code := kubectl(t, ctx, "hello\n", "attach", "-i", "-n", ns, "reader")
+	if !strings.Contains(out, "got hello") {
+		t.Errorf("kubectl attach -i: stdout %q, stderr %q, exit %d; want \"got hello\"", out, errOut, code)
+	}
+}
