@@ -38,7 +38,10 @@ func (r *restartTracker) forget(uid string) {
 // pending holds what a pass learned about one workload for its status.
 type pending struct {
 	createErr error
-	waiting   map[string]bool // container → in restart back-off
+	// backoff: the creation failed and waits for its retry (an image pull
+	// failure then reads ImagePullBackOff, as with a kubelet).
+	backoff bool
+	waiting map[string]bool // container → in restart back-off
 }
 
 func (a *Agent) reconcileLoop(ctx context.Context) {
@@ -167,6 +170,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 					retry = 5 * time.Second
 				}
 				if wait := time.Until(res.at.Add(retry)); wait > 0 {
+					note.backoff = true
 					next = min(next, wait)
 					continue
 				}

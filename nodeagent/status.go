@@ -110,6 +110,9 @@ func containerStatus(r *Record, c *bridge.Container, rc *ContainerState, note *p
 		cs.Reason = ReasonCreateContainerError
 		if ce != nil && (ce.Container == c.Name || ce.Container == "") {
 			cs.Reason = ce.Reason
+			if cs.Reason == ReasonErrImagePull && note.backoff {
+				cs.Reason = "ImagePullBackOff"
+			}
 		}
 		cs.Message = note.createErr.Error()
 		if ce != nil && ce.Container == c.Name && ce.Reason == ReasonCreateContainerConfigError {
