@@ -142,6 +142,14 @@ type Container struct {
 	Startup   *Probe `json:"startupProbe,omitempty"`
 	Readiness *Probe `json:"readinessProbe,omitempty"`
 	Liveness  *Probe `json:"livenessProbe,omitempty"`
+	// PostStart and PreStop are the container's lifecycle hooks (v6).
+	PostStart *Handler `json:"postStart,omitempty"`
+	PreStop   *Handler `json:"preStop,omitempty"`
+	// TerminationMessagePath is where the container writes its
+	// termination message (default /dev/termination-log), and
+	// TerminationMessagePolicy "File" or "FallbackToLogsOnError" (v6).
+	TerminationMessagePath   string `json:"terminationMessagePath,omitempty"`
+	TerminationMessagePolicy string `json:"terminationMessagePolicy,omitempty"`
 	// PullAuth lists the credentials, from the pod's image pull secrets,
 	// that match Image's registry, most specific first; the device tries
 	// them in order (v6). Not part of RestartHash: new credentials never
@@ -172,6 +180,14 @@ type Probe struct {
 	TimeoutSeconds      int32      `json:"timeoutSeconds"`
 	SuccessThreshold    int32      `json:"successThreshold"`
 	FailureThreshold    int32      `json:"failureThreshold"`
+}
+
+// Handler is a lifecycle hook: a command, an HTTP GET inside the pod, or a
+// pause (exactly one is set).
+type Handler struct {
+	Exec         []string   `json:"exec,omitempty"`
+	HTTPGet      *HTTPProbe `json:"httpGet,omitempty"`
+	SleepSeconds int64      `json:"sleepSeconds,omitempty"`
 }
 
 // HTTPProbe is an HTTP GET probe inside the pod's network namespace.
@@ -324,6 +340,7 @@ type ContainerStatus struct {
 type Termination struct {
 	ExitCode   int32      `json:"exitCode"`
 	Reason     string     `json:"reason,omitempty"`
+	Message    string     `json:"message,omitempty"` // v6
 	StartedAt  *time.Time `json:"startedAt,omitempty"`
 	FinishedAt *time.Time `json:"finishedAt,omitempty"`
 }

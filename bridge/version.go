@@ -34,4 +34,6 @@ package bridge
 //     appArmor(+Profile), seLinux, unmaskedProc; Workload gains hostPID,
 //     hostIPC, shareProcessNamespace, dns, hostAliases, sysctls, fsGroup.
 //     The provider refuses them for devices older than v6.
+//     Container postStart/preStop hooks (Handler: exec, httpGet, sleep) and
+//     terminationMessagePath/Policy; Termination.Message.
 const ProtocolVersion = 6

@@ -89,6 +89,7 @@ type Agent struct {
 	rejects  rejections
 	sessions sessions
 	probes   prober
+	hooks    hooks
 	// creating holds the pods being created and since when; created how
 	// each pod's last creation ended; createSlots bounds parallel creations.
 	creating    map[string]time.Time
@@ -324,6 +325,14 @@ func (a *Agent) forget(uid, why string) {
 	a.mu.Lock()
 	a.removing[uid] = g
 	a.mu.Unlock()
+	if r, ok := a.store.Get(uid); ok {
+		a.hooks.mu.Lock()
+		if a.hooks.stopping == nil {
+			a.hooks.stopping = map[string]*bridge.Workload{}
+		}
+		a.hooks.stopping[uid] = &r.Workload
+		a.hooks.mu.Unlock()
+	}
 	if err := a.store.Delete(uid); err != nil {
 		a.log.Error("deleting workload", "pod", uid, "err", err)
 		return

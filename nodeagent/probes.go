@@ -82,6 +82,9 @@ func (pr *prober) verdict(uid, container, kind, containerID string) (bool, bool)
 func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
 
 func (pr *prober) started(uid string, c *bridge.Container, containerID string) bool {
+	if !pr.a.postStartDone(uid, c, containerID) {
+		return false
+	}
 	if c.Startup == nil {
 		return true
 	}

@@ -42,6 +42,9 @@ type pending struct {
 	// failure then reads ImagePullBackOff, as with a kubelet).
 	backoff bool
 	waiting map[string]bool // container → in restart back-off
+	// logTails holds the log tails of failed containers whose
+	// termination message falls back to their log.
+	logTails map[string]string
 }
 
 func (a *Agent) reconcileLoop(ctx context.Context) {
@@ -112,6 +115,14 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 			g = defaultGrace
 		}
 		a.log.Info("removing pod", "pod", p.Namespace+"/"+p.Name, "uid", uid)
+		a.hooks.mu.Lock()
+		stopping := a.hooks.stopping[uid]
+		a.hooks.mu.Unlock()
+		if stopping != nil {
+			// preStop hooks first, within the grace period; what is left
+			// of it (at least 2 s, as a kubelet gives) goes to SIGTERM.
+			g = max(g-a.runPreStops(ctx, stopping, p, g), 2*time.Second)
+		}
 		if err := a.rt.RemovePod(ctx, uid, g); err != nil {
 			a.log.Error("removing pod", "uid", uid, "err", err)
 			continue
@@ -121,6 +132,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 		a.mu.Lock()
 		delete(a.removing, uid)
 		a.mu.Unlock()
+		a.hooks.forget(uid)
 		a.restarts.forget(uid)
 		a.markDirty(uid)
 	}
@@ -204,6 +216,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 		}
 	}
 	a.probes.sync(ctx, records, byUID)
+	a.syncPostStart(ctx, records, byUID)
 	creating = a.creatingNow()
 	for _, r := range a.store.List() {
 		uid := r.Workload.UID
@@ -220,6 +233,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 		if res, ok := a.lastCreate(uid); ok && res.err != nil && byUID[uid] == nil && creating[uid].IsZero() {
 			note.createErr = res.err
 		}
+		a.fillLogTails(ctx, &r, byUID[uid], note)
 		a.publish(ctx, buildStatus(&r, byUID[uid], note, a.hostIP(), &a.probes))
 	}
 	a.flushDeletes(ctx, a.store.UIDs())

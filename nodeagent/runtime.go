@@ -89,6 +89,9 @@ type ContainerState struct {
 	FinishedAt time.Time
 	// OOMKilled reports whether the kernel killed the container for memory.
 	OOMKilled bool
+	// TerminationMessage is what an exited container wrote to its
+	// terminationMessagePath.
+	TerminationMessage string
 	// Error is the runtime's error for a container that failed to start.
 	Error string
 }

@@ -70,12 +70,8 @@ func buildStatus(r *Record, p *PodState, note *pending, hostIP string, probes re
 		cs := containerStatus(r, &c, byName[c.Name], note, ce)
 		if cs.State == bridge.StateRunning {
 			cs.Ready = probes.ready(w.UID, &c, cs.ContainerID)
-			if c.Startup != nil {
-				cs.Started = ptrBool(probes.started(w.UID, &c, cs.ContainerID))
-			} else {
-				cs.Started = ptrBool(true)
-			}
-		} else if c.Startup != nil || c.Readiness != nil {
+			cs.Started = ptrBool(probes.started(w.UID, &c, cs.ContainerID))
+		} else if c.Startup != nil || c.Readiness != nil || c.PostStart != nil {
 			cs.Started = ptrBool(false)
 		}
 		if len(w.InitContainers) > 0 && !initDone && cs.State == bridge.StateWaiting && cs.Reason == "ContainerCreating" {
@@ -135,7 +131,7 @@ func containerStatus(r *Record, c *bridge.Container, rc *ContainerState, note *p
 				cs.Reason = "CrashLoopBackOff"
 				cs.Message = "back-off restarting failed container " + c.Name
 				cs.LastTermination = &bridge.Termination{
-					ExitCode: rc.ExitCode, Reason: terminationReason(rc),
+					ExitCode: rc.ExitCode, Reason: terminationReason(rc), Message: terminationMessage(c, rc, note),
 					StartedAt: timePtr(rc.StartedAt), FinishedAt: timePtr(rc.FinishedAt),
 				}
 				break
@@ -143,7 +139,7 @@ func containerStatus(r *Record, c *bridge.Container, rc *ContainerState, note *p
 			cs.State = bridge.StateTerminated
 			cs.ExitCode = rc.ExitCode
 			cs.Reason = terminationReason(rc)
-			cs.Message = rc.Error
+			cs.Message = terminationMessage(c, rc, note)
 			cs.StartedAt = timePtr(rc.StartedAt)
 			cs.FinishedAt = timePtr(rc.FinishedAt)
 		case ContainerCreated:
@@ -163,6 +159,19 @@ func containerStatus(r *Record, c *bridge.Container, rc *ContainerState, note *p
 }
 
 func ptrBool(b bool) *bool { return &b }
+
+// terminationMessage is an exited container's message: what it wrote to
+// its terminationMessagePath, or with FallbackToLogsOnError and a failure,
+// the tail of its log; else the runtime's error.
+func terminationMessage(c *bridge.Container, rc *ContainerState, note *pending) string {
+	switch {
+	case rc.TerminationMessage != "":
+		return rc.TerminationMessage
+	case c.TerminationMessagePolicy == "FallbackToLogsOnError" && rc.ExitCode != 0 && note.logTails[c.Name] != "":
+		return note.logTails[c.Name]
+	}
+	return rc.Error
+}
 
 // podPhase follows kubelet's getPhase.
 func podPhase(policy string, cs []bridge.ContainerStatus) string {

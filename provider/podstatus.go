@@ -176,7 +176,7 @@ func containerStatusOf(c *bridge.ContainerStatus) corev1.ContainerStatus {
 	}
 	if lt := c.LastTermination; lt != nil {
 		cs.LastTerminationState.Terminated = &corev1.ContainerStateTerminated{
-			ExitCode: lt.ExitCode, Reason: lt.Reason, StartedAt: mt(lt.StartedAt), FinishedAt: mt(lt.FinishedAt),
+			ExitCode: lt.ExitCode, Reason: lt.Reason, Message: lt.Message, StartedAt: mt(lt.StartedAt), FinishedAt: mt(lt.FinishedAt),
 		}
 	}
 	return cs

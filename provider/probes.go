@@ -98,3 +98,46 @@ func probePort(p intstr.IntOrString, c *corev1.Container) (int32, error) {
 	}
 	return 0, fmt.Errorf("probe port %q is not a port of the container", p.StrVal)
 }
+
+func hasHooks(spec *corev1.PodSpec) bool {
+	for _, cs := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
+		for _, c := range cs {
+			if c.Lifecycle != nil && (c.Lifecycle.PostStart != nil || c.Lifecycle.PreStop != nil) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// translateHandler turns a lifecycle hook into the device's.
+func translateHandler(h *corev1.LifecycleHandler, c *corev1.Container) (*bridge.Handler, error) {
+	if h == nil {
+		return nil, nil
+	}
+	switch {
+	case h.Exec != nil:
+		if len(h.Exec.Command) == 0 {
+			return nil, errors.New("exec hook without a command")
+		}
+		return &bridge.Handler{Exec: h.Exec.Command}, nil
+	case h.HTTPGet != nil:
+		port, err := probePort(h.HTTPGet.Port, c)
+		if err != nil {
+			return nil, err
+		}
+		g := &bridge.HTTPProbe{Path: h.HTTPGet.Path, Port: port, Scheme: string(h.HTTPGet.Scheme), Host: h.HTTPGet.Host}
+		for _, hd := range h.HTTPGet.HTTPHeaders {
+			if g.Headers == nil {
+				g.Headers = map[string]string{}
+			}
+			g.Headers[hd.Name] = hd.Value
+		}
+		return &bridge.Handler{HTTPGet: g}, nil
+	case h.Sleep != nil:
+		return &bridge.Handler{SleepSeconds: max(h.Sleep.Seconds, 0)}, nil
+	case h.TCPSocket != nil:
+		return nil, errors.New("tcpSocket hooks are deprecated and not run by kubelets either; use exec or httpGet")
+	}
+	return nil, errors.New("hook without a handler")
+}

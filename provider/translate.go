@@ -35,8 +35,8 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 	refuse := func(format string, a ...any) { refusals = append(refusals, fmt.Sprintf(format, a...)) }
 	ignore := func(format string, a ...any) { ignored = append(ignored, fmt.Sprintf(format, a...)) }
 
-	if v := p.deviceProtocol(spec.NodeName); v > 0 && v < podSemanticsProtocol && (len(spec.InitContainers) > 0 || hasProbes(spec)) {
-		refuse("device %s runs an agent too old for init containers and probes (protocol %d, needs %d): upgrade its device-agent", spec.NodeName, v, podSemanticsProtocol)
+	if v := p.deviceProtocol(spec.NodeName); v > 0 && v < podSemanticsProtocol && (len(spec.InitContainers) > 0 || hasProbes(spec) || hasHooks(spec)) {
+		refuse("device %s runs an agent too old for init containers, probes and lifecycle hooks (protocol %d, needs %d): upgrade its device-agent", spec.NodeName, v, podSemanticsProtocol)
 	}
 	pullKeys, missingPullSecrets, err := p.podKeyring(ctx, pod)
 	if err != nil {
@@ -175,9 +175,20 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 		if err := errors.Join(perrs...); err != nil {
 			refuse("container %q: %v", c.Name, err)
 		}
-		if c.Lifecycle != nil {
-			ignore("container %q: lifecycle hooks", c.Name)
+		if lc := c.Lifecycle; lc != nil {
+			var err error
+			if bc.PostStart, err = translateHandler(lc.PostStart, &c); err != nil {
+				refuse("container %q: postStart hook: %v", c.Name, err)
+			}
+			if bc.PreStop, err = translateHandler(lc.PreStop, &c); err != nil {
+				refuse("container %q: preStop hook: %v", c.Name, err)
+			}
+			if lc.StopSignal != nil {
+				refuse("container %q: lifecycle stopSignal is not supported on devices yet", c.Name)
+			}
 		}
+		bc.TerminationMessagePath = c.TerminationMessagePath
+		bc.TerminationMessagePolicy = string(c.TerminationMessagePolicy)
 		if sc.init {
 			if c.RestartPolicy != nil {
 				bc.RestartPolicy = string(*c.RestartPolicy)

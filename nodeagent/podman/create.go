@@ -114,6 +114,9 @@ func (r *Runtime) CreatePod(ctx context.Context, w *bridge.Workload, specHash st
 			err = r.secureContainer(ctx, s, w, c, imageRefs[i])
 		}
 		if err == nil {
+			err = r.mountTerminationLog(w, c, s)
+		}
+		if err == nil {
 			var resp entities.ContainerCreateResponse
 			resp, err = containers.CreateWithSpec(pctx, s, nil)
 			ids[i] = resp.ID

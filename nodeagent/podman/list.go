@@ -155,6 +155,7 @@ func (r *Runtime) containerState(ctx context.Context, c entities.ListContainer) 
 		cs.Error = st.Error
 		if cs.State == nodeagent.ContainerExited {
 			cs.ExitCode = st.ExitCode
+			cs.TerminationMessage = r.terminationMessage(c.Labels[nodeagent.LabelPodUID], cs.Name)
 		}
 	}
 	if data.ImageName != "" {

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -120,5 +122,67 @@ func TestFailingInitContainer(t *testing.T) {
 		out, errOut, _ := kubectl(t, ctx, "", "get", "pod", "-n", ns, "broken", "--no-headers")
 		p, err := cluster.Client.CoreV1().Pods(ns).Get(ctx, "broken", metav1.GetOptions{})
 		return err == nil && p.Status.Phase == corev1.PodFailed && strings.Contains(out, "Init:Error"), out + errOut
+	})
+}
+
+// postStart runs after the container starts (and before it counts as
+// started), preStop before SIGTERM when the pod is deleted; termination
+// messages come from the terminationMessagePath file or, with
+// FallbackToLogsOnError, from the log.
+func TestLifecycleHooksAndTerminationMessages(t *testing.T) {
+	needCluster(t)
+	t.Parallel()
+	ns := createNamespace(t, "hooks")
+	dir := t.TempDir()
+	hostDir := corev1.HostPathDirectory
+	pod := sleeper(ns, "hooked", devB)
+	pod.Spec.TerminationGracePeriodSeconds = int64p(20)
+	pod.Spec.Volumes = []corev1.Volume{{Name: "out", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir, Type: &hostDir}}}}
+	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "out", MountPath: "/out"}}
+	pod.Spec.Containers[0].Command = []string{"sh", "-c", `trap 'echo term >> /out/log; exit 0' TERM; while true; do sleep 1; done`}
+	pod.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{
+		PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "echo poststart >> /out/log"}}},
+		PreStop:   &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "echo prestop >> /out/log"}}},
+	}
+	failing := func(name, cmd string, policy corev1.TerminationMessagePolicy) *corev1.Pod {
+		p := sleeper(ns, name, devB)
+		p.Spec.RestartPolicy = corev1.RestartPolicyNever
+		p.Spec.Containers[0].Command = []string{"sh", "-c", cmd}
+		p.Spec.Containers[0].TerminationMessagePolicy = policy
+		return p
+	}
+	for _, p := range []*corev1.Pod{pod,
+		failing("file", `echo "bye now" > /dev/termination-log; exit 3`, corev1.TerminationMessageReadFile),
+		failing("fallback", `echo from-the-log; exit 2`, corev1.TerminationMessageFallbackToLogsOnError),
+	} {
+		if _, err := cluster.Client.CoreV1().Pods(ns).Create(t.Context(), p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	message := func(name, want string) {
+		eventually(t, 2*time.Minute, name+"'s termination message", func(ctx context.Context) (bool, string) {
+			p, err := cluster.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil || len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].State.Terminated == nil {
+				return false, fmt.Sprint(err)
+			}
+			m := p.Status.ContainerStatuses[0].State.Terminated.Message
+			return strings.Contains(m, want), fmt.Sprintf("message %q", m)
+		})
+	}
+	message("file", "bye now")
+	message("fallback", "from-the-log")
+
+	waitRunning(t, ns, "hooked")
+	eventually(t, time.Minute, "postStart ran and the container is ready", func(ctx context.Context) (bool, string) {
+		b, _ := os.ReadFile(filepath.Join(dir, "log"))
+		p, err := cluster.Client.CoreV1().Pods(ns).Get(ctx, "hooked", metav1.GetOptions{})
+		return err == nil && string(b) == "poststart\n" && podCondition(p, corev1.PodReady) == corev1.ConditionTrue, string(b)
+	})
+	if err := cluster.Client.CoreV1().Pods(ns).Delete(t.Context(), "hooked", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Minute, "preStop ran before SIGTERM", func(context.Context) (bool, string) {
+		b, _ := os.ReadFile(filepath.Join(dir, "log"))
+		return string(b) == "poststart\nprestop\nterm\n", fmt.Sprintf("%q", b)
 	})
 }
