@@ -221,15 +221,37 @@ type Volume struct {
 	EmptyDir bool `json:"emptyDir,omitempty"`
 	// HostPath is a path on the device.
 	HostPath string `json:"hostPath,omitempty"`
-	// Files holds the content of a ConfigMap or Secret volume: file name → bytes.
+	// Files holds the content of a ConfigMap, Secret, downwardAPI or
+	// projected volume: file name (a relative path) → bytes. The device
+	// writes a new set atomically, as kubelet does: a "..data" symlink
+	// swapped to a new directory, so readers never see half an update.
 	Files map[string][]byte `json:"files,omitempty"`
+
+	// Since protocol 6.
+
+	// FileModes holds the permission bits of the files in Files that are
+	// not 0644 (a volume's defaultMode, an item's mode).
+	FileModes map[string]int32 `json:"fileModes,omitempty"`
+	// Medium "Memory" makes an EmptyDir a tmpfs.
+	Medium string `json:"medium,omitempty"`
+	// SizeLimitBytes bounds a Memory EmptyDir (the tmpfs size).
+	SizeLimitBytes int64 `json:"sizeLimitBytes,omitempty"`
 }
+
+// MediumMemory is Volume.Medium for a tmpfs emptyDir, spelled as in
+// Kubernetes.
+const MediumMemory = "Memory"
 
 // Mount places a Volume in a container.
 type Mount struct {
 	Volume   string `json:"volume"`
 	Path     string `json:"path"`
 	ReadOnly bool   `json:"readOnly,omitempty"`
+	// SubPath mounts this file or directory of the volume instead of its
+	// root (v6; subPathExpr is expanded by the provider). The subPath of a
+	// Files volume is a copy taken when the container is created: it does
+	// not follow updates, as with kubelet.
+	SubPath string `json:"subPath,omitempty"`
 }
 
 // Resources are the limits a container runs under.

@@ -36,4 +36,8 @@ package bridge
 //     The provider refuses them for devices older than v6.
 //     Container postStart/preStop hooks (Handler: exec, httpGet, sleep) and
 //     terminationMessagePath/Policy; Termination.Message.
+//     (2026-11-28) Volumes: Volume.FileModes (defaultMode, item modes),
+//     Volume.Medium "Memory" (tmpfs) with SizeLimitBytes, Mount.SubPath;
+//     Files volumes are written atomically (..data symlink swap) and carry
+//     downwardAPI and projected contents too.
 const ProtocolVersion = 6

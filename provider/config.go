@@ -33,6 +33,14 @@ func (p *Provider) configHandler(ctx context.Context, kind string) cache.Resourc
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { resync(obj) },
 		UpdateFunc: func(_, obj any) { resync(obj) },
+		// A deleted object empties the volumes that mount it optionally,
+		// as kubelet does; the others keep their last files.
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			resync(obj)
+		},
 	}
 }
 
@@ -50,13 +58,30 @@ func (p *Provider) podsMounting(kind, ns, name string) []*corev1.Pod {
 			out = append(out, ent.pod.DeepCopy())
 			continue
 		}
-		for _, v := range ent.pod.Spec.Volumes {
-			if kind == "configmap" && v.ConfigMap != nil && v.ConfigMap.Name == name ||
-				kind == "secret" && v.Secret != nil && v.Secret.SecretName == name {
-				out = append(out, ent.pod.DeepCopy())
-				break
-			}
+		if volumesUse(ent.pod, kind, name) {
+			out = append(out, ent.pod.DeepCopy())
 		}
 	}
 	return out
+}
+
+// volumesUse reports whether a volume of pod, or a source of a projected
+// one, is the ConfigMap or Secret name.
+func volumesUse(pod *corev1.Pod, kind, name string) bool {
+	for _, v := range pod.Spec.Volumes {
+		if kind == "configmap" && v.ConfigMap != nil && v.ConfigMap.Name == name ||
+			kind == "secret" && v.Secret != nil && v.Secret.SecretName == name {
+			return true
+		}
+		if v.Projected == nil {
+			continue
+		}
+		for _, src := range v.Projected.Sources {
+			if kind == "configmap" && src.ConfigMap != nil && src.ConfigMap.Name == name ||
+				kind == "secret" && src.Secret != nil && src.Secret.Name == name {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -147,6 +147,9 @@ type Provider struct {
 	// which read through the client.
 	cmLister     corelisters.ConfigMapLister
 	secretLister corelisters.SecretLister
+	// podLister reads pods as written in the API (under mu): the pod
+	// controller hands over pods with env resolved and some of it dropped.
+	podLister corelisters.PodLister
 	// recorder records events on pods; nil in unit tests.
 	recorder  record.EventRecorder
 	notifyPod func(*corev1.Pod)
@@ -324,6 +327,9 @@ func (p *Provider) runPodController(ctx context.Context, recorder record.EventRe
 	case <-ctx.Done():
 		return false, nil
 	}
+	p.mu.Lock()
+	p.podLister = podFactory.Core().V1().Pods().Lister()
+	p.mu.Unlock()
 	go p.writeIndexes(gctx, podFactory.Core().V1().Pods().Lister())
 	p.readyOnce.Do(func() {
 		p.log.Info("provider ready", "devices", len(p.deviceNames()))

@@ -4,14 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
-	"sort"
 	"strings"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
 )
@@ -64,46 +59,19 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 
 	// Volumes.
 	skipMounts := map[string]bool{}
-	for _, v := range spec.Volumes {
-		bv := bridge.Volume{Name: v.Name}
-		switch {
-		case v.EmptyDir != nil:
-			bv.EmptyDir = true
-		case v.HostPath != nil:
-			bv.HostPath = v.HostPath.Path
-		case v.ConfigMap != nil:
-			files, err := p.configMapFiles(ctx, pod.Namespace, v.ConfigMap)
-			if errors.Is(err, errInvalidSpec) {
-				refuse("volume %q: %v", v.Name, err)
-				continue
-			}
-			if err != nil {
-				pending = errors.Join(pending, fmt.Errorf("volume %q: %w", v.Name, err))
-				continue
-			}
-			bv.Files = files
-		case v.Secret != nil:
-			files, err := p.secretFiles(ctx, pod.Namespace, v.Secret)
-			if errors.Is(err, errInvalidSpec) {
-				refuse("volume %q: %v", v.Name, err)
-				continue
-			}
-			if err != nil {
-				pending = errors.Join(pending, fmt.Errorf("volume %q: %w", v.Name, err))
-				continue
-			}
-			bv.Files = files
-		case v.Projected != nil && isServiceAccountVolume(v.Projected):
-			// The API server's token volume: devices do not talk to the
-			// API server, so it is left out on purpose.
-			skipMounts[v.Name] = true
-			continue
-		default:
-			refuse("volume %q: only emptyDir, hostPath, configMap and secret volumes are supported", v.Name)
-			continue
+	for i := range spec.Volumes {
+		bv, skip, err := p.translateVolume(ctx, pod, &spec.Volumes[i], refuse, ignore)
+		if err != nil {
+			pending = errors.Join(pending, err)
 		}
-		w.Volumes = append(w.Volumes, bv)
+		if skip {
+			skipMounts[spec.Volumes[i].Name] = true
+		}
+		if bv != nil {
+			w.Volumes = append(w.Volumes, *bv)
+		}
 	}
+	specPod := p.specPod(pod)
 
 	type specContainer struct {
 		corev1.Container
@@ -128,8 +96,23 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 			TTY:             c.TTY,
 			Stdin:           c.Stdin,
 		}
+		env := make(map[string]string, len(c.Env))
 		for _, e := range c.Env {
+			if e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil {
+				continue // resolved below
+			}
 			bc.Env = append(bc.Env, bridge.EnvVar{Name: e.Name, Value: e.Value})
+			env[e.Name] = e.Value
+		}
+		if sc, ok := containerByName(specPod, c.Name); ok {
+			renv, err := p.resourceEnv(specPod, sc)
+			if err != nil {
+				refuse("container %q: %v", c.Name, err)
+			}
+			for _, e := range renv {
+				bc.Env = append(bc.Env, e)
+				env[e.Name] = e.Value
+			}
 		}
 		for _, port := range c.Ports {
 			bc.Ports = append(bc.Ports, bridge.Port{
@@ -144,11 +127,12 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 			if skipMounts[m.Name] {
 				continue
 			}
-			if m.SubPath != "" || m.SubPathExpr != "" {
-				refuse("container %q: volume mount subPath is not supported", c.Name)
+			bm, err := translateMount(m, env)
+			if err != nil {
+				refuse("container %q: %v", c.Name, err)
 				continue
 			}
-			bc.Mounts = append(bc.Mounts, bridge.Mount{Volume: m.Name, Path: m.MountPath, ReadOnly: m.ReadOnly})
+			bc.Mounts = append(bc.Mounts, bm)
 		}
 		if len(c.VolumeDevices) > 0 {
 			refuse("container %q: volumeDevices are not supported", c.Name)
@@ -203,6 +187,9 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 		if used := usesProtocol6(w); used != "" {
 			refuse("the device's agent is too old for %s (protocol %d, needs %d): upgrade its device-agent", used, v, securityProtocol)
 		}
+		if used := usesVolumes6(w); used != "" {
+			refuse("the device's agent is too old for %s (protocol %d, needs %d): upgrade its device-agent", used, v, securityProtocol)
+		}
 	}
 	if len(refusals) > 0 {
 		return nil, ignored, strings.Join(refusals, "; "), nil
@@ -223,74 +210,17 @@ func isServiceAccountVolume(p *corev1.ProjectedVolumeSource) bool {
 	return false
 }
 
-func (p *Provider) configMapFiles(ctx context.Context, ns string, v *corev1.ConfigMapVolumeSource) (map[string][]byte, error) {
-	var cm *corev1.ConfigMap
-	var err error
-	if p.cmLister != nil {
-		cm, err = p.cmLister.ConfigMaps(ns).Get(v.Name)
-	} else {
-		cm, err = p.cfg.Client.CoreV1().ConfigMaps(ns).Get(ctx, v.Name, metav1.GetOptions{})
-	}
-	if err != nil {
-		// Only a ConfigMap that does not exist counts as absent: a failed
-		// read must not empty an optional volume.
-		if apierrors.IsNotFound(err) && v.Optional != nil && *v.Optional {
-			return map[string][]byte{}, nil
+// containerByName returns the container or init container name of pod.
+func containerByName(pod *corev1.Pod, name string) (*corev1.Container, bool) {
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == name {
+			return &pod.Spec.Containers[i], true
 		}
-		return nil, fmt.Errorf("configmap %q: %w", v.Name, err)
 	}
-	data := map[string][]byte{}
-	for k, s := range cm.Data {
-		data[k] = []byte(s)
-	}
-	for k, b := range cm.BinaryData {
-		data[k] = b
-	}
-	return projectItems(data, v.Items)
-}
-
-func (p *Provider) secretFiles(ctx context.Context, ns string, v *corev1.SecretVolumeSource) (map[string][]byte, error) {
-	var s *corev1.Secret
-	var err error
-	if p.secretLister != nil {
-		s, err = p.secretLister.Secrets(ns).Get(v.SecretName)
-	} else {
-		s, err = p.cfg.Client.CoreV1().Secrets(ns).Get(ctx, v.SecretName, metav1.GetOptions{})
-	}
-	if err != nil {
-		if apierrors.IsNotFound(err) && v.Optional != nil && *v.Optional {
-			return map[string][]byte{}, nil
+	for i := range pod.Spec.InitContainers {
+		if pod.Spec.InitContainers[i].Name == name {
+			return &pod.Spec.InitContainers[i], true
 		}
-		return nil, fmt.Errorf("secret %q: %w", v.SecretName, err)
 	}
-	return projectItems(s.Data, v.Items)
-}
-
-// projectItems applies a volume's items list: without items every key is
-// a file; with items only those keys, at their paths.
-func projectItems(data map[string][]byte, items []corev1.KeyToPath) (map[string][]byte, error) {
-	out := map[string][]byte{}
-	if len(items) == 0 {
-		keys := make([]string, 0, len(data))
-		for k := range data {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			out[k] = data[k]
-		}
-		return out, nil
-	}
-	for _, it := range items {
-		b, ok := data[it.Key]
-		if !ok {
-			return nil, fmt.Errorf("key %q not found", it.Key)
-		}
-		clean := path.Clean(it.Path)
-		if path.IsAbs(clean) || strings.HasPrefix(clean, "..") {
-			return nil, fmt.Errorf("%w: item path %q must be relative and stay inside the volume", errInvalidSpec, it.Path)
-		}
-		out[clean] = b
-	}
-	return out, nil
+	return nil, false
 }

@@ -153,10 +153,15 @@ func containerSpec(w *bridge.Workload, c *bridge.Container, podID, name, image s
 		s.StopTimeout = ptr(uint(*g))
 	}
 
-	for _, m := range c.Mounts {
+	for i, m := range c.Mounts {
 		src, ok := volumes[m.Volume]
 		if !ok {
 			return nil, fmt.Errorf("mount of unknown volume %q", m.Volume)
+		}
+		source, err := src.mountSource(c.Name, i, m.SubPath)
+		if err != nil {
+			return nil, &nodeagent.ContainerError{Container: c.Name, Reason: nodeagent.ReasonCreateContainerConfigError,
+				Err: fmt.Errorf("preparing the subPath of volume mount %q: %w", m.Volume, err)}
 		}
 		opts := []string{"rbind"}
 		if m.ReadOnly || src.readOnly {
@@ -169,7 +174,7 @@ func containerSpec(w *bridge.Workload, c *bridge.Container, podID, name, image s
 		}
 		s.Mounts = append(s.Mounts, spec.Mount{
 			Type:        "bind",
-			Source:      src.path,
+			Source:      source,
 			Destination: m.Path,
 			Options:     opts,
 		})

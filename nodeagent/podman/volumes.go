@@ -3,7 +3,6 @@
 package podman
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,7 +21,15 @@ type volumeSource struct {
 	// owned marks a directory the Runtime made for the pod: podman
 	// relabels it for SELinux (a host path keeps its label).
 	owned bool
+	// files marks a Files volume: its subPath mounts are copies.
+	files bool
+	// subPathDir holds the copies of subPath mounts of Files volumes.
+	subPathDir string
 }
+
+// subPathsDir is the directory, beside a pod's volumes, that holds the
+// copies of subPath mounts (no volume is named so: names are DNS labels).
+const subPathsDir = ".subpaths"
 
 // podVolumesDir is the directory that holds the volumes of pod uid.
 func (r *Runtime) podVolumesDir(uid string) string {
@@ -35,6 +42,14 @@ func (r *Runtime) podVolumesDir(uid string) string {
 func (r *Runtime) prepareVolumes(w *bridge.Workload) (map[string]volumeSource, error) {
 	out := make(map[string]volumeSource, len(w.Volumes))
 	base := r.podVolumesDir(w.UID)
+	// A pod created again (a new image) starts from fresh volumes, as
+	// kubelet's new pod would: unmount what the last creation mounted.
+	if err := unmountUnder(base); err != nil {
+		return nil, err
+	}
+	if err := os.RemoveAll(filepath.Join(base, subPathsDir)); err != nil {
+		return nil, err
+	}
 	for _, v := range w.Volumes {
 		if _, dup := out[v.Name]; dup {
 			return nil, fmt.Errorf("volume %q defined twice", v.Name)
@@ -47,10 +62,19 @@ func (r *Runtime) prepareVolumes(w *bridge.Workload) (map[string]volumeSource, e
 			out[v.Name] = volumeSource{path: v.HostPath}
 		case v.Files != nil:
 			dir := filepath.Join(base, safeSegment(v.Name))
-			if err := writeFiles(dir, v.Files); err != nil {
+			files, err := payload(v.Files, v.FileModes)
+			if err != nil {
 				return nil, fmt.Errorf("volume %q: %w", v.Name, err)
 			}
-			out[v.Name] = volumeSource{path: dir, readOnly: true, owned: true}
+			if err := os.RemoveAll(dir); err != nil {
+				return nil, fmt.Errorf("volume %q: clearing %s: %w", v.Name, dir, err)
+			}
+			if _, err := writeAtomic(dir, files, w.FSGroup); err != nil {
+				return nil, fmt.Errorf("volume %q: %w", v.Name, err)
+			}
+			out[v.Name] = volumeSource{path: dir, readOnly: true, owned: true, files: true,
+				subPathDir: filepath.Join(base, subPathsDir)}
+			continue // owned by fsGroup already
 		default:
 			if !v.EmptyDir {
 				r.log.Warn("volume without a source, using an empty directory", "pod", w.Namespace+"/"+w.Name, "volume", v.Name)
@@ -61,6 +85,11 @@ func (r *Runtime) prepareVolumes(w *bridge.Workload) (map[string]volumeSource, e
 			}
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return nil, fmt.Errorf("volume %q: %w", v.Name, err)
+			}
+			if v.Medium == bridge.MediumMemory {
+				if err := mountTmpfs(dir, v.SizeLimitBytes); err != nil {
+					return nil, fmt.Errorf("volume %q: %w", v.Name, err)
+				}
 			}
 			// Like Kubernetes' emptyDir: writable whatever user a container runs as.
 			if err := os.Chmod(dir, 0o777); err != nil {
@@ -77,33 +106,11 @@ func (r *Runtime) prepareVolumes(w *bridge.Workload) (map[string]volumeSource, e
 	return out, nil
 }
 
-// writeFiles replaces the content of dir with files (name → content). A
-// name may hold a relative path ("conf/app.yaml").
-func writeFiles(dir string, files map[string][]byte) error {
-	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("clearing %s: %w", dir, err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	for name, data := range files {
-		rel := filepath.Clean(filepath.FromSlash(name))
-		if rel == "." || filepath.IsAbs(rel) || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-			return fmt.Errorf("invalid file name %q", name)
-		}
-		path := filepath.Join(dir, rel)
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(path, data, 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // removeVolumes removes the host directories of pod uid's volumes.
 func (r *Runtime) removeVolumes(uid string) error {
+	if err := unmountUnder(r.podVolumesDir(uid)); err != nil {
+		return fmt.Errorf("removing volumes of pod %s: %w", uid, err)
+	}
 	if err := os.RemoveAll(r.podVolumesDir(uid)); err != nil {
 		return fmt.Errorf("removing volumes of pod %s: %w", uid, err)
 	}
@@ -126,71 +133,36 @@ func safeSegment(s string) string {
 
 var _ nodeagent.VolumeUpdater = (*Runtime)(nil)
 
-// UpdateVolumes rewrites the files of w's ConfigMap and Secret volumes in
-// place: changed files are replaced atomically (a rename within the
-// directory the containers bind-mount), files no longer present are
-// removed. Nothing restarts. A pod not created yet is left alone.
+// UpdateVolumes brings the files of w's Files volumes (ConfigMap, Secret,
+// downwardAPI, projected) up to date in place, each as one atomic update
+// (see writeAtomic), as kubelet does. Nothing restarts; subPath copies keep
+// their content. A pod not created yet is left alone. It also mounts the
+// tmpfs of a Memory emptyDir that is missing (a device that rebooted).
 func (r *Runtime) UpdateVolumes(_ context.Context, w *bridge.Workload) error {
 	base := r.podVolumesDir(w.UID)
+	var errs []error
 	for _, v := range w.Volumes {
-		if v.Files == nil {
-			continue
-		}
 		dir := filepath.Join(base, safeSegment(v.Name))
 		if _, err := os.Stat(dir); err != nil {
 			continue // not created yet, or not by this runtime
 		}
-		if err := syncFiles(dir, v.Files); err != nil {
-			return fmt.Errorf("volume %q: %w", v.Name, err)
-		}
-		if w.FSGroup != nil {
-			if err := setVolumeOwnership(dir, *w.FSGroup, true); err != nil {
-				return fmt.Errorf("volume %q: %w", v.Name, err)
+		switch {
+		case v.Files != nil:
+			files, err := payload(v.Files, v.FileModes)
+			if err == nil {
+				var changed bool
+				if changed, err = writeAtomic(dir, files, w.FSGroup); changed && err == nil {
+					r.log.Info("volume files updated", "pod", w.Namespace+"/"+w.Name, "volume", v.Name, "files", len(files))
+				}
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("volume %q: %w", v.Name, err))
+			}
+		case v.EmptyDir && v.Medium == bridge.MediumMemory && !isMountPoint(dir):
+			if err := mountTmpfs(dir, v.SizeLimitBytes); err != nil {
+				errs = append(errs, fmt.Errorf("volume %q: %w", v.Name, err))
 			}
 		}
 	}
-	return nil
-}
-
-// syncFiles makes dir hold exactly files, touching only what differs.
-func syncFiles(dir string, files map[string][]byte) error {
-	want := map[string]bool{}
-	for name, data := range files {
-		rel := filepath.Clean(filepath.FromSlash(name))
-		if rel == "." || filepath.IsAbs(rel) || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-			return fmt.Errorf("invalid file name %q", name)
-		}
-		want[rel] = true
-		path := filepath.Join(dir, rel)
-		if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, data) {
-			continue
-		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return err
-		}
-		tmp, err := os.CreateTemp(filepath.Dir(path), ".vkf-*")
-		if err != nil {
-			return err
-		}
-		_, werr := tmp.Write(data)
-		cerr := tmp.Close()
-		if err := errors.Join(werr, cerr, os.Chmod(tmp.Name(), 0o644)); err != nil {
-			os.Remove(tmp.Name())
-			return err
-		}
-		if err := os.Rename(tmp.Name(), path); err != nil {
-			os.Remove(tmp.Name())
-			return err
-		}
-	}
-	return filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, path)
-		if !want[rel] {
-			return os.Remove(path)
-		}
-		return nil
-	})
+	return errors.Join(errs...)
 }
