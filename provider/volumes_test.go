@@ -9,7 +9,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-
 func volumePod(vols []corev1.Volume, mounts []corev1.VolumeMount) *corev1.Pod {
 	pod := basePod()
 	pod.Labels = map[string]string{"app": "web", "tier": "edge"}
