@@ -74,6 +74,9 @@ func podNetwork(pod *corev1.Pod, w *bridge.Workload, refuse, ignore func(string,
 // network: spec.hostname, or the pod's name cut to 63 characters without
 // a trailing '-' or '.'.
 func podHostname(pod *corev1.Pod) string {
+	if o := pod.Spec.HostnameOverride; o != nil && *o != "" {
+		return *o
+	}
 	if pod.Spec.Hostname != "" {
 		return pod.Spec.Hostname
 	}

@@ -270,6 +270,7 @@ func (p *Provider) syncPod(ctx context.Context, pod *corev1.Pod) error {
 	ent.pod = pod.DeepCopy()
 	ent.ignored = ignored
 	ent.status = p.pods.statusByKey[kvKey]
+	oldRefusal := ent.refusal
 	ent.refusal = nil
 	ent.waiting = ""
 	if refusal == "" && pending != nil {
@@ -300,6 +301,11 @@ func (p *Provider) syncPod(ctx context.Context, pod *corev1.Pod) error {
 
 	if refusal != "" {
 		p.log.Warn("refusing pod", "pod", key, "node", device, "reason", refusal)
+		msg := "vk-fleet cannot run this pod on a device: " + refusal
+		if r := p.recorder; r != nil && (oldRefusal == nil || oldRefusal.Message != msg) {
+			// Once per reason, not on every resync.
+			r.Event(pod, corev1.EventTypeWarning, "UnsupportedPodSpec", msg)
+		}
 		p.notify(ent)
 		return nil
 	}

@@ -139,14 +139,36 @@ func fromDevice(pod *corev1.Pod, ds *bridge.PodStatus, st *corev1.PodStatus, pre
 		return corev1.PodCondition{Type: t, Status: s, Reason: reason, LastTransitionTime: transitionTime(prev, t, s, now)}
 	}
 	terminal := st.Phase == corev1.PodSucceeded || st.Phase == corev1.PodFailed
-	ready := allReady && st.Phase == corev1.PodRunning
+	containersReady := allReady && st.Phase == corev1.PodRunning
+	// Readiness gates: conditions others set on the Pod; it is Ready only
+	// when every one is True, and they are kept as they are.
+	ready, gateReason := containersReady, readyReason(terminal)
+	var gates []corev1.PodCondition
+	for _, g := range pod.Spec.ReadinessGates {
+		found := false
+		for _, c := range prev.Conditions {
+			if c.Type == g.ConditionType {
+				gates, found = append(gates, c), true
+				if c.Status != corev1.ConditionTrue {
+					ready = false
+				}
+			}
+		}
+		if !found {
+			ready = false
+		}
+		if !found || !ready && containersReady {
+			gateReason = "ReadinessGatesNotReady"
+		}
+	}
 	st.Conditions = []corev1.PodCondition{
 		cond(corev1.PodReadyToStartContainers, anyCreated && !terminal, ""),
 		cond(corev1.PodInitialized, initialized, "ContainersNotInitialized"),
-		cond(corev1.PodReady, ready, readyReason(terminal)),
-		cond(corev1.ContainersReady, ready, readyReason(terminal)),
+		cond(corev1.PodReady, ready, gateReason),
+		cond(corev1.ContainersReady, containersReady, readyReason(terminal)),
 		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: scheduledAt(prev, now)},
 	}
+	st.Conditions = append(st.Conditions, gates...)
 }
 
 // containerStatusOf is a device's container status as Kubernetes spells it.

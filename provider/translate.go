@@ -33,6 +33,7 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 	if v := p.deviceProtocol(spec.NodeName); v > 0 && v < podSemanticsProtocol && (len(spec.InitContainers) > 0 || hasProbes(spec) || hasHooks(spec)) {
 		refuse("device %s runs an agent too old for init containers, probes and lifecycle hooks (protocol %d, needs %d): upgrade its device-agent", spec.NodeName, v, podSemanticsProtocol)
 	}
+	checkPodFields(spec, refuse, ignore)
 	pullKeys, missingPullSecrets, err := p.podKeyring(ctx, pod)
 	if err != nil {
 		pending = errors.Join(pending, err)
