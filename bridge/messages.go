@@ -170,11 +170,12 @@ func (a RegistryAuth) String() string { return a.Username + ":***" }
 
 // Probe is a container probe with Kubernetes' semantics and defaults
 // already applied by the provider; ports are numbers (named ports are
-// resolved). Exactly one of Exec, HTTPGet and TCPPort is set.
+// resolved). Exactly one of Exec, HTTPGet, TCPPort and GRPC is set.
 type Probe struct {
 	Exec                []string   `json:"exec,omitempty"`
 	HTTPGet             *HTTPProbe `json:"httpGet,omitempty"`
 	TCPPort             int32      `json:"tcpPort,omitempty"`
+	GRPC                *GRPCProbe `json:"grpc,omitempty"`
 	InitialDelaySeconds int32      `json:"initialDelaySeconds,omitempty"`
 	PeriodSeconds       int32      `json:"periodSeconds"`
 	TimeoutSeconds      int32      `json:"timeoutSeconds"`
@@ -188,6 +189,13 @@ type Handler struct {
 	Exec         []string   `json:"exec,omitempty"`
 	HTTPGet      *HTTPProbe `json:"httpGet,omitempty"`
 	SleepSeconds int64      `json:"sleepSeconds,omitempty"`
+}
+
+// GRPCProbe is a gRPC health check (grpc.health.v1) inside the pod's
+// network namespace.
+type GRPCProbe struct {
+	Port    int32  `json:"port"`
+	Service string `json:"service,omitempty"`
 }
 
 // HTTPProbe is an HTTP GET probe inside the pod's network namespace.

@@ -1,8 +1,15 @@
 package nodeagent_test
 
 import (
+	"context"
+	"fmt"
+	"net"
 	"sync"
 	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
 	"github.com/vk-fleet/vk-fleet/nodeagent/simruntime"
@@ -115,5 +122,40 @@ func TestProbesDecideReadinessAndLiveness(t *testing.T) {
 		// Stopped (137) and waiting in back-off for its restart.
 		return s != nil && len(s.Containers) == 1 && s.Containers[0].LastTermination != nil &&
 			s.Containers[0].LastTermination.ExitCode == 137
+	})
+}
+
+// gRPC probes speak grpc.health.v1 to the pod's port: SERVING is ready,
+// NOT_SERVING is not.
+func TestGRPCProbes(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	hs := health.NewServer()
+	hs.SetServingStatus("up", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus("down", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+
+	f := startFleet(t, t.TempDir())
+	rt := &simruntime.Runtime{Dial: func(ctx context.Context, port int32) (net.Conn, error) {
+		if port != 9090 {
+			return nil, fmt.Errorf("nothing listens on %d", port)
+		}
+		return (&net.Dialer{}).DialContext(ctx, "tcp", ln.Addr().String())
+	}}
+	startAgent(t, f.srv.ClientURL(), "dev-a", t.TempDir(), rt)
+	probe := func(service string) *bridge.Probe {
+		return &bridge.Probe{GRPC: &bridge.GRPCProbe{Port: 9090, Service: service}, PeriodSeconds: 1, TimeoutSeconds: 1, SuccessThreshold: 1, FailureThreshold: 1}
+	}
+	w := workload("u1", bridge.RestartAlways)
+	w.Containers[0].Readiness = probe("up")
+	w.Containers = append(w.Containers, bridge.Container{Name: "other", Image: "busybox:v1", Readiness: probe("down")})
+	putWorkload(t, f, "dev-a", w)
+	waitStatus(t, f, "dev-a", "u1", func(s *bridge.PodStatus) bool {
+		return running(s) && len(s.Containers) == 2 && s.Containers[0].Ready && !s.Containers[1].Ready
 	})
 }

@@ -230,3 +230,37 @@ func (a *Agent) fillLogTails(ctx context.Context, r *Record, p *PodState, note *
 		note.logTails[c.Name] = tail
 	}
 }
+
+// stopAppsFirst stops a pod's app containers before the rest when it has
+// sidecars, so that sidecars outlive them as a kubelet keeps them; it
+// returns how long that took.
+func (a *Agent) stopAppsFirst(ctx context.Context, w *bridge.Workload, p *PodState, budget time.Duration) time.Duration {
+	sidecars := false
+	for _, c := range w.InitContainers {
+		sidecars = sidecars || c.RestartPolicy == bridge.RestartAlways
+	}
+	st, ok := a.rt.(ContainerStopper)
+	if !sidecars || !ok {
+		return 0
+	}
+	start := time.Now()
+	running := map[string]bool{}
+	for _, c := range p.Containers {
+		running[c.Name] = c.State == ContainerRunning
+	}
+	var wg sync.WaitGroup
+	for _, c := range w.Containers {
+		if !running[c.Name] {
+			continue
+		}
+		wg.Add(1)
+		go func(name string) {
+			defer wg.Done()
+			if err := st.StopContainer(ctx, w.UID, name, budget); err != nil {
+				a.log.Warn("stopping a container before its sidecars", "pod", w.Namespace+"/"+w.Name, "container", name, "err", err)
+			}
+		}(c.Name)
+	}
+	wg.Wait()
+	return time.Since(start)
+}

@@ -12,6 +12,10 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	"github.com/vk-fleet/vk-fleet/bridge"
 )
 
@@ -280,6 +284,8 @@ func (pr *prober) probeOnce(ctx context.Context, uid, container string, p *bridg
 		return conn.Close()
 	case p.HTTPGet != nil:
 		return pr.httpGet(ctx, uid, p.HTTPGet)
+	case p.GRPC != nil:
+		return pr.grpcCheck(ctx, uid, p.GRPC)
 	}
 	return errors.New("probe has no handler")
 }
@@ -335,6 +341,26 @@ func (pr *prober) httpGet(ctx context.Context, uid string, h *bridge.HTTPProbe) 
 	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
 		return fmt.Errorf("HTTP probe failed with statuscode: %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// grpcCheck probes as kubelet does: the grpc.health.v1 Check of the
+// service, over plain text, inside the pod; SERVING succeeds.
+func (pr *prober) grpcCheck(ctx context.Context, uid string, g *bridge.GRPCProbe) error {
+	conn, err := grpc.NewClient("passthrough:///pod",
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return pr.dial(ctx, uid, g.Port) }))
+	if err != nil {
+		return fmt.Errorf("grpc probe: %w", err)
+	}
+	defer conn.Close()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: g.Service})
+	if err != nil {
+		return fmt.Errorf("grpc probe: %w", err)
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("grpc probe: service unhealthy (responded with %q)", resp.GetStatus())
 	}
 	return nil
 }

@@ -122,6 +122,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 			// preStop hooks first, within the grace period; what is left
 			// of it (at least 2 s, as a kubelet gives) goes to SIGTERM.
 			g = max(g-a.runPreStops(ctx, stopping, p, g), 2*time.Second)
+			g = max(g-a.stopAppsFirst(ctx, stopping, p, g), 2*time.Second)
 		}
 		if err := a.rt.RemovePod(ctx, uid, g); err != nil {
 			a.log.Error("removing pod", "uid", uid, "err", err)

@@ -68,7 +68,13 @@ func translateProbe(p *corev1.Probe, c *corev1.Container) (*bridge.Probe, error)
 		}
 		out.TCPPort = port
 	case h.GRPC != nil:
-		return nil, errors.New("gRPC probes are not supported on devices yet (use an exec probe with grpc_health_probe)")
+		if h.GRPC.Port <= 0 || h.GRPC.Port > 65535 {
+			return nil, fmt.Errorf("grpc probe port %d out of range", h.GRPC.Port)
+		}
+		out.GRPC = &bridge.GRPCProbe{Port: h.GRPC.Port}
+		if h.GRPC.Service != nil {
+			out.GRPC.Service = *h.GRPC.Service
+		}
 	default:
 		return nil, errors.New("probe without a handler")
 	}

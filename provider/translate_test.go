@@ -80,11 +80,11 @@ func TestTranslateBasics(t *testing.T) {
 func TestTranslateRefusesWhatDevicesCannotDo(t *testing.T) {
 	p := testProvider(t)
 	pod := basePod()
-	pod.Spec.Containers[0].LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 9000}}}
+	pod.Spec.Containers[0].LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString("nosuch")}}}
 	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: "data", VolumeSource: corev1.VolumeSource{
 		PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}})
 	_, _, refusal, _ := p.translate(t.Context(), pod)
-	for _, want := range []string{"gRPC probes", `volume "data"`} {
+	for _, want := range []string{`probe port "nosuch"`, `volume "data"`} {
 		if !strings.Contains(refusal, want) {
 			t.Errorf("refusal %q does not mention %q", refusal, want)
 		}

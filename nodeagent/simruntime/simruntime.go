@@ -30,6 +30,8 @@ type Runtime struct {
 	// OnStart, if set, decides a container's fate when StartContainer
 	// starts it, as Exit does at creation.
 	OnStart func(podUID, container string) (code int32, ok bool)
+	// Dial, if set, is where DialPod connects (a pod's port).
+	Dial func(ctx context.Context, port int32) (net.Conn, error)
 	// Pull, if set, returns a channel that a pod's creation waits on (a
 	// slow image pull) until it closes or the creation's context ends; nil
 	// does not wait.
@@ -316,10 +318,14 @@ func (r *Runtime) Exec(ctx context.Context, podUID, container string, cmd []stri
 	return 0, nil
 }
 
-// DialPod connects to an echo server: what is written comes back.
-func (r *Runtime) DialPod(_ context.Context, podUID string, port int32) (net.Conn, error) {
+// DialPod connects to Dial's connection if set, else to an echo server:
+// what is written comes back.
+func (r *Runtime) DialPod(ctx context.Context, podUID string, port int32) (net.Conn, error) {
 	if !r.Has(podUID) {
 		return nil, fmt.Errorf("%w: pod %s", nodeagent.ErrNoContainer, podUID)
+	}
+	if r.Dial != nil {
+		return r.Dial(ctx, port)
 	}
 	client, server := net.Pipe()
 	go func() {
