@@ -462,6 +462,9 @@ func translateMount(m corev1.VolumeMount, env map[string]string) (bridge.Mount, 
 	if m.MountPropagation != nil && *m.MountPropagation != corev1.MountPropagationNone {
 		return bm, fmt.Errorf("volume mount %q: mountPropagation %s is not supported on devices", m.Name, *m.MountPropagation)
 	}
+	if m.RecursiveReadOnly != nil && *m.RecursiveReadOnly == corev1.RecursiveReadOnlyEnabled {
+		return bm, fmt.Errorf("volume mount %q: recursiveReadOnly Enabled is not supported on devices", m.Name)
+	}
 	if sub == "" {
 		return bm, nil
 	}

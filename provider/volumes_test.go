@@ -171,9 +171,11 @@ func TestTranslateSubPathAndEmptyDir(t *testing.T) {
 		{Name: "disk", MountPath: "/x", SubPath: "../etc"},
 		{Name: "disk", MountPath: "/x", SubPath: "/etc"},
 		{Name: "disk", MountPath: "/x", SubPathExpr: "$(POD)/../.."},
+		{Name: "disk", MountPath: "/x", MountPropagation: ptrTo(corev1.MountPropagationBidirectional)},
+		{Name: "disk", MountPath: "/x", RecursiveReadOnly: ptrTo(corev1.RecursiveReadOnlyEnabled)},
 	} {
 		pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{bad}
-		if _, _, refusal, _ := p.translate(t.Context(), pod); !strings.Contains(refusal, "subPath") {
+		if _, _, refusal, _ := p.translate(t.Context(), pod); !strings.Contains(refusal, `volume mount "disk"`) {
 			t.Errorf("%+v: refusal %q", bad, refusal)
 		}
 	}
