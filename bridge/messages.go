@@ -19,6 +19,18 @@ type Inventory struct {
 	PodmanVersion   string   `json:"podmanVersion,omitempty"`
 	AgentVersion    string   `json:"agentVersion,omitempty"`
 	ProtocolVersion int      `json:"protocolVersion,omitempty"`
+
+	// Since protocol 6.
+
+	// EphemeralStorageBytes is the size of the filesystem of the agent's
+	// state directory (kubelet's nodefs): the Node's ephemeral-storage.
+	EphemeralStorageBytes int64 `json:"ephemeralStorageBytes,omitempty"`
+	// Reserved is what the device keeps for its own system (the agent's
+	// --system-reserved); resources it leaves zero take the provider's.
+	Reserved *ResourceAmounts `json:"reserved,omitempty"`
+	// EvictionReserved is what the device's hard eviction thresholds hold
+	// back (memory.available, nodefs.available), resolved to amounts.
+	EvictionReserved *ResourceAmounts `json:"evictionReserved,omitempty"`
 }
 
 // Heartbeat is published by a device at a fixed interval on
@@ -36,6 +48,9 @@ type Heartbeat struct {
 	Pods int `json:"pods"`
 	// RuntimeError is set while the container runtime cannot be reached.
 	RuntimeError string `json:"runtimeError,omitempty"`
+	// Pressure is the device's memory, disk and PID pressure (protocol 6;
+	// nil from older agents).
+	Pressure *NodePressure `json:"pressure,omitempty"`
 }
 
 // Restart policies of a Workload, spelled as in Kubernetes.
@@ -266,6 +281,9 @@ type Mount struct {
 type Resources struct {
 	MemoryLimitBytes int64 `json:"memoryLimitBytes,omitempty"`
 	CPULimitMilli    int64 `json:"cpuLimitMilli,omitempty"`
+	// CPURequestMilli is the CPU request (protocol 6): the container's CPU
+	// shares, as kubelet sets them.
+	CPURequestMilli int64 `json:"cpuRequestMilli,omitempty"`
 }
 
 // Security is the subset of a container security context a device honours.

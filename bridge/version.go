@@ -40,4 +40,9 @@ package bridge
 //     Volume.Medium "Memory" (tmpfs) with SizeLimitBytes, Mount.SubPath;
 //     Files volumes are written atomically (..data symlink swap) and carry
 //     downwardAPI and projected contents too.
+//     (2026-11-28) Resources: Resources.cpuRequestMilli (CPU shares);
+//     Inventory gains ephemeralStorageBytes, reserved and evictionReserved
+//     (ResourceAmounts: what the device keeps and what its hard eviction
+//     thresholds hold back); Heartbeat.pressure (NodePressure: memory,
+//     disk, pid, signals). Older peers ignore them.
 const ProtocolVersion = 6

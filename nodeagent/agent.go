@@ -30,6 +30,15 @@ type Config struct {
 	ResyncInterval time.Duration
 	// Addresses overrides the IP addresses reported in the inventory.
 	Addresses []string
+	// SystemReserved is what the device keeps for its own system; nil
+	// leaves it to the provider's --system-reserved.
+	SystemReserved *bridge.ResourceAmounts
+	// EvictionHard are the thresholds of the Node's pressure conditions
+	// (kubelet's --eviction-hard); nil means DefaultEvictionHard.
+	EvictionHard []Threshold
+	// PressureTransitionPeriod holds a pressure condition true after its
+	// threshold was last met. Default DefaultPressureTransitionPeriod.
+	PressureTransitionPeriod time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -43,6 +52,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.EvictionHard == nil {
+		c.EvictionHard, _ = ParseEvictionHard(DefaultEvictionHard)
+	}
+	if c.PressureTransitionPeriod <= 0 {
+		c.PressureTransitionPeriod = DefaultPressureTransitionPeriod
 	}
 }
 
@@ -97,6 +112,10 @@ type Agent struct {
 	createSlots chan struct{}
 	restarts    restartTracker
 	seq         uint64
+	// pressure turns the device's eviction signals into pressure;
+	// imageStore is the runtime's image store once known.
+	pressure   pressureMonitor
+	imageStore string
 }
 
 // New returns an Agent for cfg.Device that runs pods on rt and talks over nc.
@@ -138,6 +157,7 @@ func New(cfg Config, rt Runtime, nc *nats.Conn) (*Agent, error) {
 		restarts:     restartTracker{next: map[string]time.Time{}, backoff: map[string]time.Duration{}},
 	}
 	a.probes.a = a
+	a.pressure = pressureMonitor{thresholds: cfg.EvictionHard, period: cfg.PressureTransitionPeriod, host: realHost}
 	return a, nil
 }
 

@@ -43,6 +43,7 @@ func (a *Agent) inventory(ctx context.Context) bridge.Inventory {
 	if v, err := a.rt.Version(vctx); err == nil {
 		inv.PodmanVersion = v
 	}
+	a.resourceInventory(ctx, &inv)
 	return inv
 }
 
@@ -136,9 +137,11 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			if time.Since(invAt) > time.Minute || inv.PodmanVersion == "" {
 				inv, invAt = a.inventory(ctx), time.Now()
 			}
+			pressure := a.observePressure(ctx)
 			a.mu.Lock()
 			a.seq++
 			hb := bridge.Heartbeat{
+				Pressure:        pressure,
 				Device:          a.cfg.Device,
 				Time:            time.Now().UTC(),
 				Seq:             a.seq,

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/virtual-kubelet/virtual-kubelet/node"
@@ -119,11 +118,7 @@ func (p *Provider) buildNode(name string, hb *bridge.Heartbeat) *corev1.Node {
 	if maxPods <= 0 {
 		maxPods = 110
 	}
-	capacity := corev1.ResourceList{
-		corev1.ResourceCPU:    *resource.NewQuantity(int64(max(inv.CPUs, 1)), resource.DecimalSI),
-		corev1.ResourceMemory: *resource.NewQuantity(inv.MemoryBytes, resource.BinarySI),
-		corev1.ResourcePods:   *resource.NewQuantity(int64(maxPods), resource.DecimalSI),
-	}
+	capacity, allocatable := p.nodeResources(&inv, maxPods)
 	now := metav1.Now()
 	ready := corev1.NodeCondition{
 		Type: corev1.NodeReady, Status: corev1.ConditionTrue,
@@ -164,14 +159,11 @@ func (p *Provider) buildNode(name string, hb *bridge.Heartbeat) *corev1.Node {
 		},
 		Status: corev1.NodeStatus{
 			Capacity:    capacity,
-			Allocatable: capacity.DeepCopy(),
-			Conditions: []corev1.NodeCondition{
-				ready,
-				cond(corev1.NodeMemoryPressure, "KubeletHasSufficientMemory", "device has sufficient memory"),
-				cond(corev1.NodeDiskPressure, "KubeletHasNoDiskPressure", "device has no disk pressure"),
-				cond(corev1.NodePIDPressure, "KubeletHasSufficientPID", "device has sufficient PID available"),
+			Allocatable: allocatable,
+			Conditions: append(append([]corev1.NodeCondition{ready},
+				pressureConditions(&p.conds, name, hb, now)...),
 				cond(corev1.NodeNetworkUnavailable, "RouteCreated", "device network is managed by the device"),
-			},
+			),
 			Addresses: []corev1.NodeAddress{
 				// No Hostname address: the API server tries it first, and
 				// a device's name does not resolve to vk-fleet.

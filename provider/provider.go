@@ -71,6 +71,10 @@ type Config struct {
 	StatusUpdateInterval time.Duration
 	// PodSyncWorkers is the number of pod workers. Default 10.
 	PodSyncWorkers int
+	// SystemReserved is held back from every device Node's allocatable
+	// (kubelet's --system-reserved); a device's own reserve overrides it
+	// resource by resource.
+	SystemReserved corev1.ResourceList
 	// KVReplicas of the buckets the provider creates. Default 1.
 	KVReplicas int
 	Logger     *slog.Logger
@@ -172,6 +176,8 @@ type Provider struct {
 	// the usage rates of /stats/summary.
 	cpuMu   sync.Mutex
 	cpuPrev map[string]cpuSample
+	// conds remembers when device Nodes' pressure conditions changed.
+	conds conditionTimes
 }
 
 // New returns a Provider for cfg.
@@ -366,6 +372,7 @@ func (p *Provider) ownershipChanged() {
 			lost = append(lost, d)
 			delete(p.devices, name)
 			p.releasePort(name)
+			p.conds.forget(name)
 		}
 	}
 	p.mu.Unlock()
@@ -665,6 +672,7 @@ func (p *Provider) revoke(ctx context.Context, name string) {
 	d := p.devices[name]
 	delete(p.devices, name)
 	p.releasePort(name)
+	p.conds.forget(name)
 	var keys []string
 	for k := range p.pods.desired {
 		if dev, _, ok := bridge.SplitPodKey(k); ok && dev == name {

@@ -57,6 +57,7 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 	}
 	podNetwork(pod, w, refuse, ignore)
 	podSecurity(pod, w, refuse, ignore)
+	podResources(pod, refuse)
 
 	// Volumes.
 	skipMounts := map[string]bool{}
@@ -138,14 +139,7 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 		if len(c.VolumeDevices) > 0 {
 			refuse("container %q: volumeDevices are not supported", c.Name)
 		}
-		if lim := c.Resources.Limits; lim != nil {
-			if q, ok := lim[corev1.ResourceMemory]; ok {
-				bc.Resources.MemoryLimitBytes = q.Value()
-			}
-			if q, ok := lim[corev1.ResourceCPU]; ok {
-				bc.Resources.CPULimitMilli = q.MilliValue()
-			}
-		}
+		bc.Resources = containerResources(&c, ignore)
 		bc.Security = containerSecurity(pod, &c, refuse, ignore)
 		var perrs []error
 		for _, pr := range []struct {

@@ -38,16 +38,25 @@ type options struct {
 	ResyncInterval    time.Duration
 	Addresses         []string
 	LogLevel          string
+	// Resources and pressure, with kubelet's flag names and defaults.
+	SystemReserved     string
+	EvictionHard       string
+	PressureTransition time.Duration
+
+	systemReserved *bridge.ResourceAmounts
+	evictionHard   []nodeagent.Threshold
 }
 
 func defaultOptions() *options {
 	return &options{
-		NATSURL:           nats.DefaultURL,
-		StateDir:          "/var/lib/vk-fleet-agent",
-		PodmanURL:         "unix:///run/podman/podman.sock",
-		HeartbeatInterval: 5 * time.Second,
-		ResyncInterval:    15 * time.Second,
-		LogLevel:          "info",
+		NATSURL:            nats.DefaultURL,
+		StateDir:           "/var/lib/vk-fleet-agent",
+		PodmanURL:          "unix:///run/podman/podman.sock",
+		HeartbeatInterval:  5 * time.Second,
+		ResyncInterval:     15 * time.Second,
+		LogLevel:           "info",
+		EvictionHard:       nodeagent.DefaultEvictionHard,
+		PressureTransition: nodeagent.DefaultPressureTransitionPeriod,
 	}
 }
 
@@ -66,6 +75,9 @@ func (o *options) Bind(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.ResyncInterval, "resync-interval", o.ResyncInterval, "time between full reconcile passes")
 	fs.StringSliceVar(&o.Addresses, "address", o.Addresses, "IP address(es) to report for this device (default: the host's)")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&o.SystemReserved, "system-reserved", o.SystemReserved, "resources this device keeps for its own system, as cpu=100m,memory=256Mi,ephemeral-storage=1Gi; the resources it names override vk-fleet's --system-reserved on this device's Node")
+	fs.StringVar(&o.EvictionHard, "eviction-hard", o.EvictionHard, "thresholds of the Node's MemoryPressure, DiskPressure and PIDPressure conditions, as kubelet's --eviction-hard (signals memory.available, nodefs.available, nodefs.inodesFree, imagefs.available, imagefs.inodesFree, pid.available; quantities or percentages); memory.available and nodefs.available are also held back from allocatable")
+	fs.DurationVar(&o.PressureTransition, "eviction-pressure-transition-period", o.PressureTransition, "how long a pressure condition stays true after its threshold was last met")
 }
 
 // Complete fills unset flags from the configuration file.
@@ -117,6 +129,21 @@ func (o *options) Validate() error {
 	}
 	if o.HeartbeatInterval <= 0 {
 		return errors.New("--heartbeat-interval must be positive")
+	}
+	if o.SystemReserved != "" {
+		r, err := nodeagent.ParseResourceAmounts(o.SystemReserved)
+		if err != nil {
+			return fmt.Errorf("--system-reserved: %w", err)
+		}
+		o.systemReserved = &r
+	}
+	th, err := nodeagent.ParseEvictionHard(o.EvictionHard)
+	if err != nil {
+		return fmt.Errorf("--eviction-hard: %w", err)
+	}
+	o.evictionHard = th
+	if o.PressureTransition <= 0 {
+		return errors.New("--eviction-pressure-transition-period must be positive")
 	}
 	keyFile, flag := o.NKeyFile, "--nkey-file"
 	switch {
@@ -186,6 +213,10 @@ func (o *options) Run(ctx context.Context) error {
 		ResyncInterval:    o.ResyncInterval,
 		Addresses:         o.Addresses,
 		Logger:            log,
+
+		SystemReserved:           o.systemReserved,
+		EvictionHard:             o.evictionHard,
+		PressureTransitionPeriod: o.PressureTransition,
 	}, rt, nc)
 	if err != nil {
 		return err

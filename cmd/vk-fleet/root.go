@@ -63,6 +63,7 @@ type options struct {
 	KubeBurst         int
 	PodWorkers        int
 	LogLevel          string
+	SystemReserved    string
 }
 
 func defaultOptions() *options {
@@ -83,6 +84,7 @@ func defaultOptions() *options {
 		KubeBurst:        1000,
 		PodWorkers:       10,
 		LogLevel:         "info",
+		SystemReserved:   provider.DefaultSystemReserved,
 	}
 }
 
@@ -121,6 +123,7 @@ func (o *options) Bind(fs *pflag.FlagSet) {
 	fs.Float32Var(&o.KubeQPS, "kube-api-qps", o.KubeQPS, "queries per second to the API server")
 	fs.IntVar(&o.KubeBurst, "kube-api-burst", o.KubeBurst, "burst of queries to the API server")
 	fs.IntVar(&o.PodWorkers, "pod-workers", o.PodWorkers, "pod sync workers")
+	fs.StringVar(&o.SystemReserved, "system-reserved", o.SystemReserved, "resources held back from every device Node's allocatable for the device's OS, agent and podman, as cpu=100m,memory=256Mi,ephemeral-storage=1Gi (kubelet's syntax; a device's own --system-reserved overrides it); the device's hard eviction thresholds are held back too")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
 }
 
@@ -149,6 +152,9 @@ func (o *options) Validate() error {
 	}
 	if (o.TLSCertFile == "") != (o.TLSKeyFile == "") {
 		return errors.New("--nats-tls-cert and --nats-tls-key go together")
+	}
+	if _, err := provider.ParseReserved(o.SystemReserved); err != nil {
+		return fmt.Errorf("--system-reserved: %w", err)
 	}
 	return nil
 }
@@ -205,6 +211,9 @@ func (o *options) Run(ctx context.Context) error {
 			StatusUpdateInterval: o.StatusInterval,
 			PodSyncWorkers:       o.PodWorkers,
 		},
+	}
+	if cfg.Provider.SystemReserved, err = provider.ParseReserved(o.SystemReserved); err != nil {
+		return fmt.Errorf("--system-reserved: %w", err)
 	}
 	if o.KubeletListen != "off" {
 		listen := o.KubeletListen

@@ -180,17 +180,7 @@ func containerSpec(w *bridge.Workload, c *bridge.Container, podID, name, image s
 		})
 	}
 
-	if r := c.Resources; r.MemoryLimitBytes > 0 || r.CPULimitMilli > 0 {
-		s.ResourceLimits = &spec.LinuxResources{}
-		if r.MemoryLimitBytes > 0 {
-			s.ResourceLimits.Memory = &spec.LinuxMemory{Limit: ptr(r.MemoryLimitBytes)}
-		}
-		if r.CPULimitMilli > 0 {
-			quota := r.CPULimitMilli * cpuPeriod / 1000
-			quota = max(quota, 1000) // the kernel's minimum quota is 1 ms
-			s.ResourceLimits.CPU = &spec.LinuxCPU{Quota: ptr(quota), Period: ptr(uint64(cpuPeriod))}
-		}
-	}
+	s.ResourceLimits = linuxResources(c.Resources)
 
 	return s, nil
 }

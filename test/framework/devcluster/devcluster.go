@@ -71,8 +71,9 @@ type Cluster struct {
 	natsPort    int
 	kubeconfig  string
 
-	mu     sync.Mutex
-	agents map[string]*Process
+	mu        sync.Mutex
+	agents    map[string]*Process
+	agentArgs map[string][]string // extra flags of each agent
 }
 
 // Start starts the control plane, podman, the provider and cfg.Devices.
@@ -287,25 +288,40 @@ func (c *Cluster) StopProvider() {
 	}
 }
 
-// StartAgent starts (or restarts) the device-agent of device.
-func (c *Cluster) StartAgent(_ context.Context, device string) error {
+// StartAgent starts (or restarts) the device-agent of device, with the
+// extra flags it was last started with (StartAgentWith).
+func (c *Cluster) StartAgent(ctx context.Context, device string) error {
+	c.mu.Lock()
+	extra := c.agentArgs[device]
+	c.mu.Unlock()
+	return c.StartAgentWith(ctx, device, extra...)
+}
+
+// StartAgentWith starts (or restarts) the device-agent of device with extra
+// flags (e.g. --eviction-hard), which later StartAgent calls keep.
+func (c *Cluster) StartAgentWith(_ context.Context, device string, extra ...string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if p := c.agents[device]; p != nil && !p.Exited() {
 		return fmt.Errorf("agent %s already running", device)
 	}
-	p, err := StartProcess("agent-"+device, filepath.Join(c.cfg.Dir, "agent-"+device+".log"), nil,
-		filepath.Join(c.binDir, "device-agent"),
+	args := append([]string{
 		"--config", filepath.Join(c.DeviceRoot(device), "etc/vk-fleet/agent.json"),
 		"--heartbeat-interval", c.cfg.HeartbeatInterval.String(),
 		"--resync-interval", "5s",
 		"--address", "127.0.0.1",
 		"--log-level", "debug",
-	)
+	}, extra...)
+	p, err := StartProcess("agent-"+device, filepath.Join(c.cfg.Dir, "agent-"+device+".log"), nil,
+		filepath.Join(c.binDir, "device-agent"), args...)
 	if err != nil {
 		return err
 	}
 	c.agents[device] = p
+	if c.agentArgs == nil {
+		c.agentArgs = map[string][]string{}
+	}
+	c.agentArgs[device] = extra
 	return nil
 }
 
