@@ -105,6 +105,9 @@ type Agent struct {
 	sessions sessions
 	probes   prober
 	hooks    hooks
+	// initStarts holds when advanceInit started each container that is
+	// still listed as created (reconcile's goroutine only).
+	initStarts map[string]time.Time
 	// creating holds the pods being created and since when; created how
 	// each pod's last creation ended; createSlots bounds parallel creations.
 	creating    map[string]time.Time

@@ -2,9 +2,14 @@ package nodeagent
 
 import (
 	"context"
+	"time"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
 )
+
+// initStartPatience is how long a container started by advanceInit may
+// stay listed as created before it is started again.
+const initStartPatience = 30 * time.Second
 
 // Kinds of container in a workload.
 const (
@@ -42,7 +47,18 @@ func (a *Agent) advanceInit(ctx context.Context, w *bridge.Workload, p *PodState
 	for i := range p.Containers {
 		states[p.Containers[i].Name] = &p.Containers[i]
 	}
+	if a.initStarts == nil {
+		a.initStarts = map[string]time.Time{}
+	}
 	start := func(name string) bool {
+		key := w.UID + "/" + name
+		if at, ok := a.initStarts[key]; ok && time.Since(at) < initStartPatience {
+			// Started moments ago and still listed as created: podman is
+			// still starting it (a loaded device); starting it again would
+			// run it twice.
+			return false
+		}
+		a.initStarts[key] = time.Now()
 		a.log.Info("starting container", "pod", w.Namespace+"/"+w.Name, "container", name)
 		if err := a.rt.StartContainer(ctx, w.UID, name); err != nil {
 			a.log.Warn("starting container", "pod", w.Namespace+"/"+w.Name, "container", name, "err", err)
@@ -50,6 +66,11 @@ func (a *Agent) advanceInit(ctx context.Context, w *bridge.Workload, p *PodState
 			return false
 		}
 		return true
+	}
+	for _, c := range p.Containers {
+		if c.State != ContainerCreated {
+			delete(a.initStarts, w.UID+"/"+c.Name) // started: a later start is a restart
+		}
 	}
 	for i := range w.InitContainers {
 		c := &w.InitContainers[i]

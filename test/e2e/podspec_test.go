@@ -40,11 +40,12 @@ func TestPodSpecFieldsAreHonouredOrExplained(t *testing.T) {
 	ns := createNamespace(t, "podspec")
 	pods := cluster.Client.CoreV1().Pods(ns)
 
-	refused := devicePod(ns, "needs-init", func(s *corev1.PodSpec) {
-		s.InitContainers = []corev1.Container{{Name: "init", Image: cluster.Image, Command: []string{"true"}}}
+	deadline := int64(600)
+	refused := devicePod(ns, "needs-deadline", func(s *corev1.PodSpec) {
+		s.ActiveDeadlineSeconds = &deadline
 	})
 	probed := devicePod(ns, "probed", func(s *corev1.PodSpec) {
-		s.Containers[0].ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}}
+		s.Subdomain = "web"
 	})
 	missing := devicePod(ns, "missing-image", func(s *corev1.PodSpec) {
 		s.Containers[0].Image = "localhost/does-not-exist:v1"
@@ -55,22 +56,26 @@ func TestPodSpecFieldsAreHonouredOrExplained(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, time.Minute, "the init-container pod to say it is unsupported", func(ctx context.Context) (bool, string) {
-		p, err := pods.Get(ctx, "needs-init", metav1.GetOptions{})
+	eventually(t, time.Minute, "the activeDeadlineSeconds pod to say it is unsupported, with an Event", func(ctx context.Context) (bool, string) {
+		p, err := pods.Get(ctx, "needs-deadline", metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
-		return p.Status.Phase == corev1.PodPending && p.Status.Reason == "UnsupportedPodSpec" &&
-			strings.Contains(p.Status.Message, "init containers"), fmt.Sprintf("%s %q %q", p.Status.Phase, p.Status.Reason, p.Status.Message)
+		events, err := cluster.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=needs-deadline,reason=UnsupportedPodSpec"})
+		if err != nil {
+			return false, err.Error()
+		}
+		return p.Status.Phase == corev1.PodPending && p.Status.Reason == "UnsupportedPodSpec" && len(events.Items) > 0 &&
+			strings.Contains(p.Status.Message, "activeDeadlineSeconds"), fmt.Sprintf("%s %q %q, %d events", p.Status.Phase, p.Status.Reason, p.Status.Message, len(events.Items))
 	})
-	eventually(t, time.Minute, "the probed pod Running with its probe listed as ignored", func(ctx context.Context) (bool, string) {
+	eventually(t, time.Minute, "the pod with a subdomain Running with it listed as ignored", func(ctx context.Context) (bool, string) {
 		p, err := pods.Get(ctx, "probed", metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
 		ignored := false
 		for _, c := range p.Status.Conditions {
-			if c.Type == provider.ConditionIgnoredFields && strings.Contains(c.Message, "probes") {
+			if c.Type == provider.ConditionIgnoredFields && strings.Contains(c.Message, "subdomain") {
 				ignored = true
 			}
 		}
@@ -119,7 +124,7 @@ func TestPodSpecFieldsAreHonouredOrExplained(t *testing.T) {
 		b, err := os.ReadFile(filepath.Join(out, "result"))
 		return err == nil && strings.TrimSpace(string(b)) == "edge hunter2 "+devB+" level=3", fmt.Sprintf("%q %v", b, err)
 	})
-	for _, name := range []string{"needs-init", "probed", "missing-image", "configured"} {
+	for _, name := range []string{"needs-deadline", "probed", "missing-image", "configured"} {
 		if err := pods.Delete(t.Context(), name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
