@@ -106,7 +106,7 @@ func (h *fakeHost) reader() hostReader {
 func newFakeHost() *fakeHost {
 	return &fakeHost{
 		files: map[string]string{
-			"/proc/meminfo": "MemTotal:        1000000 kB\nMemFree:          100000 kB\nMemAvailable:     500000 kB\nBuffers: 1 kB\n",
+			"/proc/meminfo":                "MemTotal:        1000000 kB\nMemFree:          100000 kB\nMemAvailable:     500000 kB\nBuffers: 1 kB\n",
 			"/proc/sys/kernel/pid_max":     "32768\n",
 			"/proc/sys/kernel/threads-max": "15000\n",
 			"/proc/loadavg":                "0.10 0.20 0.30 2/300 12345\n",
