@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nkeys"
@@ -43,6 +44,7 @@ type options struct {
 	ZitadelKeyFile    string
 	ZitadelProjectID  string
 	DebugListen       string
+	HealthListen      string
 	ReplicaID         string
 	ServiceNKeys      []string
 	NATSListen        string
@@ -105,6 +107,7 @@ func (o *options) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ReplicaID, "replica-id", os.Getenv("VKF_REPLICA_ID"), "run as one of several replicas sharing the fleet, with this unique ID (e.g. the pod name); empty serves every device")
 	fs.StringArrayVar(&o.ServiceNKeys, "service-nkey", nil, "public nkey of another replica allowed to use the embedded NATS, as name=UKEY… (repeatable)")
 	fs.StringVar(&o.DebugListen, "debug-listen", o.DebugListen, "serve pprof and expvar metrics on this address (e.g. 127.0.0.1:6060); empty disables")
+	fs.StringVar(&o.HealthListen, "health-listen", o.HealthListen, "serve /healthz and /readyz (ready once devices can connect) on this address (e.g. :8081); empty disables")
 	fs.StringVar(&o.ZitadelProjectID, "zitadel-project-id", o.ZitadelProjectID, "Zitadel project ID that device tokens must carry as audience")
 	fs.StringVar(&o.NATSListen, "nats-listen", o.NATSListen, "host:port the embedded NATS server listens on for devices")
 	fs.StringVar(&o.NATSStoreDir, "nats-store-dir", o.NATSStoreDir, "JetStream storage directory of the embedded NATS server: a cache, which may be lost (an emptyDir will do)")
@@ -180,6 +183,14 @@ func (o *options) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	var ready atomic.Bool
+	if o.HealthListen != "" {
+		go func() {
+			if err := debugserver.Health(ctx, o.HealthListen, ready.Load, log); err != nil {
+				log.Error("health endpoint", "err", err)
+			}
+		}()
+	}
 	client, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("creating kubernetes client: %w", err)
@@ -201,6 +212,7 @@ func (o *options) Run(ctx context.Context) error {
 		TokenNamespace: o.TokenNamespace,
 		DeviceTTL:      o.DeviceTTL,
 		Logger:         log,
+		Ready:          func(string) { ready.Store(true) },
 		Provider: provider.Config{
 			NodeAddress:          o.NodeAddress,
 			KubeletPort:          o.KubeletPort,

@@ -1,6 +1,7 @@
 // Package debugserver serves pprof profiles and expvar metrics (goroutines,
 // API server requests, NATS traffic) on a local address, for benchmarks and
-// for operators chasing a problem.
+// for operators chasing a problem, and the health endpoints (/healthz,
+// /readyz) that a Deployment probes.
 package debugserver
 
 import (
@@ -48,18 +49,39 @@ func Run(ctx context.Context, addr string, log *slog.Logger) error {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.Handle("/debug/vars", expvar.Handler())
+	return serve(ctx, addr, "debug", mux, log)
+}
+
+// Health serves /healthz (the process answers) and /readyz (ready reports
+// true) on addr until ctx ends.
+func Health(ctx context.Context, addr string, ready func() bool, log *slog.Logger) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return serve(ctx, addr, "health", mux, log)
+}
+
+func serve(ctx context.Context, addr, what string, h http.Handler, log *slog.Logger) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listening for debug requests: %w", err)
+		return fmt.Errorf("listening for %s requests: %w", what, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	log.Info("debug endpoint listening", "addr", l.Addr().String())
+	log.Info(what+" endpoint listening", "addr", l.Addr().String())
 	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
