@@ -34,7 +34,6 @@ require (
 )
 
 require (
-	cyphar.com/go-pathrs v0.2.5 // indirect
 	dario.cat/mergo v1.0.2 // indirect
 	github.com/Azure/go-ansiterm v0.0.0-20250102033503-faa5f7b0171c // indirect
 	github.com/BurntSushi/toml v1.6.0 // indirect
@@ -240,3 +239,8 @@ require (
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 	tags.cncf.io/container-device-interface v1.0.1 // indirect
 )
+
+// helm.sh/helm/v3 (test/chart) requires filepath-securejoin v0.7.0, which
+// dropped OpenInRoot/Reopen that go.podman.io/storage v1.62 (podman v5.8)
+// calls; helm itself only calls SecureJoin, which v0.5.2 has.
+replace github.com/cyphar/filepath-securejoin => github.com/cyphar/filepath-securejoin v0.5.2
