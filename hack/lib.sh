@@ -15,6 +15,11 @@ vkf_install_packages() {
   [ -x /bin/busybox ] || need+=(busybox-static)
   [ -x /usr/libexec/podman/catatonit ] || command -v catatonit >/dev/null || need+=(catatonit)
   command -v git >/dev/null || need+=(git)
+  # The image and package tests: CA certificates for the image, dpkg-deb to
+  # inspect the .deb, systemd-analyze to verify its unit.
+  [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+  command -v dpkg-deb >/dev/null || need+=(dpkg)
+  command -v systemd-analyze >/dev/null || need+=(systemd)
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
       echo "missing packages: ${need[*]}; run as root or install them" >&2
@@ -47,4 +52,28 @@ vkf_build() {
   vkf_log "building vk-fleet and device-agent"
   (cd "$VKF_ROOT" && go build -tags "$VKF_TAGS" -o bin/ ./cmd/vk-fleet ./cmd/device-agent ./cmd/fleetctl)
   export VKF_BIN_DIR="$VKF_ROOT/bin"
+}
+
+# vkf_version prints the version that release builds are stamped with:
+# $VKF_VERSION if set, else `git describe` from a v* tag, else the default
+# of internal/version with the commit (v0.1.0-dev-0-gabc1234), "-dirty"
+# when the tree has uncommitted changes.
+vkf_version() {
+  if [ -n "${VKF_VERSION:-}" ]; then
+    echo "$VKF_VERSION"
+    return
+  fi
+  if git -C "$VKF_ROOT" describe --tags --match 'v[0-9]*' --dirty 2>/dev/null; then
+    return
+  fi
+  local base sha dirty=""
+  base=$(sed -n 's/^var Version = "\(.*\)"$/\1/p' "$VKF_ROOT/internal/version/version.go")
+  sha=$(git -C "$VKF_ROOT" rev-parse --short=7 HEAD 2>/dev/null || echo 0000000)
+  git -C "$VKF_ROOT" diff --quiet HEAD 2>/dev/null || dirty=-dirty
+  echo "${base}-0-g${sha}${dirty}"
+}
+
+# vkf_ldflags prints the -ldflags of a release build of version $1.
+vkf_ldflags() {
+  echo "-s -w -X github.com/vk-fleet/vk-fleet/internal/version.Version=$1"
 }

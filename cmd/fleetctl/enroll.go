@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -19,6 +22,7 @@ import (
 	"github.com/vk-fleet/vk-fleet/bridge"
 	"github.com/vk-fleet/vk-fleet/callout"
 	"github.com/vk-fleet/vk-fleet/nodeagent"
+	"github.com/vk-fleet/vk-fleet/nodeagent/agentinstall"
 	"github.com/vk-fleet/vk-fleet/registry"
 	"github.com/vk-fleet/vk-fleet/zitadel"
 	"github.com/vk-fleet/vk-fleet/zitadel/devicetoken"
@@ -27,8 +31,6 @@ import (
 // Paths on the device, below --root.
 const (
 	configDir   = "etc/vk-fleet"
-	unitPath    = "etc/systemd/system/vk-fleet-agent.service"
-	unitName    = "vk-fleet-agent.service"
 	defaultRoot = "/"
 )
 
@@ -69,7 +71,7 @@ func (o *enrollOptions) Bind(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.Force, "force", false, "overwrite an existing agent configuration and device key")
 	fs.StringVar(&o.StateDir, "state-dir", "/var/lib/vk-fleet-agent", "agent state directory (on the device)")
 	fs.StringVar(&o.PodmanURL, "podman-url", "unix:///run/podman/podman.sock", "podman API socket the agent uses")
-	fs.StringVar(&o.AgentBinary, "agent-binary", "/usr/local/bin/device-agent", "device-agent binary, for the systemd unit")
+	fs.StringVar(&o.AgentBinary, "agent-binary", "", "device-agent binary the systemd unit runs (default: the device-agent beside fleetctl, else on PATH, else "+agentinstall.DefaultBinary+"; with --root, "+agentinstall.DefaultBinary+" below it)")
 	fs.DurationVar(&o.Timeout, "timeout", 30*time.Second, "how long to try to reach the server")
 	fs.StringVar(&o.ZitadelIssuer, "zitadel", "", "Zitadel URL: use a Zitadel machine user as the device identity instead of an nkey")
 	fs.StringVar(&o.ZitadelKeyFile, "zitadel-key-file", "", "JSON key of an existing machine user for this device")
@@ -93,9 +95,36 @@ func (o *enrollOptions) Complete() error {
 		}
 		o.Name = strings.ToLower(h)
 	}
+	if o.AgentBinary == "" {
+		o.AgentBinary = findAgent(filepath.Clean(o.Root) != "/")
+	}
 	var err error
 	o.labels, err = registry.ParseLabels(strings.Join(o.Labels, ","))
 	return err
+}
+
+// findAgent returns the device-agent a unit should run: the one installed
+// beside this fleetctl (both come in one package), else the one on PATH,
+// else where the package installs it. Below another --root, only the
+// latter means anything.
+func findAgent(otherRoot bool) string {
+	if otherRoot {
+		return agentinstall.DefaultBinary
+	}
+	if self, err := os.Executable(); err == nil {
+		if self, err = filepath.EvalSymlinks(self); err == nil {
+			p := filepath.Join(filepath.Dir(self), "device-agent")
+			if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+				return p
+			}
+		}
+	}
+	if p, err := exec.LookPath("device-agent"); err == nil {
+		if abs, err := filepath.Abs(p); err == nil {
+			return abs
+		}
+	}
+	return agentinstall.DefaultBinary
 }
 
 func (o *enrollOptions) Validate() error {
@@ -116,6 +145,25 @@ func (o *enrollOptions) Validate() error {
 	if o.ZitadelIssuer != "" && (o.ZitadelKeyFile == "") == (o.ZitadelAdminTokenFile == "") {
 		return errors.New("--zitadel needs exactly one of --zitadel-key-file (an existing machine user) and --zitadel-admin-token-file (create one)")
 	}
+	if o.Install {
+		if _, err := agentinstall.Unit(o.AgentBinary, o.path(filepath.Join(configDir, "agent.json"))); err != nil {
+			return fmt.Errorf("--agent-binary or --root: %w", err)
+		}
+	}
+	return nil
+}
+
+// checkAgent refuses, before the device is enrolled, to install a unit for
+// an agent that could not run pods: missing, for another architecture, or
+// built without the podman build tags.
+func (o *enrollOptions) checkAgent(ctx context.Context) error {
+	info, err := agentinstall.Check(ctx, o.path(o.AgentBinary))
+	if err != nil {
+		return fmt.Errorf("--install: refusing to install a unit for this agent: %w", err)
+	}
+	if info.OS != runtime.GOOS || info.Arch != runtime.GOARCH {
+		return fmt.Errorf("--install: device-agent %s is built for %s/%s, this is %s/%s", o.AgentBinary, info.OS, info.Arch, runtime.GOOS, runtime.GOARCH)
+	}
 	return nil
 }
 
@@ -129,6 +177,11 @@ func (o *enrollOptions) Run(ctx context.Context, out io.Writer) error {
 			if _, err := os.Stat(p); err == nil {
 				return fmt.Errorf("%s exists: this device is already enrolled (use --force to enroll again)", p)
 			}
+		}
+	}
+	if o.Install {
+		if err := o.checkAgent(ctx); err != nil {
+			return err
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(keyPath), 0o700); err != nil {
@@ -274,38 +327,39 @@ func explainEnrollError(err error, name string) error {
 	return err
 }
 
-const unitTemplate = `[Unit]
-Description=vk-fleet device agent
-Wants=network-online.target podman.socket
-After=network-online.target podman.socket
-
-[Service]
-ExecStart=%s --config %s
-Restart=always
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
-`
-
+// installUnit writes the agent's systemd unit (unless the package's is the
+// same), then enables and starts it.
 func (o *enrollOptions) installUnit(ctx context.Context, out io.Writer, cfgPath string) error {
-	unit := o.path(unitPath)
-	if err := os.MkdirAll(filepath.Dir(unit), 0o755); err != nil {
-		return fmt.Errorf("creating unit directory: %w", err)
+	unit, err := agentinstall.Unit(o.AgentBinary, cfgPath)
+	if err != nil {
+		return err
 	}
-	if err := os.WriteFile(unit, fmt.Appendf(nil, unitTemplate, o.AgentBinary, cfgPath), 0o644); err != nil {
-		return fmt.Errorf("writing systemd unit: %w", err)
+	local := o.path(agentinstall.LocalUnitPath)
+	if packaged, err := os.ReadFile(o.path(agentinstall.PackageUnitPath)); err == nil && bytes.Equal(packaged, unit) {
+		// The package's unit runs this agent with this configuration: a
+		// copy in /etc would only hide the package's future versions.
+		if err := os.Remove(local); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("removing the local unit that hides the packaged one: %w", err)
+		}
+		fmt.Fprintf(out, "using the packaged systemd unit %s\n", agentinstall.PackageUnitPath)
+	} else {
+		if err := os.MkdirAll(filepath.Dir(local), 0o755); err != nil {
+			return fmt.Errorf("creating unit directory: %w", err)
+		}
+		if err := os.WriteFile(local, unit, 0o644); err != nil {
+			return fmt.Errorf("writing systemd unit: %w", err)
+		}
 	}
 	if filepath.Clean(o.Root) != "/" {
-		fmt.Fprintf(out, "systemd unit written to %s (not enabled: --root is not /)\n", unit)
+		fmt.Fprintf(out, "systemd unit written to %s (not enabled: --root is not /)\n", local)
 		return nil
 	}
-	for _, args := range [][]string{{"daemon-reload"}, {"enable", "--now", unitName}} {
+	for _, args := range [][]string{{"daemon-reload"}, {"enable", "--now", agentinstall.UnitName}} {
 		if b, err := exec.CommandContext(ctx, "systemctl", args...).CombinedOutput(); err != nil {
 			return fmt.Errorf("systemctl %s: %w: %s", strings.Join(args, " "), err, b)
 		}
 	}
-	fmt.Fprintf(out, "device-agent enabled and started (%s)\n", unitName)
+	fmt.Fprintf(out, "device-agent enabled and started (%s)\n", agentinstall.UnitName)
 	return nil
 }
 

@@ -92,6 +92,17 @@ func TestEnrollmentTokenRules(t *testing.T) {
 	t.Run("labels become Node labels and the Node waits NotReady", func(t *testing.T) {
 		tok := createToken(t, "--ttl", "10m", "--label", "fleet=west")
 		root := filepath.Join(t.TempDir(), "root")
+		// --install runs the agent below --root to check it can run pods.
+		agent, err := os.ReadFile(cluster.Binary("device-agent"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(root, "opt/bin"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "opt/bin/device-agent"), agent, 0o755); err != nil {
+			t.Fatal(err)
+		}
 		out, err := cluster.Fleetctl(t.Context(), "enroll", "--server", cluster.NATSURL, "--token", tok, "--name", "pi-labelled",
 			"--label", "room=attic", "--ca", cluster.CAFile(), "--root", root, "--install", "--agent-binary", "/opt/bin/device-agent")
 		if err != nil {

@@ -190,6 +190,10 @@ func (c *Cluster) Fleetctl(ctx context.Context, args ...string) (string, error) 
 	return string(out), nil
 }
 
+// Binary returns the path of the cluster's vk-fleet, device-agent or
+// fleetctl binary.
+func (c *Cluster) Binary(name string) string { return filepath.Join(c.binDir, name) }
+
 // AgentStateDir is the agent's --state-dir of device (its store is in
 // workloads/).
 func (c *Cluster) AgentStateDir(device string) string {
