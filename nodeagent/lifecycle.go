@@ -56,47 +56,36 @@ func (a *Agent) postStartDone(uid string, c *bridge.Container, containerID strin
 // instance that has not had it. A hook that fails stops the container,
 // whose restart policy then applies (kubelet's FailedPostStartHook).
 func (a *Agent) syncPostStart(ctx context.Context, records []Record, pods map[string]*PodState) {
-	for _, r := range records {
-		w := r.Workload
-		p := pods[w.UID]
-		if p == nil {
-			continue
+	eachRunning(records, pods, func(wp *bridge.Workload, c bridge.Container, rc ContainerState) {
+		if c.PostStart == nil {
+			return
 		}
-		states := map[string]ContainerState{}
-		for _, c := range p.Containers {
-			states[c.Name] = c
+		w := *wp
+		key, inst := w.UID+"/"+c.Name, instanceOf(&rc)
+		a.hooks.mu.Lock()
+		if a.hooks.done == nil {
+			a.hooks.done, a.hooks.running = map[string]string{}, map[string]string{}
 		}
-		for _, c := range append(append([]bridge.Container(nil), w.InitContainers...), w.Containers...) {
-			rc, ok := states[c.Name]
-			if c.PostStart == nil || !ok || rc.State != ContainerRunning {
-				continue
-			}
-			key, inst := w.UID+"/"+c.Name, instanceOf(&rc)
-			a.hooks.mu.Lock()
-			if a.hooks.done == nil {
-				a.hooks.done, a.hooks.running = map[string]string{}, map[string]string{}
-			}
-			if a.hooks.done[key] == inst || a.hooks.running[key] == inst {
-				a.hooks.mu.Unlock()
-				continue
-			}
-			a.hooks.running[key] = inst
+		if a.hooks.done[key] == inst || a.hooks.running[key] == inst {
 			a.hooks.mu.Unlock()
-			go func(c bridge.Container) {
-				err := a.runHandler(ctx, w.UID, c.Name, c.PostStart, grace(&w))
-				a.hooks.mu.Lock()
-				delete(a.hooks.running, key)
-				a.hooks.done[key] = inst
-				a.hooks.mu.Unlock()
-				if err != nil && ctx.Err() == nil {
-					a.log.Warn("postStart hook failed; stopping the container (FailedPostStartHook)",
-						"pod", w.Namespace+"/"+w.Name, "container", c.Name, "err", err)
-					a.probes.kill(ctx, w.UID, c.Name)
-				}
-				a.kick()
-			}(c)
+			return
 		}
-	}
+		a.hooks.running[key] = inst
+		a.hooks.mu.Unlock()
+		go func() {
+			err := a.runHandler(ctx, w.UID, c.Name, c.PostStart, grace(&w))
+			a.hooks.mu.Lock()
+			delete(a.hooks.running, key)
+			a.hooks.done[key] = inst
+			a.hooks.mu.Unlock()
+			if err != nil && ctx.Err() == nil {
+				a.log.Warn("postStart hook failed; stopping the container (FailedPostStartHook)",
+					"pod", w.Namespace+"/"+w.Name, "container", c.Name, "err", err)
+				a.probes.kill(ctx, w.UID, c.Name)
+			}
+			a.kick()
+		}()
+	})
 }
 
 // runPreStops runs the preStop hooks of p's running containers in

@@ -67,6 +67,27 @@ type probeWorker struct {
 
 func probeKey(uid, container, kind string) string { return uid + "/" + container + "/" + kind }
 
+// eachRunning calls fn for every running container (init containers too)
+// of the records' pods.
+func eachRunning(records []Record, pods map[string]*PodState, fn func(w *bridge.Workload, c bridge.Container, rc ContainerState)) {
+	for i := range records {
+		w := &records[i].Workload
+		p := pods[w.UID]
+		if p == nil {
+			continue
+		}
+		states := make(map[string]ContainerState, len(p.Containers))
+		for _, c := range p.Containers {
+			states[c.Name] = c
+		}
+		for _, c := range append(append([]bridge.Container(nil), w.InitContainers...), w.Containers...) {
+			if rc, ok := states[c.Name]; ok && rc.State == ContainerRunning {
+				fn(w, c, rc)
+			}
+		}
+	}
+}
+
 // instanceOf names one run of a container: podman restarts containers in
 // place, so the ID alone does not change.
 func instanceOf(c *ContainerState) string {
@@ -117,31 +138,16 @@ func (pr *prober) sync(ctx context.Context, records []Record, pods map[string]*P
 		rc             ContainerState
 	}
 	var jobs []job
-	for _, r := range records {
-		w := &r.Workload
-		p := pods[w.UID]
-		if p == nil {
-			continue
-		}
-		states := map[string]ContainerState{}
-		for _, c := range p.Containers {
-			states[c.Name] = c
-		}
-		for _, c := range append(append([]bridge.Container(nil), w.InitContainers...), w.Containers...) {
-			rc, ok := states[c.Name]
-			if !ok || rc.State != ContainerRunning {
+	eachRunning(records, pods, func(w *bridge.Workload, c bridge.Container, rc ContainerState) {
+		for kind, probe := range map[string]*bridge.Probe{probeStartup: c.Startup, probeReadiness: c.Readiness, probeLiveness: c.Liveness} {
+			if probe == nil {
 				continue
 			}
-			for kind, probe := range map[string]*bridge.Probe{probeStartup: c.Startup, probeReadiness: c.Readiness, probeLiveness: c.Liveness} {
-				if probe == nil {
-					continue
-				}
-				key := probeKey(w.UID, c.Name, kind)
-				want[key] = probeWorker{instance: instanceOf(&rc)}
-				jobs = append(jobs, job{key: key, kind: kind, uid: w.UID, c: c, rc: rc})
-			}
+			key := probeKey(w.UID, c.Name, kind)
+			want[key] = probeWorker{instance: instanceOf(&rc)}
+			jobs = append(jobs, job{key: key, kind: kind, uid: w.UID, c: c, rc: rc})
 		}
-	}
+	})
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
 	if pr.workers == nil {

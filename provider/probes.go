@@ -46,16 +46,9 @@ func translateProbe(p *corev1.Probe, c *corev1.Container) (*bridge.Probe, error)
 		}
 		out.Exec = h.Exec.Command
 	case h.HTTPGet != nil:
-		port, err := probePort(h.HTTPGet.Port, c)
+		g, err := httpGet(h.HTTPGet, c)
 		if err != nil {
 			return nil, err
-		}
-		g := &bridge.HTTPProbe{Path: h.HTTPGet.Path, Port: port, Scheme: string(h.HTTPGet.Scheme), Host: h.HTTPGet.Host}
-		for _, hd := range h.HTTPGet.HTTPHeaders {
-			if g.Headers == nil {
-				g.Headers = map[string]string{}
-			}
-			g.Headers[hd.Name] = hd.Value
 		}
 		out.HTTPGet = g
 	case h.TCPSocket != nil:
@@ -128,16 +121,9 @@ func translateHandler(h *corev1.LifecycleHandler, c *corev1.Container) (*bridge.
 		}
 		return &bridge.Handler{Exec: h.Exec.Command}, nil
 	case h.HTTPGet != nil:
-		port, err := probePort(h.HTTPGet.Port, c)
+		g, err := httpGet(h.HTTPGet, c)
 		if err != nil {
 			return nil, err
-		}
-		g := &bridge.HTTPProbe{Path: h.HTTPGet.Path, Port: port, Scheme: string(h.HTTPGet.Scheme), Host: h.HTTPGet.Host}
-		for _, hd := range h.HTTPGet.HTTPHeaders {
-			if g.Headers == nil {
-				g.Headers = map[string]string{}
-			}
-			g.Headers[hd.Name] = hd.Value
 		}
 		return &bridge.Handler{HTTPGet: g}, nil
 	case h.Sleep != nil:
@@ -146,4 +132,20 @@ func translateHandler(h *corev1.LifecycleHandler, c *corev1.Container) (*bridge.
 		return nil, errors.New("tcpSocket hooks are deprecated and not run by kubelets either; use exec or httpGet")
 	}
 	return nil, errors.New("hook without a handler")
+}
+
+// httpGet translates an HTTP GET of a probe or hook.
+func httpGet(a *corev1.HTTPGetAction, c *corev1.Container) (*bridge.HTTPProbe, error) {
+	port, err := probePort(a.Port, c)
+	if err != nil {
+		return nil, err
+	}
+	g := &bridge.HTTPProbe{Path: a.Path, Port: port, Scheme: string(a.Scheme), Host: a.Host}
+	for _, hd := range a.HTTPHeaders {
+		if g.Headers == nil {
+			g.Headers = map[string]string{}
+		}
+		g.Headers[hd.Name] = hd.Value
+	}
+	return g, nil
 }

@@ -107,7 +107,7 @@ func TestBinDir(t *testing.T) {
 		if _, err := BinDir(); !errors.Is(err, ErrBinariesMissing) {
 			t.Errorf("empty dir: got %v, want ErrBinariesMissing", err)
 		}
-		for _, b := range binaries {
+		for _, b := range binaries.Programs {
 			if err := os.WriteFile(filepath.Join(dir, b), []byte("#!/bin/sh\n"), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -159,15 +159,6 @@ func TestProcess(t *testing.T) {
 			t.Errorf("process group still exists after stop: %v", err)
 		}
 	})
-}
-
-func TestLastLines(t *testing.T) {
-	if got := lastLines([]byte("a\nb\nc\n"), 2); got != "b\nc" {
-		t.Errorf("got %q", got)
-	}
-	if got := lastLines(nil, 2); got != "(log is empty)" {
-		t.Errorf("got %q", got)
-	}
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

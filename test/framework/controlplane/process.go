@@ -1,11 +1,9 @@
 package controlplane
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -116,7 +114,7 @@ func (p *process) exitErr() error {
 	if !p.exited() {
 		return nil
 	}
-	return &exitError{name: p.name, err: p.waitErr, logPath: p.logPath, tail: tailFile(p.logPath, logTailLines)}
+	return &exitError{name: p.name, err: p.waitErr, logPath: p.logPath, tail: childproc.TailFile(p.logPath, logTailLines)}
 }
 
 // stop terminates the process group: SIGTERM, then SIGKILL after
@@ -182,38 +180,4 @@ func (p *process) clearGroup() {
 			return
 		}
 	}
-}
-
-// tailFile returns the last n lines of the file at path, or a note why
-// it could not be read.
-func tailFile(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Sprintf("(cannot read log: %v)", err)
-	}
-	defer f.Close()
-	// Logs of a failed start are short, but read at most the last 64 KiB.
-	const maxRead = 64 << 10
-	if fi, err := f.Stat(); err == nil && fi.Size() > maxRead {
-		if _, err := f.Seek(-maxRead, io.SeekEnd); err != nil {
-			return fmt.Sprintf("(cannot read log: %v)", err)
-		}
-	}
-	b, err := io.ReadAll(f)
-	if err != nil {
-		return fmt.Sprintf("(cannot read log: %v)", err)
-	}
-	return lastLines(b, n)
-}
-
-func lastLines(b []byte, n int) string {
-	b = bytes.TrimRight(b, "\n")
-	if len(b) == 0 {
-		return "(log is empty)"
-	}
-	lines := bytes.Split(b, []byte("\n"))
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return string(bytes.Join(lines, []byte("\n")))
 }

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/vk-fleet/vk-fleet/test/framework/bincache"
 	"github.com/vk-fleet/vk-fleet/test/framework/controlplane"
 	"github.com/vk-fleet/vk-fleet/test/framework/podmantest"
 	"github.com/vk-fleet/vk-fleet/test/framework/registry"
@@ -423,7 +424,7 @@ func binaries(ctx context.Context, dir string, log *slog.Logger) (string, error)
 	if d := os.Getenv(EnvBinDir); d != "" {
 		return d, nil
 	}
-	root, err := moduleRoot()
+	root, err := bincache.ModuleRoot()
 	if err != nil {
 		return "", err
 	}
@@ -435,23 +436,6 @@ func binaries(ctx context.Context, dir string, log *slog.Logger) (string, error)
 		return "", fmt.Errorf("building binaries: %w\n%s", err, b)
 	}
 	return out, nil
-}
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the working directory")
-		}
-		dir = parent
-	}
 }
 
 func waitTCP(ctx context.Context, addr string, p *Process) error {

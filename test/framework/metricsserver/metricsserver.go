@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/vk-fleet/vk-fleet/test/framework/childproc"
 	"github.com/vk-fleet/vk-fleet/test/framework/controlplane"
 )
 
@@ -306,7 +307,7 @@ func (s *Server) waitFor(ctx context.Context, what string, timeout time.Duration
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for %s: %w (last check: %v); last lines of %s:\n%s",
-				what, ctx.Err(), err, s.LogPath, tailFile(s.LogPath, logTailLines))
+				what, ctx.Err(), err, s.LogPath, childproc.TailFile(s.LogPath, logTailLines))
 		case <-ticker.C:
 		}
 	}

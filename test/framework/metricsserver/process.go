@@ -1,11 +1,9 @@
 package metricsserver
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -70,7 +68,7 @@ func (p *process) pid() int { return p.cmd.Process.Pid }
 func (p *process) exitErr() error {
 	select {
 	case <-p.done:
-		return &exitError{err: p.waitErr, logPath: p.logPath, tail: tailFile(p.logPath, logTailLines)}
+		return &exitError{err: p.waitErr, logPath: p.logPath, tail: childproc.TailFile(p.logPath, logTailLines)}
 	default:
 		return nil
 	}
@@ -129,37 +127,4 @@ func (p *process) terminate() error {
 	case <-ctx.Done():
 		return fmt.Errorf("metrics-server (pid %d) still running %v after sigkill", pgid, killWait)
 	}
-}
-
-// tailFile returns the last n lines of the file at path, or a note why
-// it could not be read.
-func tailFile(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Sprintf("(cannot read log: %v)", err)
-	}
-	defer f.Close()
-	const maxRead = 64 << 10
-	if fi, err := f.Stat(); err == nil && fi.Size() > maxRead {
-		if _, err := f.Seek(-maxRead, io.SeekEnd); err != nil {
-			return fmt.Sprintf("(cannot read log: %v)", err)
-		}
-	}
-	b, err := io.ReadAll(f)
-	if err != nil {
-		return fmt.Sprintf("(cannot read log: %v)", err)
-	}
-	return lastLines(b, n)
-}
-
-func lastLines(b []byte, n int) string {
-	b = bytes.TrimRight(b, "\n")
-	if len(b) == 0 {
-		return "(log is empty)"
-	}
-	lines := bytes.Split(b, []byte("\n"))
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return string(bytes.Join(lines, []byte("\n")))
 }
