@@ -26,10 +26,12 @@ CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -tags "$VKF_TAGS" -o /dev/null ./
 CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 go build -tags "$VKF_TAGS" -o /dev/null ./cmd/device-agent
 
 vkf_log "fuzzing every decoder briefly (seed corpus in bridge/testdata/fuzz)"
+# A count of inputs, not a duration: a timed run on a loaded machine can end
+# in the engine's own "context deadline exceeded".
 for target in $(go test -list '^Fuzz' ./bridge/ | grep '^Fuzz'); do
   for attempt in 1 2; do
-    if out=$(go test -run '^$' -fuzz "^${target}\$" -fuzztime "${VKF_FUZZTIME:-5s}" ./bridge/ 2>&1); then break; fi
-    # Go's fuzzing engine sometimes ends a short run with "context deadline
+    if out=$(go test -run '^$' -fuzz "^${target}\$" -fuzztime "${VKF_FUZZTIME:-50000x}" ./bridge/ 2>&1); then break; fi
+    # Go's fuzzing engine sometimes ends a run with "context deadline
     # exceeded" and no failing input (golang/go#56238): run it once more.
     # A real failure names its input ("Failing input written to ...").
     if [ "$attempt" = 2 ] || grep -q "Failing input" <<<"$out" || ! grep -q "context deadline exceeded" <<<"$out"; then
