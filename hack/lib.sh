@@ -47,10 +47,12 @@ vkf_metrics_server() {
   export VKF_METRICS_SERVER_BIN
 }
 
-# vkf_build builds vk-fleet and device-agent into $VKF_ROOT/bin.
+# vkf_build builds vk-fleet, device-agent and fleetctl into $VKF_ROOT/bin,
+# static (CGO_ENABLED=0) as releases are, so that the image and package
+# tests can use them as they are.
 vkf_build() {
   vkf_log "building vk-fleet and device-agent"
-  (cd "$VKF_ROOT" && go build -tags "$VKF_TAGS" -o bin/ ./cmd/vk-fleet ./cmd/device-agent ./cmd/fleetctl)
+  (cd "$VKF_ROOT" && CGO_ENABLED=0 go build -tags "$VKF_TAGS" -o bin/ ./cmd/vk-fleet ./cmd/device-agent ./cmd/fleetctl)
   export VKF_BIN_DIR="$VKF_ROOT/bin"
 }
 
