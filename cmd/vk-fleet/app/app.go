@@ -156,6 +156,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// Published before NATS listens, so that `fleetctl ca` works as soon as
+	// devices can connect.
+	if err := publishCA(ctx, cfg.Client, cfg.TokenNamespace, caPEM); err != nil {
+		log.Warn("publishing the nats CA certificate", "err", err)
+	}
 
 	storeKey, err := natsStoreKey(ctx, cfg, log)
 	if err != nil {
@@ -235,9 +240,6 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Error("enrollment service stopped", "err", err)
 		}
 	}()
-	if err := publishCA(ctx, cfg.Client, cfg.TokenNamespace, caPEM); err != nil {
-		log.Warn("publishing the nats CA certificate", "err", err)
-	}
 	if cfg.Ready != nil {
 		cfg.Ready(srv.ClientURL())
 	}
