@@ -18,8 +18,9 @@ go mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy" >&2; e
 unformatted=$(gofmt -l $(git ls-files '*.go'))
 [ -z "$unformatted" ] || { echo "not gofmt'ed: $unformatted" >&2; exit 1; }
 
-vkf_log "go vet"
+vkf_log "go vet (with and without the podman build tags)"
 go vet -tags "$VKF_TAGS" ./...
+go vet ./...
 
 vkf_log "cross-compiling device-agent for linux/arm64 and linux/arm"
 CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -tags "$VKF_TAGS" -o /dev/null ./cmd/device-agent

@@ -5,7 +5,9 @@ package podman
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
@@ -71,3 +73,27 @@ func (*Runtime) RemovePod(context.Context, string, time.Duration) error { return
 
 // Events fails in this build.
 func (*Runtime) Events(context.Context) (<-chan nodeagent.Event, error) { return nil, ErrNotBuilt }
+
+// ContainerLogs fails: this build cannot reach podman.
+func (*Runtime) ContainerLogs(context.Context, string, string, nodeagent.LogOptions) (io.ReadCloser, error) {
+	return nil, ErrNotBuilt
+}
+
+// Exec fails: this build cannot reach podman.
+func (*Runtime) Exec(context.Context, string, string, []string, nodeagent.StreamIO) (int, error) {
+	return 0, ErrNotBuilt
+}
+
+// Attach fails: this build cannot reach podman.
+func (*Runtime) Attach(context.Context, string, string, nodeagent.StreamIO) error { return ErrNotBuilt }
+
+// DialPod fails: this build cannot reach podman.
+func (*Runtime) DialPod(context.Context, string, int32) (net.Conn, error) { return nil, ErrNotBuilt }
+
+// PodStats fails: this build cannot reach podman.
+func (*Runtime) PodStats(context.Context) ([]nodeagent.PodStats, error) { return nil, ErrNotBuilt }
+
+// StopContainer fails: this build cannot reach podman.
+func (*Runtime) StopContainer(context.Context, string, string, time.Duration) error {
+	return ErrNotBuilt
+}
