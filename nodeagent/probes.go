@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -98,13 +99,11 @@ func (pr *prober) verdict(uid, container, kind, containerID string) (bool, bool)
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
 	r, ok := pr.results[probeKey(uid, container, kind)]
-	if !ok || containerID == "" || !hasPrefix(r.instance, containerID+"@") {
+	if !ok || containerID == "" || !strings.HasPrefix(r.instance, containerID+"@") {
 		return false, false
 	}
 	return r.ok, true
 }
-
-func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
 
 func (pr *prober) started(uid string, c *bridge.Container, containerID string) bool {
 	if !pr.a.postStartDone(uid, c, containerID) {

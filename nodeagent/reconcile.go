@@ -3,6 +3,7 @@ package nodeagent
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
@@ -134,6 +135,11 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 		delete(a.removing, uid)
 		a.mu.Unlock()
 		a.hooks.forget(uid)
+		for k := range a.initStarts {
+			if strings.HasPrefix(k, uid+"/") {
+				delete(a.initStarts, k)
+			}
+		}
 		a.restarts.forget(uid)
 		a.markDirty(uid)
 	}

@@ -21,9 +21,6 @@ var _ nodeagent.LogReader = (*Runtime)(nil)
 // ContainerLogs streams the log of one container of pod podUID, stdout and
 // stderr interleaved as podman returns them.
 func (r *Runtime) ContainerLogs(ctx context.Context, podUID, container string, opts nodeagent.LogOptions) (io.ReadCloser, error) {
-	if opts.Previous {
-		return nil, fmt.Errorf("%w: the log of a previous container instance is not kept on the device", nodeagent.ErrLogUnsupported)
-	}
 	if err := r.connect(); err != nil {
 		return nil, err
 	}
