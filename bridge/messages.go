@@ -353,6 +353,9 @@ type PodStatus struct {
 	Containers []ContainerStatus `json:"containers"`
 	// InitContainers are the init containers' statuses (v6).
 	InitContainers []ContainerStatus `json:"initContainers,omitempty"`
+	// Initialized reports whether every init container has succeeded (a
+	// sidecar: started) (v6; nil from older devices, which run none).
+	Initialized *bool `json:"initialized,omitempty"`
 	// ObservedAt is when the device took this status.
 	ObservedAt time.Time `json:"observedAt"`
 }

@@ -26,7 +26,8 @@ package bridge
 //     Gone for messages of a session the device does not know; StatsReport.
 //   - 6 (2026-11-28): pod semantics: Workload.InitContainers (sidecars with
 //     Container.RestartPolicy Always), Container startup/readiness/liveness
-//     probes run on the device; PodStatus.InitContainers, ContainerStatus.Started.
+//     probes run on the device; PodStatus.InitContainers and Initialized,
+//     ContainerStatus.Started.
 //     Container.PullAuth: registry credentials from the pod's image pull
 //     secrets that match the container's image, tried in order.
 //     (2026-11-28) Security context and pod networking: Security gains

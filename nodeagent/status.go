@@ -79,6 +79,9 @@ func buildStatus(r *Record, p *PodState, note *pending, hostIP string, probes re
 		}
 		st.Containers = append(st.Containers, cs)
 	}
+	if len(w.InitContainers) > 0 {
+		st.Initialized = ptrBool(initDone)
+	}
 	switch {
 	case initFailed:
 		st.Phase = bridge.PhaseFailed

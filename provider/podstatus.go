@@ -105,7 +105,9 @@ func fromDevice(pod *corev1.Pod, ds *bridge.PodStatus, st *corev1.PodStatus, pre
 		st.ContainerStatuses = append(st.ContainerStatuses, cs)
 	}
 	st.InitContainerStatuses = nil
-	initialized := true
+	// The device says whether the init sequence is done (devices before v6
+	// run no init containers).
+	initialized := ds.Initialized == nil || *ds.Initialized
 	sidecars := map[string]bool{}
 	for _, c := range pod.Spec.InitContainers {
 		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
@@ -117,16 +119,8 @@ func fromDevice(pod *corev1.Pod, ds *bridge.PodStatus, st *corev1.PodStatus, pre
 		if cs.ContainerID != "" {
 			anyCreated = true
 		}
-		switch {
-		case sidecars[c.Name]:
-			if cs.Started == nil || !*cs.Started {
-				initialized = initialized && (c.RestartCount > 0 || c.LastTermination != nil)
-			}
-			if !c.Ready {
-				allReady = false
-			}
-		case c.State != bridge.StateTerminated || c.ExitCode != 0:
-			initialized = false
+		if sidecars[c.Name] && !c.Ready {
+			allReady = false // a sidecar's readiness counts for the Pod's
 		}
 		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
 	}
