@@ -27,19 +27,13 @@ type LogOptions struct {
 	// UntilTime, when set, ends the log there.
 	UntilTime  *time.Time
 	Timestamps bool
-	// Previous asks for the run before the last restart. The agent turns
-	// it into SinceTime and UntilTime, as podman keeps one log across a
-	// container's restarts in place; runtimes see it false.
-	Previous bool
 }
 
 // Errors of the session interfaces (LogReader, Execer, …), sent to the
 // provider as codes.
 var (
-	ErrNoContainer = errors.New("no such container")
-	ErrUnsupported = errors.New("not supported")
-	// ErrLogUnsupported is ErrUnsupported, by its name before exec.
-	ErrLogUnsupported  = ErrUnsupported
+	ErrNoContainer     = errors.New("no such container")
+	ErrUnsupported     = errors.New("not supported")
 	errSessionTimedOut = errors.New("session timed out waiting for the provider")
 	errInputOverrun    = errors.New("the provider sent input beyond its credit or out of order")
 )
@@ -82,10 +76,9 @@ type session struct {
 	cancel context.CancelFunc
 	ctl    chan bridge.SessionControl
 
-	mu     sync.Mutex
+	mu     sync.Mutex // orders numbering and publishing
 	seq    uint64
-	credit int
-	more   chan struct{}
+	credit *bridge.Credit
 
 	// binary: the provider reads the binary form of frames (v5 on).
 	binary bool
@@ -158,7 +151,7 @@ func (a *Agent) serve(ctx context.Context, req *bridge.SessionRequest) {
 	s := &session{
 		a: a, id: req.Session, out: bridge.SessionDataSubject(a.cfg.Device, req.Session), ctx: ctx, cancel: cancel,
 		ctl:    make(chan bridge.SessionControl, 2*bridge.InitialCredit+8),
-		credit: bridge.InitialCredit, more: make(chan struct{}, 1),
+		credit: bridge.NewCredit(bridge.InitialCredit),
 		input:  make(chan bridge.SessionControl, bridge.InitialCredit+1),
 		resize: make(chan TermSize, 4),
 		binary: req.Version >= 5,
@@ -211,7 +204,7 @@ func (s *session) control() {
 				return
 			}
 			if c.Credit > 0 {
-				s.grant(c.Credit)
+				s.credit.Grant(c.Credit)
 			}
 			if c.Resize != nil {
 				select {
@@ -238,40 +231,16 @@ func (s *session) control() {
 	}
 }
 
-func (s *session) grant(n int) {
-	s.mu.Lock()
-	s.credit += n
-	s.mu.Unlock()
-	select {
-	case s.more <- struct{}{}:
-	default:
-	}
-}
-
 // send numbers f and publishes it; a frame with data first waits for
 // credit.
 func (s *session) send(f *bridge.StreamFrame) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if len(f.Data) > 0 {
-		for s.credit <= 0 {
-			s.mu.Unlock()
-			select {
-			case <-s.more:
-			case <-s.ctx.Done():
-				s.mu.Lock()
-				return s.ctx.Err()
-			}
-			s.mu.Lock()
-		}
-		s.credit--
-		if s.credit > 0 {
-			select {
-			case s.more <- struct{}{}:
-			default:
-			}
+		if err := s.credit.Take(s.ctx, nil); err != nil {
+			return err
 		}
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if f.Numbered() {
 		f.Seq = s.seq
 		s.seq++

@@ -95,10 +95,9 @@ type session struct {
 
 	closeOnce sync.Once
 
-	inMu     sync.Mutex
-	inCredit int
+	inMu     sync.Mutex // orders numbering and publishing of input
+	inCredit *bridge.Credit
 	inSeq    uint64
-	inMore   chan struct{}
 }
 
 // openSession sends req to device and waits for its first frame: for a v5
@@ -120,7 +119,7 @@ func (p *Provider) openSession(ctx context.Context, device string, req *bridge.S
 		return nil, err
 	}
 	s := &session{ctx: ctx, p: p, device: device, id: req.Session, sub: sub, frames: frames,
-		done: make(chan struct{}), inMore: make(chan struct{}, 1)}
+		done: make(chan struct{}), inCredit: bridge.NewCredit(0)}
 	if err := p.cfg.NATS.Publish(bridge.SessionSubject(device), data); err != nil {
 		_ = sub.Unsubscribe()
 		return nil, fmt.Errorf("opening a session with device %s: %w", device, err)
@@ -168,13 +167,7 @@ func (s *session) decode(m *nats.Msg) (*bridge.StreamFrame, error) {
 			return nil, errSessionGone
 		}
 		if f.Credit > 0 {
-			s.inMu.Lock()
-			s.inCredit += f.Credit
-			s.inMu.Unlock()
-			select {
-			case s.inMore <- struct{}{}:
-			default:
-			}
+			s.inCredit.Grant(f.Credit)
 		}
 		return f, nil
 	}
@@ -243,28 +236,14 @@ func (s *session) frameResult(f *bridge.StreamFrame) (*bridge.StreamFrame, error
 // input sends data (or, with eof, the end of the input) to the device once
 // it has granted credit.
 func (s *session) input(data []byte, eof bool) error {
+	if err := s.inCredit.Take(s.ctx, s.done); err != nil {
+		if errors.Is(err, bridge.ErrSessionClosed) {
+			return io.ErrClosedPipe
+		}
+		return err
+	}
 	s.inMu.Lock()
 	defer s.inMu.Unlock()
-	for s.inCredit <= 0 {
-		s.inMu.Unlock()
-		select {
-		case <-s.inMore:
-		case <-s.done:
-			s.inMu.Lock()
-			return io.ErrClosedPipe
-		case <-s.ctx.Done():
-			s.inMu.Lock()
-			return s.ctx.Err()
-		}
-		s.inMu.Lock()
-	}
-	s.inCredit--
-	if s.inCredit > 0 {
-		select {
-		case s.inMore <- struct{}{}:
-		default:
-		}
-	}
 	c := bridge.SessionControl{Seq: s.inSeq, Data: data, EOF: eof}
 	s.inSeq++
 	return s.controlErr(c)
