@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -74,5 +75,53 @@ func TestRoundTrip(t *testing.T) {
 	got, err := Decode[Heartbeat](data)
 	if err != nil || got.Device != "pi-1" || got.Seq != 7 || got.Inventory.CPUs != 4 || got.Inventory.ProtocolVersion != ProtocolVersion {
 		t.Errorf("round trip = %+v, %v", got, err)
+	}
+}
+
+// A quiet heartbeat is small: it leaves out what the provider already has.
+func TestQuietHeartbeatIsSmall(t *testing.T) {
+	full := &Heartbeat{Device: "pi-1", Seq: 7, Inventory: Inventory{Architecture: "arm64", CPUs: 4}}
+	full.State = StateHash(full)
+	quiet := &Heartbeat{Seq: 12345, Pods: 10, State: full.State}
+	b, err := Encode(quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > 64 {
+		t.Errorf("a quiet heartbeat takes %d bytes: %s", len(b), b)
+	}
+	got, err := Decode[Heartbeat](b)
+	if err != nil || got.Full() || !(*Heartbeat)(full).Full() || got.State != full.State {
+		t.Errorf("decoded %+v (err %v)", got, err)
+	}
+	other := *full
+	other.Pressure = &NodePressure{Memory: true}
+	if StateHash(&other) == full.State {
+		t.Error("pressure does not change the state")
+	}
+}
+
+// Inventory.IsZero knows every field: a field added to Inventory and not
+// to IsZero would be dropped from heartbeats that carry only it.
+func TestInventoryIsZeroKnowsEveryField(t *testing.T) {
+	typ := reflect.TypeFor[Inventory]()
+	for i := range typ.NumField() {
+		var inv Inventory
+		f := reflect.ValueOf(&inv).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString("x")
+		case reflect.Int, reflect.Int64:
+			f.SetInt(1)
+		case reflect.Slice:
+			f.Set(reflect.Append(f, reflect.ValueOf("x")))
+		case reflect.Pointer:
+			f.Set(reflect.New(f.Type().Elem()))
+		default:
+			t.Fatalf("field %s: kind %s not covered by this test", typ.Field(i).Name, f.Kind())
+		}
+		if inv.IsZero() {
+			t.Errorf("Inventory.IsZero ignores field %s", typ.Field(i).Name)
+		}
 	}
 }

@@ -1,6 +1,11 @@
 package bridge
 
-import "time"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"time"
+)
 
 // Inventory describes a device. It becomes the Node's nodeInfo, capacity and
 // addresses.
@@ -36,14 +41,22 @@ type Inventory struct {
 // Heartbeat is published by a device at a fixed interval on
 // HeartbeatSubject. The provider keeps the device's Node Ready and its lease
 // renewed only while heartbeats arrive.
+//
+// Since protocol 7 most heartbeats are quiet: once the provider has said it
+// speaks protocol 7 (DesiredIndex.ProviderProtocol), a device sends its
+// inventory, runtime error and pressure only when they changed (State
+// names them), after it reconnected, and when the provider asks on
+// InventoryRequestSubject; other heartbeats carry Seq, Pods and State only.
 type Heartbeat struct {
-	Device string    `json:"device"`
-	Time   time.Time `json:"time"`
+	// Device is the device's name; quiet heartbeats leave it out (the
+	// subject names the device).
+	Device string    `json:"device,omitempty"`
+	Time   time.Time `json:"time,omitzero"`
 	// Seq counts heartbeats since the agent started.
 	Seq uint64 `json:"seq"`
 	// IntervalSeconds is the interval the device promises between heartbeats.
 	IntervalSeconds int       `json:"intervalSeconds,omitempty"`
-	Inventory       Inventory `json:"inventory"`
+	Inventory       Inventory `json:"inventory,omitzero"`
 	// Pods is the number of pods the device runs.
 	Pods int `json:"pods"`
 	// RuntimeError is set while the container runtime cannot be reached.
@@ -51,6 +64,37 @@ type Heartbeat struct {
 	// Pressure is the device's memory, disk and PID pressure (protocol 6;
 	// nil from older agents).
 	Pressure *NodePressure `json:"pressure,omitempty"`
+	// State is StateHash of the inventory, runtime error and pressure the
+	// device last reported in full (protocol 7).
+	State string `json:"state,omitempty"`
+}
+
+// Full reports whether h carries the device's inventory, runtime error and
+// pressure; a quiet heartbeat does not, and says only that the device is
+// alive and which State it is in.
+func (h *Heartbeat) Full() bool {
+	return h.Device != "" || !h.Inventory.IsZero()
+}
+
+// IsZero reports whether i says nothing: it is then left out of a
+// heartbeat (the omitzero of Heartbeat.Inventory).
+func (i Inventory) IsZero() bool {
+	return i.Hostname == "" && i.Architecture == "" && i.OS == "" && i.KernelVersion == "" && i.OSImage == "" &&
+		i.MachineID == "" && i.BootID == "" && i.CPUs == 0 && i.MemoryBytes == 0 && i.MaxPods == 0 &&
+		len(i.Addresses) == 0 && i.PodmanVersion == "" && i.AgentVersion == "" && i.ProtocolVersion == 0 &&
+		i.EphemeralStorageBytes == 0 && i.Reserved == nil && i.EvictionReserved == nil
+}
+
+// StateHash names the inventory, runtime error and pressure of a full
+// heartbeat: two heartbeats with the same hash describe the same Node.
+func StateHash(h *Heartbeat) string {
+	b, _ := json.Marshal(struct {
+		Inventory    Inventory     `json:"i"`
+		RuntimeError string        `json:"r,omitempty"`
+		Pressure     *NodePressure `json:"p,omitempty"`
+	}{h.Inventory, h.RuntimeError, h.Pressure})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
 }
 
 // Restart policies of a Workload, spelled as in Kubernetes.
@@ -134,6 +178,10 @@ type DesiredIndex struct {
 	PodUIDs []string `json:"podUIDs"`
 	// WrittenAt is when the provider wrote the index.
 	WrittenAt time.Time `json:"writtenAt"`
+	// ProviderProtocol is the protocol version of the provider that wrote
+	// the index (protocol 7; 0 from older providers): from 7 on, the device
+	// sends quiet heartbeats.
+	ProviderProtocol int `json:"providerProtocol,omitempty"`
 }
 
 // Container is one container of a Workload.

@@ -55,6 +55,13 @@ func HeartbeatSubject(device string) string {
 	return SubjectPrefix + "." + device + ".hb"
 }
 
+// InventoryRequestSubject is where the provider asks device for a full
+// heartbeat (protocol 7): it has seen a State it does not know. The message
+// is empty; the device answers with its next heartbeat, sent at once.
+func InventoryRequestSubject(device string) string {
+	return "_INBOX_" + device + ".inventory"
+}
+
 // DeviceFromHeartbeatSubject returns the device token of a heartbeat subject.
 func DeviceFromHeartbeatSubject(subject string) (string, bool) {
 	rest, ok := strings.CutPrefix(subject, SubjectPrefix+".")

@@ -46,4 +46,10 @@ package bridge
 //     (ResourceAmounts: what the device keeps and what its hard eviction
 //     thresholds hold back); Heartbeat.pressure (NodePressure: memory,
 //     disk, pid, signals). Older peers ignore them.
-const ProtocolVersion = 6
+//   - 7 (2026-11-28): quiet heartbeats: Heartbeat.State (StateHash of the
+//     inventory, runtime error and pressure); a device sends them in full only
+//     when State changed, after a reconnect, or when asked on
+//     InventoryRequestSubject (_INBOX_<device>.inventory), and otherwise only
+//     seq, pods and state, once DesiredIndex.ProviderProtocol says the
+//     provider speaks 7. Device and time are left out of quiet heartbeats.
+const ProtocolVersion = 7

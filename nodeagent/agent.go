@@ -23,7 +23,7 @@ type Config struct {
 	StateDir string
 	// AgentVersion is reported in the inventory.
 	AgentVersion string
-	// HeartbeatInterval is the time between heartbeats. Default 5s.
+	// HeartbeatInterval is the time between heartbeats. Default 10s.
 	HeartbeatInterval time.Duration
 	// ResyncInterval is the time between full reconcile passes when nothing
 	// happens. Default 15s.
@@ -45,7 +45,7 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.HeartbeatInterval <= 0 {
-		c.HeartbeatInterval = 5 * time.Second
+		c.HeartbeatInterval = 10 * time.Second
 	}
 	if c.ResyncInterval <= 0 {
 		c.ResyncInterval = 15 * time.Second
@@ -94,9 +94,12 @@ type Agent struct {
 	// index is the last DesiredIndex the provider wrote for this device
 	// (nil until one is seen); present holds the UIDs whose workload keys
 	// exist in the bucket now. Together they say which absences to trust.
-	index   map[string]bool
-	present map[string]bool
-	orphans map[string]bool
+	index map[string]bool
+	// providerProtocol is the protocol of the provider that wrote the last
+	// index: from 7 on, heartbeats are quiet.
+	providerProtocol int
+	present          map[string]bool
+	orphans          map[string]bool
 	// volumesStale holds UIDs whose volume files may differ from the
 	// stored workload's.
 	volumesStale map[string]bool
@@ -434,6 +437,7 @@ func (a *Agent) applyIndex(e jetstream.KeyValueEntry, initial bool) {
 	}
 	a.mu.Lock()
 	a.index = set
+	a.providerProtocol = idx.ProviderProtocol
 	a.mu.Unlock()
 	if !initial {
 		a.forgetUnindexed()

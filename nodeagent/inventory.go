@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/vk-fleet/vk-fleet/bridge"
 )
 
@@ -127,15 +129,43 @@ func hostAddresses() []string {
 	return append(v4, v6...)
 }
 
+// fullHeartbeatEvery bounds how long a device goes without sending its
+// state in full, also when nothing changed.
+const fullHeartbeatEvery = 30 * time.Minute
+
+// heartbeatLoop publishes a heartbeat every interval. A heartbeat carries
+// the device's inventory, runtime error and pressure only when they changed
+// since the last one that did, after a reconnect, when the provider asks,
+// and at least every fullHeartbeatEvery; otherwise it is quiet (protocol 7),
+// unless the provider is older and expects every heartbeat in full.
 func (a *Agent) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer t.Stop()
+	asked := make(chan struct{}, 1)
+	sub, err := a.nc.Subscribe(bridge.InventoryRequestSubject(a.cfg.Device), func(*nats.Msg) {
+		select {
+		case asked <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		a.log.Warn("subscribing to inventory requests; every heartbeat is sent in full", "err", err)
+	} else {
+		defer func() { _ = sub.Unsubscribe() }()
+	}
 	inv := a.inventory(ctx)
 	invAt := time.Now()
+	var sentState string
+	var sentAt time.Time
+	var reconnects uint64
+	force := true
 	for {
 		if a.nc.IsConnected() {
 			if time.Since(invAt) > time.Minute || inv.PodmanVersion == "" {
 				inv, invAt = a.inventory(ctx), time.Now()
+			}
+			if r := a.nc.Stats().Reconnects; r != reconnects {
+				reconnects, force = r, true
 			}
 			pressure := a.observePressure(ctx)
 			a.mu.Lock()
@@ -150,10 +180,17 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 				Pods:            a.podCount,
 				RuntimeError:    a.runtimeErr,
 			}
+			quietOK := a.providerProtocol >= 7 && err == nil
 			a.mu.Unlock()
+			hb.State = bridge.StateHash(&hb)
+			if quietOK && !force && hb.State == sentState && time.Since(sentAt) < fullHeartbeatEvery {
+				hb = bridge.Heartbeat{Seq: hb.Seq, Pods: hb.Pods, State: hb.State}
+			}
 			if data, err := bridge.Encode(&hb); err == nil {
 				if err := a.nc.Publish(bridge.HeartbeatSubject(a.cfg.Device), data); err != nil {
 					a.log.Debug("publishing heartbeat", "err", err)
+				} else if hb.Full() {
+					sentState, sentAt, force = hb.State, time.Now(), false
 				}
 			}
 		}
@@ -161,6 +198,8 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-asked:
+			force = true
 		}
 	}
 }

@@ -9,11 +9,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
+	"github.com/vk-fleet/vk-fleet/internal/natsd"
 )
 
 // everyDevice is a registry in which every device is enrolled.
@@ -23,56 +26,83 @@ func (everyDevice) Has(string) bool       { return true }
 func (everyDevice) OnDelete(func(string)) {}
 func heartbeat(t *testing.T, device string, cpus int) *nats.Msg {
 	t.Helper()
-	data, err := bridge.Encode(&bridge.Heartbeat{Device: device, Inventory: bridge.Inventory{CPUs: cpus, MemoryBytes: 1 << 30}})
+	hb := &bridge.Heartbeat{Device: device, Inventory: bridge.Inventory{CPUs: cpus, MemoryBytes: 1 << 30, ProtocolVersion: bridge.ProtocolVersion}}
+	hb.State = bridge.StateHash(hb)
+	data, err := bridge.Encode(hb)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &nats.Msg{Subject: bridge.HeartbeatSubject(device), Data: data}
 }
 
-// One device whose Node cannot be written (its NodeController's run ends
-// with an error) must not stop the heartbeats of every other device: they
-// all arrive on one subscription.
+// quietHeartbeat is a protocol 7 heartbeat that carries only its state.
+func quietHeartbeat(t *testing.T, device, state string) *nats.Msg {
+	t.Helper()
+	data, err := bridge.Encode(&bridge.Heartbeat{Seq: 9, Pods: 1, State: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &nats.Msg{Subject: bridge.HeartbeatSubject(device), Data: data}
+}
+
+// poll waits until cond holds.
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for deadline := time.After(20 * time.Second); !cond(); {
+		select {
+		case <-deadline:
+			t.Fatalf("timed out waiting: %s", what)
+		case <-tick.C:
+		}
+	}
+}
+
+// countActions counts the client's actions of verb on resource for name.
+func countActions(cs *fake.Clientset, verb, resource, name string) int {
+	n := 0
+	for _, a := range cs.Actions() {
+		if a.GetVerb() != verb || a.GetResource().Resource != resource {
+			continue
+		}
+		if na, ok := a.(interface{ GetName() string }); ok && na.GetName() != name {
+			continue
+		}
+		n++
+	}
+	return n
+}
+
+func deviceNode(name string) *corev1.Node {
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-" + name)}}
+}
+
+// One device whose Node cannot be written must not stop the heartbeats and
+// Nodes of every other device: heartbeats all arrive on one subscription,
+// and one loop writes every Node.
 func TestAStuckNodeDoesNotStopHeartbeats(t *testing.T) {
-	cs := fake.NewClientset()
-	cs.PrependReactor("create", "nodes", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		if a.(k8stesting.CreateAction).GetObject().(*corev1.Node).Name == "dev-stuck" {
+	cs := fake.NewClientset(deviceNode("dev-stuck"), deviceNode("dev-ok"))
+	cs.PrependReactor("patch", "nodes", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.(k8stesting.PatchAction).GetName() == "dev-stuck" {
 			return true, nil, errors.New("the API server refuses this node")
 		}
 		return false, nil, nil
 	})
-	p, err := New(Config{Client: cs, NATS: &nats.Conn{}, Registry: everyDevice{}, PingInterval: 50 * time.Millisecond})
+	p, err := New(Config{Client: cs, NATS: &nats.Conn{}, Registry: everyDevice{}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	t.Cleanup(cancel)
+	go p.runNodeLoop(ctx)
 
-	// The stuck device's first NodeController run fails to create its Node.
 	p.handleHeartbeat(ctx, heartbeat(t, "dev-stuck", 1))
-	attempted := func() bool {
-		for _, a := range cs.Actions() {
-			if c, ok := a.(k8stesting.CreateAction); ok && a.GetResource().Resource == "nodes" {
-				if n, ok := c.GetObject().(*corev1.Node); ok && n.Name == "dev-stuck" {
-					return true
-				}
-			}
-		}
-		return false
-	}
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for deadline := time.After(10 * time.Second); !attempted(); {
-		select {
-		case <-deadline:
-			t.Fatal("the stuck device's Node was never attempted")
-		case <-tick.C:
-		}
-	}
+	poll(t, "the stuck device's Node attempted", func() bool { return countActions(cs, "patch", "nodes", "dev-stuck") > 0 })
 	handled := make(chan struct{})
 	go func() {
 		defer close(handled)
-		// Each heartbeat changes the inventory, so each pushes the Node.
+		// Each heartbeat changes the inventory, so each asks for a write.
 		for i := 2; i <= 20; i++ {
 			p.handleHeartbeat(ctx, heartbeat(t, "dev-stuck", i))
 			p.handleHeartbeat(ctx, heartbeat(t, "dev-ok", i))
@@ -83,6 +113,114 @@ func TestAStuckNodeDoesNotStopHeartbeats(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("heartbeat handling blocked behind a device whose Node cannot be written")
 	}
+	poll(t, "dev-ok's Node written with its last inventory", func() bool {
+		n, err := cs.CoreV1().Nodes().Get(ctx, "dev-ok", metav1.GetOptions{})
+		return err == nil && n.Status.Capacity.Cpu().Value() == 20
+	})
+}
+
+// The node loop keeps a device's Node and lease as a kubelet does: the
+// lease renewed every quarter of its duration while heartbeats arrive, the
+// Node written when the device's state changes and not for heartbeats that
+// change nothing; a state it does not know makes it ask the device; a
+// silent device's lease lapses; its next heartbeat writes the Node at once.
+func TestNodeLoopWritesOnlyWhatChanged(t *testing.T) {
+	srv, err := natsd.Start(t.Context(), natsd.Config{Listen: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	asked := make(chan struct{}, 10)
+	if _, err := nc.Subscribe(bridge.InventoryRequestSubject("pi-1"), func(*nats.Msg) { asked <- struct{}{} }); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	cs := fake.NewClientset(deviceNode("pi-1"))
+	p, err := New(Config{Client: cs, NATS: nc, Registry: everyDevice{},
+		LeaseDurationSeconds: 1, HeartbeatTimeout: 3 * time.Second, StatusUpdateInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	go p.runNodeLoop(ctx)
+
+	full := heartbeat(t, "pi-1", 4)
+	p.handleHeartbeat(ctx, full)
+	poll(t, "Node Ready", func() bool {
+		n, err := cs.CoreV1().Nodes().Get(ctx, "pi-1", metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				return true
+			}
+		}
+		return false
+	})
+	lease, err := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, "pi-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("no lease: %v", err)
+	}
+	if len(lease.OwnerReferences) != 1 || lease.OwnerReferences[0].UID != "uid-pi-1" || *lease.Spec.HolderIdentity != "pi-1" {
+		t.Errorf("lease not owned by its Node: %+v", lease)
+	}
+
+	// Quiet heartbeats in the same state: the lease is renewed, the Node
+	// is left alone.
+	hb, _ := bridge.Decode[bridge.Heartbeat](full.Data)
+	writes := countActions(cs, "patch", "nodes", "pi-1")
+	renewals := countActions(cs, "patch", "leases", "pi-1")
+	poll(t, "three lease renewals", func() bool {
+		p.handleHeartbeat(ctx, quietHeartbeat(t, "pi-1", hb.State))
+		return countActions(cs, "patch", "leases", "pi-1") >= renewals+3
+	})
+	if got := countActions(cs, "patch", "nodes", "pi-1"); got != writes {
+		t.Errorf("heartbeats that changed nothing wrote the Node %d times", got-writes)
+	}
+	select {
+	case <-asked:
+		t.Error("the provider asked for an inventory it had")
+	default:
+	}
+
+	// A state the provider does not know: it asks the device.
+	p.handleHeartbeat(ctx, quietHeartbeat(t, "pi-1", "0123456789abcdef"))
+	select {
+	case <-asked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the provider did not ask for the inventory of an unknown state")
+	}
+
+	// Silence: the loop stops renewing.
+	p.mu.Lock()
+	d := p.devices["pi-1"]
+	p.mu.Unlock()
+	d.mu.Lock()
+	d.lastSeen = time.Now().Add(-time.Minute)
+	d.mu.Unlock()
+	before := countActions(cs, "patch", "leases", "pi-1")
+	if next, err := p.syncNode(ctx, "pi-1"); err != nil || next != 0 {
+		t.Fatalf("sync of a silent device: next %v, err %v", next, err)
+	}
+	if got := countActions(cs, "patch", "leases", "pi-1"); got != before {
+		t.Errorf("a silent device's lease was renewed")
+	}
+	// Back: written at once, though its state did not change.
+	writes = countActions(cs, "patch", "nodes", "pi-1")
+	p.handleHeartbeat(ctx, quietHeartbeat(t, "pi-1", hb.State))
+	poll(t, "the Node written when the device came back", func() bool {
+		return countActions(cs, "patch", "nodes", "pi-1") > writes
+	})
 }
 
 // One device cannot make the provider hold statuses without bound.

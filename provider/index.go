@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -65,14 +66,16 @@ func (p *Provider) syncIndexes(ctx context.Context, pods corelisters.PodLister) 
 			continue
 		}
 		slices.Sort(uids)
-		enc := "v:" + strings.Join(uids, ",")
+		// The protocol is part of what was written: an upgraded provider
+		// rewrites every index once, and devices learn they may go quiet.
+		enc := "v" + strconv.Itoa(bridge.ProtocolVersion) + ":" + strings.Join(uids, ",")
 		p.mu.Lock()
 		same := p.indexWritten[device] == enc
 		p.mu.Unlock()
 		if same {
 			continue
 		}
-		data, err := bridge.Encode(&bridge.DesiredIndex{Device: device, PodUIDs: uids, WrittenAt: time.Now().UTC()})
+		data, err := bridge.Encode(&bridge.DesiredIndex{Device: device, PodUIDs: uids, WrittenAt: time.Now().UTC(), ProviderProtocol: bridge.ProtocolVersion})
 		if err != nil {
 			continue
 		}

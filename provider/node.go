@@ -2,106 +2,331 @@ package provider
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 
-	"github.com/virtual-kubelet/virtual-kubelet/node"
-
+	"github.com/nats-io/nats.go"
 	"github.com/vk-fleet/vk-fleet/bridge"
 	"github.com/vk-fleet/vk-fleet/registry"
 )
 
-// ErrDeviceStale is what Ping returns when a device's heartbeats stopped.
-var ErrDeviceStale = errors.New("device heartbeat stale")
-
-// device is one device served by this process: the NodeProvider of its
-// NodeController.
+// device is one device served by this process. Its Node and Lease are kept
+// by the provider's one node loop (nodeLoop), not a controller per device.
 type device struct {
 	name string
-	p    *Provider
 
 	mu       sync.Mutex
 	lastSeen time.Time
-	hb       *bridge.Heartbeat
-	notify   func(*corev1.Node)
-	cancel   context.CancelFunc // stops the NodeController; nil while not running
-	stale    bool               // heartbeats stopped since the last Node update
-	// pushing is set while a goroutine hands Nodes to the NodeController;
-	// repush asks it for one more round with the latest heartbeat.
-	pushing, repush bool
+	// hb is the device's last full heartbeat: its inventory, runtime error
+	// and pressure. Quiet heartbeats never replace it.
+	hb *bridge.Heartbeat
+	// served is set once the node loop keeps the device's Node.
+	served bool
+	// stale is set when the node loop found the heartbeats stopped: the
+	// lease is no longer renewed, and the next heartbeat writes at once.
+	stale bool
+	// statusGen counts changes of what the Node should say; statusWritten
+	// is the generation last written, at statusAt.
+	statusGen, statusWritten uint64
+	statusAt, leaseAt        time.Time
+	// askedAt is when a full heartbeat was last asked for.
+	askedAt time.Time
 }
 
-var _ node.NodeProvider = (*device)(nil)
-
-// Ping reports whether the device's heartbeats are fresh: the lease is
-// renewed only while they are.
-func (d *device) Ping(context.Context) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if since := time.Since(d.lastSeen); since > d.p.cfg.HeartbeatTimeout {
-		d.stale = true
-		return fmt.Errorf("%w: device %s last seen %s ago", ErrDeviceStale, d.name, since.Round(time.Second))
-	}
-	return nil
-}
-
-// NotifyNodeStatus keeps cb to push Node status changes while ctx, the
-// context of one NodeController run, lasts. virtual-kubelet's cb blocks for
-// good once its run has ended with an error (it sends on a channel nobody
-// reads any more); a push gives up when the run's context ends.
-func (d *device) NotifyNodeStatus(ctx context.Context, cb func(*corev1.Node)) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.notify = func(n *corev1.Node) {
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			cb(n)
-		}()
-		select {
-		case <-done:
-		case <-ctx.Done():
-		}
-	}
-}
-
-// pushNode pushes the Node built from the latest heartbeat. It never
-// blocks: the NodeController may not be reading (it is restarting after an
-// error), and the caller is the one heartbeat subscription of every device.
-// Pushes are coalesced; the last heartbeat wins.
-func (d *device) pushNode() {
-	d.mu.Lock()
-	if d.pushing {
-		d.repush = true
-		d.mu.Unlock()
+// handleHeartbeat takes a device's heartbeat: the device is alive, and a
+// full heartbeat may change what its Node says. It never blocks on the API
+// server: every device's heartbeats arrive on this one subscription.
+func (p *Provider) handleHeartbeat(ctx context.Context, m *nats.Msg) {
+	name, ok := bridge.DeviceFromHeartbeatSubject(m.Subject)
+	if !ok {
 		return
 	}
-	d.pushing = true
-	d.mu.Unlock()
-	go func() {
-		for {
-			d.mu.Lock()
-			cb, hb := d.notify, d.hb
-			d.repush = false
-			d.mu.Unlock()
-			if cb != nil && hb != nil {
-				cb(d.p.buildNode(d.name, hb)) // returns when its NodeController run ends
-			}
-			d.mu.Lock()
-			if !d.repush {
-				d.pushing = false
-				d.mu.Unlock()
-				return
-			}
-			d.mu.Unlock()
+	hb, err := bridge.Decode[bridge.Heartbeat](m.Data)
+	if err == nil && hb.Device != "" && hb.Device != name {
+		err = fmt.Errorf("heartbeat of %q on the subject of %q", hb.Device, name)
+	}
+	if err != nil {
+		p.rejected("heartbeat", m.Subject, err)
+		return
+	}
+	if !p.cfg.Registry.Has(name) {
+		// Only an enrolled device can authenticate; this one was revoked
+		// a moment ago, or NATS runs without the callout.
+		p.log.Debug("ignoring heartbeat of a device that is not enrolled", "device", name)
+		return
+	}
+	if !p.owns(name) {
+		return // another replica serves it
+	}
+	p.mu.Lock()
+	d, ok := p.devices[name]
+	if !ok {
+		d = &device{name: name}
+		p.devices[name] = d
+	}
+	p.mu.Unlock()
+
+	now := time.Now()
+	d.mu.Lock()
+	wasStale := d.served && (d.stale || now.Sub(d.lastSeen) > p.cfg.HeartbeatTimeout)
+	d.lastSeen = now
+	d.stale = false
+	ask := false
+	switch {
+	case hb.Full():
+		if d.hb == nil || nodeChanged(d.hb, hb) {
+			d.statusGen++
 		}
+		d.hb = hb
+	case d.hb == nil || hb.State != d.hb.State:
+		// A state this process has not seen (it restarted, or missed the
+		// full heartbeat): ask for it, once in a while.
+		if now.Sub(d.askedAt) > 5*time.Second {
+			d.askedAt, ask = now, true
+		}
+	}
+	start := !d.served && d.hb != nil
+	if start {
+		d.served = true
+	}
+	write := start || wasStale || d.statusGen != d.statusWritten
+	if wasStale {
+		d.statusGen++ // Ready again: write the Node and renew the lease now
+	}
+	hbNow := d.hb
+	d.mu.Unlock()
+
+	if ask {
+		if err := p.cfg.NATS.Publish(bridge.InventoryRequestSubject(name), nil); err != nil {
+			p.log.Debug("asking a device for its inventory", "device", name, "err", err)
+		}
+	}
+	if write {
+		p.nodes.Add(name)
+	}
+	switch {
+	case start:
+		p.kickIndexes()
+		p.log.Info("device online", "device", name, "arch", hbNow.Inventory.Architecture, "agent", hbNow.Inventory.AgentVersion)
+	case wasStale:
+		p.log.Info("device back", "device", name)
+	}
+}
+
+// nodeChanged reports whether b describes a different Node than a.
+func nodeChanged(a, b *bridge.Heartbeat) bool {
+	if a.State != "" && b.State != "" {
+		return a.State != b.State
+	}
+	return bridge.StateHash(a) != bridge.StateHash(b)
+}
+
+// nodeWorkers is the number of goroutines that write Nodes and Leases for
+// every device of this process.
+const nodeWorkers = 32
+
+// newNodeQueue returns the node loop's queue: one key per device, retried
+// with back-off when the API server refuses a write.
+func newNodeQueue() workqueue.TypedRateLimitingInterface[string] {
+	return workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 30*time.Second),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "vk-fleet-nodes"})
+}
+
+// runNodeLoop keeps the Nodes and Leases of every served device, as a
+// kubelet keeps its own: the lease renewed every quarter of its duration
+// while heartbeats arrive, the Node's status written when it changed and
+// otherwise every StatusUpdateInterval. One queue and a few workers serve
+// every device; each device is in the queue's timer heap until its next
+// renewal, and put in front when its heartbeat changes something.
+func (p *Provider) runNodeLoop(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	go func() {
+		<-ctx.Done()
+		p.nodes.ShutDown()
 	}()
+	for range nodeWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				name, quit := p.nodes.Get()
+				if quit {
+					return
+				}
+				next, err := p.syncNode(ctx, name)
+				switch {
+				case err != nil:
+					p.log.Warn("writing a device's Node", "node", name, "err", err)
+					p.nodes.AddRateLimited(name)
+				case next > 0:
+					p.nodes.Forget(name)
+					p.nodes.AddAfter(name, next)
+				default:
+					p.nodes.Forget(name)
+				}
+				p.nodes.Done(name)
+			}
+		}()
+	}
+}
+
+// leaseRenewInterval is how often a lease is renewed: a quarter of its
+// duration, as a kubelet does.
+func (p *Provider) leaseRenewInterval() time.Duration {
+	return time.Duration(p.cfg.LeaseDurationSeconds) * time.Second / 4
+}
+
+// syncNode writes what is due for device name and returns when it should
+// run again (0: not until a heartbeat asks).
+func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, error) {
+	p.mu.Lock()
+	d := p.devices[name]
+	p.mu.Unlock()
+	if d == nil || !p.cfg.Registry.Has(name) || !p.owns(name) {
+		// Revoked or handed over: never re-create its Node or lease.
+		return 0, nil
+	}
+	now := time.Now()
+	renew := p.leaseRenewInterval()
+	const slack = 100 * time.Millisecond
+	d.mu.Lock()
+	if !d.served || d.hb == nil {
+		d.mu.Unlock()
+		return 0, nil
+	}
+	if since := now.Sub(d.lastSeen); since > p.cfg.HeartbeatTimeout {
+		// The lease lapses, and the node lifecycle controller marks the
+		// Node NotReady, as for a kubelet that stopped.
+		if !d.stale {
+			p.log.Info("device silent; its lease is no longer renewed", "device", name, "lastSeen", since.Round(time.Second))
+		}
+		d.stale = true
+		d.mu.Unlock()
+		return 0, nil
+	}
+	hb, gen := d.hb, d.statusGen
+	statusDue := gen != d.statusWritten || now.Sub(d.statusAt) >= p.cfg.StatusUpdateInterval-slack
+	leaseDue := now.Sub(d.leaseAt) >= renew-slack
+	first := d.statusAt.IsZero()
+	d.mu.Unlock()
+
+	if statusDue {
+		gone, err := p.writeNodeStatus(ctx, name, hb, first)
+		if err != nil {
+			return 0, err
+		}
+		if gone {
+			return 0, nil // the Node was deleted: the device is being revoked
+		}
+		d.mu.Lock()
+		d.statusWritten, d.statusAt = gen, now
+		d.mu.Unlock()
+	}
+	if leaseDue {
+		if err := p.renewLease(ctx, name, now); err != nil {
+			return 0, err
+		}
+		d.mu.Lock()
+		d.leaseAt = now
+		d.mu.Unlock()
+	}
+	d.mu.Lock()
+	next := min(time.Until(d.leaseAt.Add(renew)), time.Until(d.statusAt.Add(p.cfg.StatusUpdateInterval)))
+	d.mu.Unlock()
+	return max(next, slack), nil
+}
+
+// Annotations virtual-kubelet's NodeController kept on every Node (a copy
+// of the last status it wrote); the node loop removes them.
+const (
+	vkLastAppliedStatus     = "virtual-kubelet.io/last-applied-node-status"
+	vkLastAppliedObjectMeta = "virtual-kubelet.io/last-applied-object-meta"
+)
+
+// writeNodeStatus writes the labels, annotations and status of device's
+// Node in one strategic merge patch of its status: what others add (labels,
+// conditions, extended resources) is kept. It reports gone when the Node
+// does not exist.
+func (p *Provider) writeNodeStatus(ctx context.Context, name string, hb *bridge.Heartbeat, first bool) (gone bool, err error) {
+	n := p.buildNode(name, hb)
+	ann := map[string]*string{}
+	for k, v := range n.Annotations {
+		ann[k] = &v
+	}
+	if first {
+		ann[vkLastAppliedStatus], ann[vkLastAppliedObjectMeta] = nil, nil
+	}
+	type meta struct {
+		Labels      map[string]string  `json:"labels"`
+		Annotations map[string]*string `json:"annotations"`
+	}
+	patch, err := json.Marshal(struct {
+		Metadata meta              `json:"metadata"`
+		Status   corev1.NodeStatus `json:"status"`
+	}{meta{n.Labels, ann}, n.Status})
+	if err != nil {
+		return false, fmt.Errorf("encoding the status of node %s: %w", name, err)
+	}
+	_, err = p.cfg.Client.CoreV1().Nodes().Patch(ctx, name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
+	if apierrors.IsNotFound(err) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("writing the status of node %s: %w", name, err)
+	}
+	return false, nil
+}
+
+// renewLease renews device's node lease, creating it (owned by the Node,
+// as a kubelet's) when it does not exist.
+func (p *Provider) renewLease(ctx context.Context, name string, now time.Time) error {
+	leases := p.cfg.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease)
+	renewTime := metav1.NewMicroTime(now)
+	patch, err := json.Marshal(map[string]any{"spec": coordinationv1.LeaseSpec{
+		HolderIdentity: &name, LeaseDurationSeconds: &p.cfg.LeaseDurationSeconds, RenewTime: &renewTime,
+	}})
+	if err != nil {
+		return err
+	}
+	_, err = leases.Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	if !apierrors.IsNotFound(err) {
+		if err != nil {
+			return fmt.Errorf("renewing the lease of node %s: %w", name, err)
+		}
+		return nil
+	}
+	node, err := p.cfg.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil // revoked
+	}
+	if err != nil {
+		return fmt.Errorf("reading node %s for its lease: %w", name, err)
+	}
+	lease := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: corev1.NamespaceNodeLease,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: name, UID: node.UID}},
+		},
+		Spec: coordinationv1.LeaseSpec{
+			HolderIdentity: &name, LeaseDurationSeconds: &p.cfg.LeaseDurationSeconds, RenewTime: &renewTime,
+		},
+	}
+	if _, err := leases.Create(ctx, lease, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating the lease of node %s: %w", name, err)
+	}
+	return nil
 }
 
 // buildNode returns the Node of a device as its last heartbeat describes it.
@@ -123,16 +348,17 @@ func (p *Provider) buildNode(name string, hb *bridge.Heartbeat) *corev1.Node {
 	ready := corev1.NodeCondition{
 		Type: corev1.NodeReady, Status: corev1.ConditionTrue,
 		Reason: "KubeletReady", Message: "device agent is posting heartbeats",
-		LastHeartbeatTime: now, LastTransitionTime: now,
+		LastHeartbeatTime: now,
 	}
 	if hb.RuntimeError != "" {
 		ready.Status = corev1.ConditionFalse
 		ready.Reason = "ContainerRuntimeUnavailable"
 		ready.Message = "podman on the device: " + hb.RuntimeError
 	}
+	ready.LastTransitionTime = p.conds.transition(name, corev1.NodeReady, ready.Status, now)
 	cond := func(t corev1.NodeConditionType, reason, msg string) corev1.NodeCondition {
 		return corev1.NodeCondition{Type: t, Status: corev1.ConditionFalse, Reason: reason, Message: msg,
-			LastHeartbeatTime: now, LastTransitionTime: now}
+			LastHeartbeatTime: now, LastTransitionTime: p.conds.transition(name, t, corev1.ConditionFalse, now)}
 	}
 	runtimeVersion := "podman://unknown"
 	if inv.PodmanVersion != "" {

@@ -362,7 +362,12 @@ func (p *Provider) deviceFresh(device string) bool {
 	p.mu.Lock()
 	d := p.devices[device]
 	p.mu.Unlock()
-	return d != nil && d.Ping(context.Background()) == nil
+	if d == nil {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return time.Since(d.lastSeen) <= p.cfg.HeartbeatTimeout
 }
 
 // notify pushes ent's current status.

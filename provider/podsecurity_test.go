@@ -130,7 +130,7 @@ func TestTranslateRefusesSecurityADeviceCannotHonour(t *testing.T) {
 	}
 
 	// A device that would drop the fields silently is refused them.
-	p.devices = map[string]*device{"pi-1": {name: "pi-1", p: p, hb: &bridge.Heartbeat{Time: time.Now(), Inventory: bridge.Inventory{ProtocolVersion: 5}}}}
+	p.devices = map[string]*device{"pi-1": {name: "pi-1", hb: &bridge.Heartbeat{Time: time.Now(), Inventory: bridge.Inventory{ProtocolVersion: 5}}}}
 	_, _, refusal, _ = p.translate(t.Context(), securePod())
 	if !strings.Contains(refusal, "too old for hostPID, hostIPC, dnsConfig") || !strings.Contains(refusal, "protocol 5, needs 6") {
 		t.Errorf("refusal for a v5 device: %q", refusal)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -59,15 +58,12 @@ type Config struct {
 	// Version is reported as each Node's kubeletVersion.
 	Version string
 	// HeartbeatTimeout is how long a device may be silent before its Node
-	// stops being renewed. Default 20s.
+	// stops being renewed. Default 30s (three heartbeats).
 	HeartbeatTimeout time.Duration
 	// LeaseDurationSeconds of each device's node lease. Default 40.
 	LeaseDurationSeconds int32
-	// PingInterval is how often each NodeController checks its device.
-	// Default 5s.
-	PingInterval time.Duration
 	// StatusUpdateInterval is how often an unchanged Node status is
-	// written. Default 1m.
+	// written (kubelet's nodeStatusReportFrequency). Default 5m.
 	StatusUpdateInterval time.Duration
 	// PodSyncWorkers is the number of pod workers. Default 10.
 	PodSyncWorkers int
@@ -82,16 +78,13 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.HeartbeatTimeout <= 0 {
-		c.HeartbeatTimeout = 20 * time.Second
+		c.HeartbeatTimeout = 30 * time.Second
 	}
 	if c.LeaseDurationSeconds <= 0 {
 		c.LeaseDurationSeconds = 40
 	}
-	if c.PingInterval <= 0 {
-		c.PingInterval = 5 * time.Second
-	}
 	if c.StatusUpdateInterval <= 0 {
-		c.StatusUpdateInterval = time.Minute
+		c.StatusUpdateInterval = 5 * time.Minute
 	}
 	if c.PodSyncWorkers <= 0 {
 		c.PodSyncWorkers = 10
@@ -144,7 +137,9 @@ type Provider struct {
 
 	mu      sync.Mutex
 	devices map[string]*device
-	pods    podTable
+	// nodes is the node loop's queue of devices (runNodeLoop).
+	nodes workqueue.TypedRateLimitingInterface[string]
+	pods  podTable
 
 	rejects rejections
 	// cmLister and secretLister read what pods mount; nil in unit tests,
@@ -190,6 +185,7 @@ func New(cfg Config) (*Provider, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		devices: map[string]*device{},
+		nodes:   newNodeQueue(),
 		pods:    newPodTable(),
 		ready:   make(chan struct{}),
 		reshard: make(chan struct{}, 1),
@@ -238,6 +234,11 @@ func (p *Provider) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		p.watchStatus(ctx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.runNodeLoop(ctx)
 	}()
 	p.cfg.NATS.SetReconnectHandler(func(*nats.Conn) {
 		p.log.Info("nats reconnected")
@@ -378,10 +379,7 @@ func (p *Provider) ownershipChanged() {
 	p.mu.Unlock()
 	for _, d := range lost {
 		d.mu.Lock()
-		if d.cancel != nil {
-			d.cancel()
-			d.cancel = nil
-		}
+		d.served = false
 		d.mu.Unlock()
 	}
 	if len(lost) > 0 {
@@ -528,7 +526,7 @@ func (p *Provider) ServedDevices() []string {
 	out := []string{}
 	for n, d := range p.devices {
 		d.mu.Lock()
-		if d.cancel != nil {
+		if d.served {
 			out = append(out, n)
 		}
 		d.mu.Unlock()
@@ -552,119 +550,6 @@ func (p *Provider) servesPod(_ context.Context, pod *corev1.Pod) bool {
 	return pod.Spec.NodeName != "" && p.cfg.Registry.Has(pod.Spec.NodeName) && p.owns(pod.Spec.NodeName)
 }
 
-func (p *Provider) handleHeartbeat(ctx context.Context, m *nats.Msg) {
-	name, ok := bridge.DeviceFromHeartbeatSubject(m.Subject)
-	if !ok {
-		return
-	}
-	hb, err := bridge.Decode[bridge.Heartbeat](m.Data)
-	if err == nil && hb.Device != name {
-		err = fmt.Errorf("heartbeat of %q on the subject of %q", hb.Device, name)
-	}
-	if err != nil {
-		p.rejected("heartbeat", m.Subject, err)
-		return
-	}
-	if !p.cfg.Registry.Has(name) {
-		// Only an enrolled device can authenticate; this one was revoked
-		// a moment ago, or NATS runs without the callout.
-		p.log.Debug("ignoring heartbeat of a device that is not enrolled", "device", name)
-		return
-	}
-	if !p.owns(name) {
-		return // another replica serves it
-	}
-	p.mu.Lock()
-	d, ok := p.devices[name]
-	if !ok {
-		d = &device{name: name, p: p}
-		p.devices[name] = d
-	}
-	p.mu.Unlock()
-
-	d.mu.Lock()
-	prev := d.hb
-	wasStale := d.stale || time.Since(d.lastSeen) > p.cfg.HeartbeatTimeout
-	d.lastSeen = time.Now()
-	d.hb = hb
-	d.stale = false
-	start := d.cancel == nil
-	if start {
-		dctx, cancel := context.WithCancel(ctx)
-		d.cancel = cancel
-		go p.runNode(dctx, d)
-	}
-	d.mu.Unlock()
-
-	switch {
-	case start:
-		p.kickIndexes()
-		p.log.Info("device online", "device", name, "arch", hb.Inventory.Architecture, "agent", hb.Inventory.AgentVersion)
-	case wasStale:
-		// The NodeController refuses status updates until its next ping
-		// sees the device again; push the Node once it has.
-		p.log.Info("device back", "device", name)
-		time.AfterFunc(p.cfg.PingInterval+time.Second, d.pushNode)
-	case inventoryChanged(prev, hb):
-		d.pushNode()
-	}
-}
-
-func inventoryChanged(a, b *bridge.Heartbeat) bool {
-	if a == nil {
-		return true
-	}
-	x, y := a.Inventory, b.Inventory
-	return x.PodmanVersion != y.PodmanVersion || x.AgentVersion != y.AgentVersion ||
-		x.KernelVersion != y.KernelVersion || x.OSImage != y.OSImage || x.BootID != y.BootID ||
-		x.CPUs != y.CPUs || x.MemoryBytes != y.MemoryBytes || a.RuntimeError != b.RuntimeError ||
-		!slices.Equal(x.Addresses, y.Addresses)
-}
-
-// runNode runs the NodeController of d, restarting it after errors, until
-// ctx ends.
-func (p *Provider) runNode(ctx context.Context, d *device) {
-	log := p.log.With("node", d.name)
-	ctx = withVKLogger(ctx, log)
-	delay := time.Second
-	for ctx.Err() == nil {
-		if !p.cfg.Registry.Has(d.name) || !p.owns(d.name) {
-			// Never re-create the Node of a revoked device, nor serve one
-			// another replica serves.
-			return
-		}
-		d.mu.Lock()
-		hb := d.hb
-		d.mu.Unlock()
-		nc, err := node.NewNodeController(d, p.buildNode(d.name, hb), p.cfg.Client.CoreV1().Nodes(),
-			node.WithNodeEnableLeaseV1(p.cfg.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease), p.cfg.LeaseDurationSeconds),
-			node.WithNodePingInterval(p.cfg.PingInterval),
-			node.WithNodeStatusUpdateInterval(p.cfg.StatusUpdateInterval),
-		)
-		if err == nil {
-			// Each attempt runs under its own context, ended when the
-			// attempt ends: what the controller started (and a push
-			// waiting for it to read) ends with it, instead of leaking.
-			actx, acancel := context.WithCancel(ctx)
-			err = nc.Run(actx)
-			acancel()
-			d.mu.Lock()
-			d.notify = nil
-			d.mu.Unlock()
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		log.Warn("node controller stopped; restarting", "err", err, "in", delay)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 30*time.Second)
-	}
-}
-
 // revoke stops serving a device whose Node was deleted and withdraws its
 // desired and observed state from the buckets.
 func (p *Provider) revoke(ctx context.Context, name string) {
@@ -682,10 +567,7 @@ func (p *Provider) revoke(ctx context.Context, name string) {
 	p.mu.Unlock()
 	if d != nil {
 		d.mu.Lock()
-		if d.cancel != nil {
-			d.cancel()
-			d.cancel = nil
-		}
+		d.served = false
 		d.mu.Unlock()
 	}
 	keys = append(keys, bridge.IndexKey(name))
@@ -714,10 +596,7 @@ func (p *Provider) stopDevices() {
 	defer p.mu.Unlock()
 	for _, d := range p.devices {
 		d.mu.Lock()
-		if d.cancel != nil {
-			d.cancel()
-			d.cancel = nil
-		}
+		d.served = false
 		d.mu.Unlock()
 	}
 }

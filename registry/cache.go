@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -37,6 +38,10 @@ func NewCache(client kubernetes.Interface) *Cache {
 		byZUser:  map[string]string{},
 		devices:  map[string]*corev1.Node{},
 	}
+	// The cache answers who a device is: it keeps each Node's identity,
+	// labels and annotations and drops the rest (status, managed fields),
+	// most of a Node's size, for a fleet of thousands.
+	_ = c.informer.SetTransform(slimNode)
 	_, _ = c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { c.put(o) },
 		UpdateFunc: func(_, o any) { c.put(o) },
@@ -50,6 +55,28 @@ func NewCache(client kubernetes.Interface) *Cache {
 		},
 	})
 	return c
+}
+
+// slimNode keeps what the cache reads of a Node.
+func slimNode(o any) (any, error) {
+	n, ok := o.(*corev1.Node)
+	if !ok {
+		return o, nil
+	}
+	ann := make(map[string]string, len(n.Annotations))
+	for k, v := range n.Annotations {
+		if !strings.HasPrefix(k, "virtual-kubelet.io/last-applied-") {
+			ann[k] = v
+		}
+	}
+	return &corev1.Node{
+		TypeMeta: n.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, Generation: n.Generation,
+			CreationTimestamp: n.CreationTimestamp, DeletionTimestamp: n.DeletionTimestamp,
+			Labels: n.Labels, Annotations: ann,
+		},
+	}, nil
 }
 
 // OnAdd registers fn to run when a device appears (or changes).

@@ -52,7 +52,7 @@ func defaultOptions() *options {
 		NATSURL:            nats.DefaultURL,
 		StateDir:           "/var/lib/vk-fleet-agent",
 		PodmanURL:          "unix:///run/podman/podman.sock",
-		HeartbeatInterval:  5 * time.Second,
+		HeartbeatInterval:  10 * time.Second,
 		ResyncInterval:     15 * time.Second,
 		LogLevel:           "info",
 		EvictionHard:       nodeagent.DefaultEvictionHard,

@@ -48,7 +48,7 @@ func (o *simulateOptions) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Token, "token", "", "enrollment token (with enough uses) for devices not enrolled yet")
 	fs.StringArrayVar(&o.Labels, "label", nil, "Node label of enrolled devices (key=value; repeatable)")
 	fs.StringVar(&o.StateDir, "state-dir", "/var/lib/vk-fleet-sim", "where device keys and stores are kept")
-	fs.DurationVar(&o.HeartbeatInterval, "heartbeat-interval", 5*time.Second, "time between heartbeats")
+	fs.DurationVar(&o.HeartbeatInterval, "heartbeat-interval", 10*time.Second, "time between heartbeats")
 	fs.DurationVar(&o.ResyncInterval, "resync-interval", 30*time.Second, "time between full reconcile passes")
 	fs.IntVar(&o.EnrollConcurrency, "enroll-concurrency", 16, "enrollments in flight at once")
 	fs.StringVar(&o.LogLevel, "log-level", "warn", "debug, info, warn or error")

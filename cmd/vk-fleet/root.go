@@ -78,10 +78,10 @@ func defaultOptions() *options {
 		DeviceTTL:        time.Hour,
 		KubeletPort:      10250,
 		KubeletPortRange: "10251-20250",
-		HeartbeatTimeout: 20 * time.Second,
+		HeartbeatTimeout: 30 * time.Second,
 		LeaseDuration:    40 * time.Second,
 		PingInterval:     5 * time.Second,
-		StatusInterval:   time.Minute,
+		StatusInterval:   5 * time.Minute,
 		KubeQPS:          500,
 		KubeBurst:        1000,
 		PodWorkers:       10,
@@ -121,8 +121,9 @@ func (o *options) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&o.KubeletClientCA, "kubelet-client-ca-file", o.KubeletClientCA, "CA of the API server's kubelet client certificate (default: the in-cluster service account CA)")
 	fs.DurationVar(&o.HeartbeatTimeout, "heartbeat-timeout", o.HeartbeatTimeout, "silence after which a device's Node is no longer renewed")
 	fs.DurationVar(&o.LeaseDuration, "lease-duration", o.LeaseDuration, "duration of each device Node's lease")
-	fs.DurationVar(&o.PingInterval, "ping-interval", o.PingInterval, "how often each device's liveness is checked")
-	fs.DurationVar(&o.StatusInterval, "status-interval", o.StatusInterval, "how often an unchanged Node status is written")
+	fs.DurationVar(&o.PingInterval, "ping-interval", o.PingInterval, "no effect: one loop keeps every device's Node and lease")
+	_ = fs.MarkDeprecated("ping-interval", "it has no effect since one loop keeps every device's Node and lease (leases are renewed every quarter of --lease-duration)")
+	fs.DurationVar(&o.StatusInterval, "status-interval", o.StatusInterval, "how often an unchanged Node status is written (a changed one is written at once)")
 	fs.Float32Var(&o.KubeQPS, "kube-api-qps", o.KubeQPS, "queries per second to the API server")
 	fs.IntVar(&o.KubeBurst, "kube-api-burst", o.KubeBurst, "burst of queries to the API server")
 	fs.IntVar(&o.PodWorkers, "pod-workers", o.PodWorkers, "pod sync workers")
@@ -147,8 +148,8 @@ func (o *options) Validate() error {
 	if net.ParseIP(o.NodeAddress) == nil {
 		return fmt.Errorf("--node-address %q is not an IP address", o.NodeAddress)
 	}
-	if o.HeartbeatTimeout <= 0 || o.LeaseDuration < time.Second || o.PingInterval <= 0 {
-		return errors.New("--heartbeat-timeout, --lease-duration and --ping-interval must be positive")
+	if o.HeartbeatTimeout <= 0 || o.LeaseDuration < time.Second || o.StatusInterval <= 0 {
+		return errors.New("--heartbeat-timeout, --lease-duration and --status-interval must be positive")
 	}
 	if o.NATSURL == "" && o.NATSStoreDir == "" {
 		return errors.New("--nats-store-dir is required for the embedded NATS server")
@@ -219,7 +220,6 @@ func (o *options) Run(ctx context.Context) error {
 			Version:              version.Version,
 			HeartbeatTimeout:     o.HeartbeatTimeout,
 			LeaseDurationSeconds: int32(o.LeaseDuration / time.Second),
-			PingInterval:         o.PingInterval,
 			StatusUpdateInterval: o.StatusInterval,
 			PodSyncWorkers:       o.PodWorkers,
 		},

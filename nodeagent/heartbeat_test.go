@@ -1,0 +1,84 @@
+package nodeagent_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+	"github.com/vk-fleet/vk-fleet/nodeagent/simruntime"
+)
+
+// A device sends its inventory in every heartbeat until the provider says
+// it speaks protocol 7; then only when asked (or when it changes), and
+// quiet heartbeats in between.
+func TestHeartbeatsGoQuietForAProtocol7Provider(t *testing.T) {
+	f := startFleet(t, t.TempDir())
+	hbs := make(chan *bridge.Heartbeat, 100)
+	if _, err := f.nc.Subscribe(bridge.HeartbeatSubject("dev-q"), func(m *nats.Msg) {
+		if hb, err := bridge.Decode[bridge.Heartbeat](m.Data); err == nil {
+			select {
+			case hbs <- hb:
+			default:
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	startAgent(t, f.srv.ClientURL(), "dev-q", t.TempDir(), &simruntime.Runtime{})
+	next := func() *bridge.Heartbeat {
+		t.Helper()
+		select {
+		case hb := <-hbs:
+			return hb
+		case <-time.After(15 * time.Second):
+			t.Fatal("no heartbeat")
+			return nil
+		}
+	}
+	// An older provider (no index, or one without providerProtocol).
+	var state string
+	for range 3 {
+		hb := next()
+		if !hb.Full() || hb.State == "" || hb.State != bridge.StateHash(hb) {
+			t.Fatalf("heartbeat for an old provider not full: %+v", hb)
+		}
+		state = hb.State
+	}
+	putIndex := func(protocol int) {
+		data, _ := bridge.Encode(&bridge.DesiredIndex{Device: "dev-q", PodUIDs: []string{}, WrittenAt: time.Now(), ProviderProtocol: protocol})
+		if _, err := f.workloads.Put(t.Context(), bridge.IndexKey("dev-q"), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	putIndex(7)
+	deadline := time.Now().Add(15 * time.Second)
+	for quiet := 0; quiet < 3; {
+		if time.Now().After(deadline) {
+			t.Fatal("heartbeats never went quiet for a protocol 7 provider")
+		}
+		hb := next()
+		if hb.Full() {
+			state = hb.State
+			continue
+		}
+		if hb.State != state || hb.Seq == 0 {
+			t.Fatalf("quiet heartbeat %+v, last full state %q", hb, state)
+		}
+		quiet++
+	}
+	// Asked, the device sends its state in full at once.
+	if err := f.nc.Publish(bridge.InventoryRequestSubject("dev-q"), nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for hb := next(); !hb.Full(); hb = next() {
+		if time.Now().After(deadline) {
+			t.Fatal("the device did not answer an inventory request")
+		}
+	}
+}
