@@ -62,6 +62,13 @@ func InventoryRequestSubject(device string) string {
 	return "_INBOX_" + device + ".inventory"
 }
 
+// DesiredSubject is where the provider tells device which key of its
+// desired state (a pod key or its IndexKey) it changed (protocol 7); the
+// message holds the key.
+func DesiredSubject(device string) string {
+	return "_INBOX_" + device + ".desired"
+}
+
 // DeviceFromHeartbeatSubject returns the device token of a heartbeat subject.
 func DeviceFromHeartbeatSubject(subject string) (string, bool) {
 	rest, ok := strings.CutPrefix(subject, SubjectPrefix+".")

@@ -52,4 +52,10 @@ package bridge
 //     InventoryRequestSubject (_INBOX_<device>.inventory), and otherwise only
 //     seq, pods and state, once DesiredIndex.ProviderProtocol says the
 //     provider speaks 7. Device and time are left out of quiet heartbeats.
+//     Desired state without a consumer per device: the provider tells a device
+//     the key it changed on DesiredSubject (_INBOX_<device>.desired), and the
+//     device reads it with a direct get; it reads all its keys (the index,
+//     then every pod it stores or the index lists) at start, after every
+//     reconnect and every few minutes. Against an older provider (an index
+//     without providerProtocol, or none) it watches its keys as before.
 const ProtocolVersion = 7

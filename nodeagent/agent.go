@@ -249,12 +249,33 @@ func (a *Agent) buckets(context.Context) (workloads, status *devBucket, err erro
 
 // syncDesired mirrors this device's keys of the workloads bucket into the
 // local store, re-establishing the watch whenever it breaks.
+// syncDesired takes up the provider's desired state until ctx ends: by
+// following its change notices (protocol 7, no JetStream consumer per
+// device: followDesired), or by watching the device's keys, as older
+// providers need. It starts following; a device whose index says nothing
+// of a protocol 7 provider watches instead.
 func (a *Agent) syncDesired(ctx context.Context) {
 	delay := time.Second
+	watch := false
 	for ctx.Err() == nil {
-		err := a.watchDesired(ctx)
+		var err error
+		if watch {
+			err = a.watchDesired(ctx)
+		} else {
+			err = a.followDesired(ctx)
+		}
 		if ctx.Err() != nil {
 			return
+		}
+		switch {
+		case errors.Is(err, errWatch):
+			a.log.Info("taking up desired state by watching", "why", err)
+			watch = true
+			continue
+		case errors.Is(err, errFollow):
+			a.log.Info("taking up desired state by following the provider", "why", err)
+			watch = false
+			continue
 		}
 		if errors.Is(err, errRewatch) {
 			delay = time.Second
@@ -310,6 +331,9 @@ func (a *Agent) watchDesired(ctx context.Context) error {
 				continue
 			}
 			a.applyEntry(e, initial)
+			if a.followsProvider() {
+				return errFollow // the provider was upgraded
+			}
 		}
 	}
 }

@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -47,6 +48,34 @@ func (b *devBucket) Delete(ctx context.Context, key string) error {
 	return err
 }
 
+// Get reads key with a direct get of the last message on its subject, the
+// one read a device's permissions allow. A key never written, or purged
+// without a marker, is (nil, nil); a deleted one is an entry whose
+// Operation says so.
+func (b *devBucket) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	m, err := b.js.GetLastMsg("KV_"+b.bucket, b.subject(key), nats.DirectGet(), nats.Context(ctx))
+	if errors.Is(err, nats.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", key, err)
+	}
+	return &bucketEntry{bucket: b.bucket, key: key, value: m.Data, revision: m.Sequence, created: m.Time, op: kvOperation(m.Header)}, nil
+}
+
+// kvOperation reads the KV-Operation header of an entry.
+func kvOperation(h nats.Header) jetstream.KeyValueOp {
+	switch h.Get("KV-Operation") {
+	case "DEL":
+		return jetstream.KeyValueDelete
+	case "PURGE":
+		return jetstream.KeyValuePurge
+	}
+	return jetstream.KeyValuePut
+}
+
 // bucketWatch delivers the entries of a watch: first the current value of
 // every matching key, then nil, then every change. Updates closes when the
 // watch breaks.
@@ -76,13 +105,7 @@ func (b *devBucket) Watch(ctx context.Context, filter string) (*bucketWatch, err
 		if err != nil || !strings.HasPrefix(m.Subject, prefix) {
 			return
 		}
-		op := jetstream.KeyValuePut
-		switch m.Header.Get("KV-Operation") {
-		case "DEL":
-			op = jetstream.KeyValueDelete
-		case "PURGE":
-			op = jetstream.KeyValuePurge
-		}
+		op := kvOperation(m.Header)
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		w.updates <- &bucketEntry{bucket: b.bucket, key: m.Subject[len(prefix):], value: m.Data,

@@ -82,3 +82,62 @@ func TestHeartbeatsGoQuietForAProtocol7Provider(t *testing.T) {
 		}
 	}
 }
+
+// Against a protocol 7 provider a device keeps no JetStream consumer: it
+// reads what the provider's notices name, and the pods a new index lists
+// even when their own notices were lost.
+func TestAgentFollowsAProtocol7ProviderWithoutAConsumer(t *testing.T) {
+	f := startFleet(t, t.TempDir())
+	const dev = "dev-f"
+	putIndex := func(uids ...string) {
+		t.Helper()
+		data, _ := bridge.Encode(&bridge.DesiredIndex{Device: dev, PodUIDs: append([]string{}, uids...), WrittenAt: time.Now(), ProviderProtocol: bridge.ProtocolVersion})
+		if _, err := f.workloads.Put(t.Context(), bridge.IndexKey(dev), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tell := func(key string) {
+		t.Helper()
+		if err := f.nc.Publish(bridge.DesiredSubject(dev), []byte(key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	putIndex()
+	rt := &simruntime.Runtime{}
+	startAgent(t, f.srv.ClientURL(), dev, t.TempDir(), rt)
+
+	// The agent subscribes before it reads; tell until it has the pod.
+	putWorkload(t, f, dev, workload("u1", bridge.RestartAlways, "sleep", "3600"))
+	putIndex("u1")
+	waitStatus(t, f, dev, "u1", func(s *bridge.PodStatus) bool {
+		tell(bridge.PodKey(dev, "u1"))
+		return running(s)
+	})
+	js, err := f.nc.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := js.StreamInfo("KV_" + bridge.WorkloadsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Consumers != 0 {
+		t.Errorf("the device keeps %d consumers on the workloads stream", info.State.Consumers)
+	}
+
+	// A pod whose own notice was lost arrives with the index that lists it.
+	putWorkload(t, f, dev, workload("u2", bridge.RestartAlways, "sleep", "3600"))
+	putIndex("u1", "u2")
+	tell(bridge.IndexKey(dev))
+	waitStatus(t, f, dev, "u2", running)
+
+	// Withdrawn: removed.
+	if err := f.workloads.Delete(t.Context(), bridge.PodKey(dev, "u1")); err != nil {
+		t.Fatal(err)
+	}
+	tell(bridge.PodKey(dev, "u1"))
+	waitStatus(t, f, dev, "u1", func(s *bridge.PodStatus) bool { return s == nil })
+	if rt.Created() != 2 {
+		t.Errorf("created %d pods, want 2", rt.Created())
+	}
+}

@@ -83,8 +83,20 @@ func (p *Provider) syncIndexes(ctx context.Context, pods corelisters.PodLister) 
 			p.log.Warn("writing the device's index", "device", device, "err", err)
 			continue
 		}
+		p.tellDevice(device, bridge.IndexKey(device))
 		p.mu.Lock()
 		p.indexWritten[device] = enc
 		p.mu.Unlock()
+	}
+}
+
+// tellDevice tells device that the provider changed key of its desired
+// state (protocol 7): the device reads the key, instead of keeping a
+// JetStream consumer on its keys. A lost message costs a delay, never a
+// wrong state: the device reads all its keys after every reconnect and at
+// its full-read interval.
+func (p *Provider) tellDevice(device, key string) {
+	if err := p.cfg.NATS.Publish(bridge.DesiredSubject(device), []byte(key)); err != nil {
+		p.log.Debug("telling a device its desired state changed", "device", device, "key", key, "err", err)
 	}
 }

@@ -211,6 +211,9 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 		// Node NotReady, as for a kubelet that stopped.
 		if !d.stale {
 			p.log.Info("device silent; its lease is no longer renewed", "device", name, "lastSeen", since.Round(time.Second))
+			// The node lifecycle controller will say Unknown: when the
+			// device is back, Ready has a new transition time.
+			p.conds.transition(name, corev1.NodeReady, corev1.ConditionUnknown, metav1.Now())
 		}
 		d.stale = true
 		d.mu.Unlock()

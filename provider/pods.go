@@ -291,6 +291,7 @@ func (p *Provider) syncPod(ctx context.Context, pod *corev1.Pod) error {
 		if err := p.workloads.Delete(ctx, replaced); err != nil {
 			return fmt.Errorf("withdrawing the workload of the previous pod %s (%s): %w", key, replaced, err)
 		}
+		p.tellDevice(device, replaced)
 		p.mu.Lock()
 		delete(p.pods.desired, replaced)
 		delete(p.pods.refs, replaced)
@@ -327,6 +328,7 @@ func (p *Provider) syncPod(ctx context.Context, pod *corev1.Pod) error {
 		if _, err := p.workloads.Put(ctx, kvKey, data); err != nil {
 			return fmt.Errorf("publishing workload of pod %s to device %s: %w", key, device, err)
 		}
+		p.tellDevice(device, kvKey)
 		p.mu.Lock()
 		p.pods.desired[kvKey] = data
 		p.pods.refs[kvKey] = podRef{pod.Namespace, pod.Name, device}
@@ -408,6 +410,7 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 		if err := p.workloads.Delete(ctx, kvKey); err != nil {
 			return fmt.Errorf("withdrawing workload of pod %s from device %s: %w", key, device, err)
 		}
+		p.tellDevice(device, kvKey)
 		p.mu.Lock()
 		delete(p.pods.desired, kvKey)
 		p.mu.Unlock()
