@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,20 +40,61 @@ type Introspector interface {
 	Introspect(ctx context.Context, token string) (subject string, err error)
 }
 
-// Serve answers enrollment requests on nc until ctx ends. zitadel may be
-// nil, which refuses Zitadel enrollments.
+// MaxInFlight is how many enrollment requests Serve handles at once. More
+// wait, in order, in the subscription's pending buffer.
+const MaxInFlight = 64
+
+// Serve answers enrollment requests on nc until ctx ends, up to
+// MaxInFlight at a time, and returns once the requests it took are
+// answered. zitadel may be nil, which refuses Zitadel enrollments.
 func Serve(ctx context.Context, nc *nats.Conn, reg Registrar, zitadel Introspector, log *slog.Logger) error {
 	log = log.With("component", "enrollment")
+	slots := make(chan struct{}, MaxInFlight)
+	var (
+		mu      sync.Mutex
+		stopped bool // set once Serve stops taking requests; guarded by mu
+		wg      sync.WaitGroup
+	)
+	shuttingDown := &bridge.EnrollResponse{Error: &bridge.Error{Code: bridge.CodeInternal, Message: "vk-fleet is shutting down; try again"}}
 	sub, err := nc.QueueSubscribe(bridge.EnrollSubject, "vk-fleet-enrollment", func(m *nats.Msg) {
-		resp := handle(ctx, reg, zitadel, m.Data, log)
-		data, _ := bridge.Encode(resp)
-		_ = m.Respond(data)
+		// Waiting for a slot holds up the subscription's delivery: the
+		// requests behind wait in its buffer.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			respond(m, shuttingDown)
+			return
+		}
+		mu.Lock()
+		if stopped {
+			mu.Unlock()
+			<-slots
+			respond(m, shuttingDown)
+			return
+		}
+		wg.Add(1)
+		mu.Unlock()
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			respond(m, handle(ctx, reg, zitadel, m.Data, log))
+		}()
 	})
 	if err != nil {
 		return fmt.Errorf("subscribing to %s: %w", bridge.EnrollSubject, err)
 	}
 	<-ctx.Done()
-	return sub.Unsubscribe()
+	err = sub.Unsubscribe()
+	mu.Lock()
+	stopped = true
+	mu.Unlock()
+	wg.Wait()
+	return err
+}
+
+func respond(m *nats.Msg, resp *bridge.EnrollResponse) {
+	data, _ := bridge.Encode(resp)
+	_ = m.Respond(data)
 }
 
 func handle(ctx context.Context, reg Registrar, zitadel Introspector, data []byte, log *slog.Logger) *bridge.EnrollResponse {

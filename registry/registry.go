@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nkeys"
@@ -44,22 +45,40 @@ const DefaultTokenNamespace = "kube-system"
 // `fleetctl ca` and `fleetctl enroll --ca`.
 const CAConfigMap = "vk-fleet-nats-ca"
 
-// Registry reads and writes devices and enrollment tokens.
+// Registry reads and writes devices and enrollment tokens. Its methods are
+// safe for concurrent use.
 type Registry struct {
 	client         kubernetes.Interface
 	tokenNamespace string
 	now            func() time.Time
+	deviceByNKey   func(nkey string) (name string, ok bool)
+	shared         *shared
+}
+
+// shared is the state of a Registry that its copies share.
+type shared struct {
+	tokens tokenWriters
+	nkeys  nkeyClaims
 }
 
 // New returns a Registry that keeps tokens in kube-system.
 func New(client kubernetes.Interface) *Registry {
-	return &Registry{client: client, tokenNamespace: DefaultTokenNamespace, now: time.Now}
+	return &Registry{client: client, tokenNamespace: DefaultTokenNamespace, now: time.Now, shared: &shared{}}
 }
 
 // WithTokenNamespace returns a copy of r that keeps tokens in ns.
 func (r *Registry) WithTokenNamespace(ns string) *Registry {
 	c := *r
 	c.tokenNamespace = ns
+	return &c
+}
+
+// WithDeviceLookup returns a copy of r whose Enroll asks lookup, rather
+// than listing every device Node, whether a device key is already enrolled
+// and as which device. (*Cache).DeviceByNKey is such a lookup.
+func (r *Registry) WithDeviceLookup(lookup func(nkey string) (name string, ok bool)) *Registry {
+	c := *r
+	c.deviceByNKey = lookup
 	return &c
 }
 
@@ -94,17 +113,35 @@ func (e *Enrollment) Validate() error {
 
 // Enroll checks and consumes the token and registers the device as a Node
 // that is NotReady until the device first connects.
+//
+// Concurrent enrollments with one token share its updates (see
+// consumeToken). A use whose enrollment then definitely created no Node
+// (the name was taken meanwhile, the API server refused the Node) is given
+// back; after an error that leaves that open, such as a timeout, it stays
+// taken, so that the token never admits more devices than its uses.
 func (r *Registry) Enroll(ctx context.Context, e Enrollment) (*corev1.Node, error) {
 	if err := e.Validate(); err != nil {
 		return nil, err
 	}
+	// Checked before a use is taken, so that a device retrying under a
+	// taken name does not use up the token.
 	if _, err := r.client.CoreV1().Nodes().Get(ctx, e.Name, metav1.GetOptions{}); err == nil {
 		return nil, fmt.Errorf("%w: %s", ErrNameTaken, e.Name)
 	} else if !apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("checking device name: %w", err)
 	}
 	if e.NKey != "" {
-		if existing, err := r.deviceByAnnotation(ctx, AnnotationNKey, e.NKey); err != nil {
+		// The claim covers concurrent enrollments of one key in this
+		// process, the lookup (or the list) enrolled devices. A lookup fed
+		// by an informer sees a new Node a moment after it is created, and
+		// neither sees another replica's enrollment in flight: within that
+		// moment one key can enroll twice, each time with a use of a
+		// token, as it could between replicas before.
+		if other, ok := r.shared.nkeys.claim(e.NKey, e.Name); !ok {
+			return nil, fmt.Errorf("%w: this device key is being enrolled as %s", ErrNameTaken, other)
+		}
+		defer r.shared.nkeys.release(e.NKey)
+		if existing, err := r.deviceWithNKey(ctx, e.NKey); err != nil {
 			return nil, err
 		} else if existing != "" {
 			return nil, fmt.Errorf("%w: this device key is already enrolled as %s", ErrNameTaken, existing)
@@ -114,6 +151,32 @@ func (r *Registry) Enroll(ctx context.Context, e Enrollment) (*corev1.Node, erro
 	if err != nil {
 		return nil, err
 	}
+	n := r.deviceNode(e, tok)
+	created, err := r.client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+	if err != nil {
+		if notCreated(err) {
+			r.giveBackUse(ctx, tok.ID)
+		}
+		if apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("%w: %s", ErrNameTaken, e.Name)
+		}
+		return nil, fmt.Errorf("registering device: %w", err)
+	}
+	if readyCondition(created) == nil {
+		// Kubernetes keeps the status a Node is created with (kubelets
+		// rely on it); an API server that dropped it gets it in a second
+		// request.
+		created.Status.Conditions = n.Status.Conditions
+		if updated, err := r.client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err == nil {
+			created = updated
+		}
+	}
+	return created, nil
+}
+
+// deviceNode returns the Node of a device enrolling with e and tok, NotReady
+// with reason DeviceNotConnected.
+func (r *Registry) deviceNode(e Enrollment, tok *Token) *corev1.Node {
 	labels := map[string]string{}
 	for k, v := range tok.Labels {
 		labels[k] = v
@@ -134,29 +197,46 @@ func (r *Registry) Enroll(ctx context.Context, e Enrollment) (*corev1.Node, erro
 		ann[AnnotationZitadelUser] = e.ZitadelUserID
 	}
 	now := metav1.NewTime(r.now())
-	n := &corev1.Node{
+	return &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: e.Name, Labels: labels, Annotations: ann},
 		Spec: corev1.NodeSpec{
 			Taints: []corev1.Taint{
 				{Key: TaintKey, Value: TaintValue, Effect: corev1.TaintEffectNoSchedule},
 			},
 		},
+		// Sent with the Node itself: the API server keeps a new Node's
+		// status, which saves an UpdateStatus per enrollment.
+		Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{
+			Type: corev1.NodeReady, Status: corev1.ConditionFalse, Reason: "DeviceNotConnected",
+			Message: "device enrolled; waiting for its first connection", LastHeartbeatTime: now, LastTransitionTime: now,
+		}}},
 	}
-	created, err := r.client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		return nil, fmt.Errorf("%w: %s", ErrNameTaken, e.Name)
+}
+
+func readyCondition(n *corev1.Node) *corev1.NodeCondition {
+	for i := range n.Status.Conditions {
+		if n.Status.Conditions[i].Type == corev1.NodeReady {
+			return &n.Status.Conditions[i]
+		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("registering device: %w", err)
+	return nil
+}
+
+// notCreated reports whether err, from creating an object, means that the
+// API server certainly did not create it. A timeout or a lost connection
+// does not: the object may exist.
+func notCreated(err error) bool {
+	return apierrors.IsAlreadyExists(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) ||
+		apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err)
+}
+
+// deviceWithNKey returns the device enrolled with nkey, or "".
+func (r *Registry) deviceWithNKey(ctx context.Context, nkey string) (string, error) {
+	if r.deviceByNKey != nil {
+		name, _ := r.deviceByNKey(nkey)
+		return name, nil
 	}
-	created.Status.Conditions = []corev1.NodeCondition{{
-		Type: corev1.NodeReady, Status: corev1.ConditionFalse, Reason: "DeviceNotConnected",
-		Message: "device enrolled; waiting for its first connection", LastHeartbeatTime: now, LastTransitionTime: now,
-	}}
-	if updated, err := r.client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err == nil {
-		created = updated
-	}
-	return created, nil
+	return r.deviceByAnnotation(ctx, AnnotationNKey, nkey)
 }
 
 func (r *Registry) deviceByAnnotation(ctx context.Context, key, value string) (string, error) {
@@ -170,6 +250,35 @@ func (r *Registry) deviceByAnnotation(ctx context.Context, key, value string) (s
 		}
 	}
 	return "", nil
+}
+
+// nkeyClaims are the device keys being enrolled in this process, so that
+// concurrent enrollments of one key cannot both pass the "already
+// enrolled?" check. The zero value is ready to use.
+type nkeyClaims struct {
+	mu     sync.Mutex
+	byNKey map[string]string // device name
+}
+
+// claim records that nkey is being enrolled as name. If another enrollment
+// holds it, claim returns that device's name and false.
+func (c *nkeyClaims) claim(nkey, name string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if other, ok := c.byNKey[nkey]; ok {
+		return other, false
+	}
+	if c.byNKey == nil {
+		c.byNKey = map[string]string{}
+	}
+	c.byNKey[nkey] = name
+	return "", true
+}
+
+func (c *nkeyClaims) release(nkey string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.byNKey, nkey)
 }
 
 // Revoke deletes the device's Node: the device can no longer connect, and

@@ -193,7 +193,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cache.Run(ctx); err != nil {
 		return err
 	}
-	reg := registry.New(cfg.Client).WithTokenNamespace(cfg.TokenNamespace)
+	reg := registry.New(cfg.Client).WithTokenNamespace(cfg.TokenNamespace).WithDeviceLookup(cache.DeviceByNKey)
 
 	inproc := func(name, user, pass string) (*nats.Conn, error) {
 		nc, err := nats.Connect("", nats.InProcessServer(srv.Inner()), nats.UserInfo(user, pass), nats.Name(name),
@@ -327,7 +327,7 @@ func runExternal(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := cache.Run(ctx); err != nil {
 		return err
 	}
-	reg := registry.New(cfg.Client).WithTokenNamespace(cfg.TokenNamespace)
+	reg := registry.New(cfg.Client).WithTokenNamespace(cfg.TokenNamespace).WithDeviceLookup(cache.DeviceByNKey)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
