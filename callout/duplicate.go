@@ -17,8 +17,8 @@ type ConnInspector interface {
 }
 
 // duplicateWindow is how recently a device's other connection must have
-// been active to count as alive: three default heartbeats.
-const duplicateWindow = 15 * time.Second
+// been active to count as alive: two and a half default heartbeats (10s).
+const duplicateWindow = 25 * time.Second
 
 // instanceOf returns the instance a connection name carries, or "".
 func instanceOf(name string) string {

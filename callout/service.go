@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"strings"
 	"sync"
@@ -76,6 +77,22 @@ type Service struct {
 
 	mu    sync.Mutex
 	conns map[string]map[clientRef]bool // device → live connections
+	// admit serialises, per device, the check for another live instance
+	// and the tracking of the connection admitted: requests are answered
+	// concurrently, and two connections of one device must not both pass.
+	admit [64]sync.Mutex
+}
+
+// calloutWorkers is how many authorization requests are answered at once:
+// a fleet reconnecting at once (a NATS restart) brings thousands, and the
+// server gives each only its auth timeout.
+const calloutWorkers = 32
+
+// admitLock returns the lock that serialises admissions of device.
+func (s *Service) admitLock(device string) *sync.Mutex {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(device))
+	return &s.admit[h.Sum32()%uint32(len(s.admit))]
 }
 
 // clientRef identifies one client connection on one server.
@@ -110,8 +127,28 @@ func New(cfg Config) (*Service, error) {
 // Run serves requests on nc (a user of the AUTH account listed in the
 // server's auth_users) until ctx ends.
 func (s *Service) Run(ctx context.Context, nc *nats.Conn) error {
+	reqs := make(chan *nats.Msg, 4*calloutWorkers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for range calloutWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case m := <-reqs:
+					s.handle(ctx, m)
+				}
+			}
+		}()
+	}
 	sub, err := nc.QueueSubscribe(AuthCalloutSubject, "vk-fleet-callout", func(m *nats.Msg) {
-		s.handle(ctx, m)
+		select {
+		case reqs <- m:
+		case <-ctx.Done():
+		}
 	})
 	if err != nil {
 		return fmt.Errorf("subscribing to %s: %w", AuthCalloutSubject, err)
@@ -157,6 +194,10 @@ func (s *Service) handle(ctx context.Context, m *nats.Msg) {
 	id, err := s.authenticate(rctx, req)
 	log := s.log.With("client", req.ClientInformation.ID, "host", req.ClientInformation.Host, "server", req.Server.ID)
 	if err == nil && id.device != "" {
+		// Held until the connection is tracked (or refused).
+		l := s.admitLock(id.device)
+		l.Lock()
+		defer l.Unlock()
 		if other, dup := s.duplicate(rctx, id.device, instanceOf(req.ConnectOptions.Name)); dup {
 			err = fmt.Errorf("device %s is connected from another machine (instance %s) and active: one identity runs on one machine; re-enroll the other with its own", id.device, other)
 		}

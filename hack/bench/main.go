@@ -23,6 +23,9 @@ func main() {
 	sizes := flag.String("n", "100,1000", "comma-separated fleet sizes")
 	out := flag.String("out", "", "write the markdown table to this file (default: stdout only)")
 	idle := flag.Duration("idle", time.Minute, "idle window for per-device traffic")
+	baseline := flag.Bool("baseline", true, "measure the control plane's own rollout too (the ratios need it)")
+	keep := flag.Bool("keep", false, "keep each size's logs and state (default: removed after a successful run)")
+	profiles := flag.String("profiles", "", "write vk-fleet's heap and goroutine profiles at idle into this directory")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx := context.Background()
@@ -41,11 +44,15 @@ func main() {
 			fail(fmt.Errorf("bad size %q", s))
 		}
 		dir, _ := os.MkdirTemp("", fmt.Sprintf("vkf-bench-%d-", n))
-		r, err := runSize(ctx, runConfig{N: n, Dir: dir, CPBin: bin, BinDir: binDir, Idle: *idle, Log: log})
+		r, err := runSize(ctx, runConfig{N: n, Dir: dir, CPBin: bin, BinDir: binDir, Idle: *idle, Log: log, Baseline: *baseline, Profiles: *profiles})
 		if err != nil {
 			fail(fmt.Errorf("n=%d: %w (logs in %s)", n, err, dir))
 		}
-		os.RemoveAll(dir)
+		if *keep {
+			log.Info("logs kept", "n", n, "dir", dir)
+		} else {
+			os.RemoveAll(dir)
+		}
 		results = append(results, r)
 		fmt.Println(r.summary())
 	}
@@ -70,6 +77,10 @@ type runConfig struct {
 	BinDir string
 	Idle   time.Duration
 	Log    *slog.Logger
+	// Baseline measures the control plane's own rollout first.
+	Baseline bool
+	// Profiles, if set, receives heap-<n>.pprof and goroutine-<n>.txt.
+	Profiles string
 }
 
 // writeDoc replaces the results section of docs/benchmarks.md.

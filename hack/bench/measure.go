@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"sort"
@@ -155,31 +156,47 @@ func countNodes(ctx context.Context, cs kubernetes.Interface, sel string, want c
 	}
 	n := 0
 	for _, node := range l.Items {
+		if want == "" {
+			n++ // every Node counts
+			continue
+		}
 		for _, c := range node.Status.Conditions {
 			if c.Type == corev1.NodeReady && (c.Status == want || want != corev1.ConditionTrue && c.Status != corev1.ConditionTrue) {
 				n++
 			}
 		}
+
 	}
 	return n, nil
 }
 
-// waitNodes waits until n Nodes matching sel are Ready (want=True) or not.
+// waitNodes waits until n Nodes matching sel are Ready (want=True), not
+// Ready (any other status), or exist (want="").
 func waitNodes(ctx context.Context, cs kubernetes.Interface, sel string, n int, want corev1.ConditionStatus, timeout time.Duration) (time.Duration, error) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	reported := start
 	for {
 		got, err := countNodes(ctx, cs, sel, want)
 		if err == nil && got >= n {
 			return time.Since(start), nil
 		}
+		if time.Since(reported) > 5*time.Second {
+			slog.Info("waiting for nodes", "want", want, "got", got, "of", n, "after", time.Since(start).Round(time.Second))
+			reported = time.Now()
+		}
 		select {
 		case <-ctx.Done():
 			return 0, fmt.Errorf("%d of %d nodes %s=%s: %w", got, n, sel, want, ctx.Err())
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(pollEvery(n)):
 		}
 	}
+}
+
+// pollEvery is how often the benchmark lists n Nodes while it waits.
+func pollEvery(n int) time.Duration {
+	return time.Duration(max(500, n/5)) * time.Millisecond
 }
 
 // procStat reads a process's RSS (bytes) and CPU time.

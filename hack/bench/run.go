@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,6 +24,7 @@ import (
 type result struct {
 	N                int
 	Ours, Base       rollout
+	Enrolled         time.Duration // all N devices enrolled (their Nodes exist), one N-use token
 	ReadyAfterEnroll time.Duration // all Nodes Ready after N devices enrolled and connected
 	Reconnect        time.Duration // all Nodes Ready again after N devices reconnect at once
 	ReconnectAPI     float64       // vk-fleet's API requests per device from the reconnect until all Ready
@@ -78,35 +81,54 @@ func runSize(ctx context.Context, rc runConfig) (result, error) {
 	// The baseline client stands in for N kubelets, each with its own
 	// budget: it gets a generous one. vk-fleet runs with its defaults.
 	cfg.QPS, cfg.Burst = 1000, 2000
+	// Protobuf, as the control plane's own clients: listing 10,000 Nodes
+	// to count them must not load the API server the benchmark measures.
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
 	cs, err := kubernetes.NewForConfig(&cfg)
 	if err != nil {
 		return res, err
 	}
 	rollTimeout := time.Duration(rc.N)*300*time.Millisecond + 3*time.Minute
 
-	// Baseline.
+	if rc.Baseline {
+		if err := runBaseline(ctx, cs, rc, &res, rollTimeout); err != nil {
+			return res, err
+		}
+	}
+	return runOurs(ctx, cp, cs, rc, res, rollTimeout)
+}
+
+// runBaseline measures a rollout to Nodes a minimal client keeps.
+func runBaseline(ctx context.Context, cs kubernetes.Interface, rc runConfig, res *result, rollTimeout time.Duration) error {
+	log := rc.Log.With("n", rc.N)
 	log.Info("baseline: registering nodes")
 	bctx, bcancel := context.WithCancel(ctx)
 	b, err := startBaseline(bctx, cs, rc.N, 10)
 	if err != nil {
 		bcancel()
-		return res, err
+		return err
 	}
 	// A first rollout warms the control plane's caches, so that neither
 	// measured rollout pays for being first.
 	if _, err = measureRollout(ctx, cs, "bench-warmup", map[string]string{"bench": "baseline"}, rc.N, rollTimeout); err != nil {
 		bcancel()
-		return res, fmt.Errorf("warm-up: %w", err)
+		return fmt.Errorf("warm-up: %w", err)
 	}
 	_ = deleteDaemonSet(ctx, cs, "bench-warmup", rollTimeout)
 	if res.Base, err = measureRollout(ctx, cs, "bench-baseline", map[string]string{"bench": "baseline"}, rc.N, rollTimeout); err != nil {
 		bcancel()
-		return res, fmt.Errorf("baseline: %w", err)
+		return fmt.Errorf("baseline: %w", err)
 	}
 	log.Info("baseline done", "p99", res.Base.P99)
 	_ = deleteDaemonSet(ctx, cs, "bench-baseline", rollTimeout)
 	bcancel()
 	b.remove(ctx)
+	return nil
+}
+
+// runOurs measures vk-fleet with N simulated devices.
+func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.Interface, rc runConfig, res result, rollTimeout time.Duration) (result, error) {
+	log := rc.Log.With("n", rc.N)
 
 	// vk-fleet.
 	natsPort, _ := devcluster.FreePort()
@@ -141,15 +163,21 @@ func runSize(ctx context.Context, rc runConfig) (result, error) {
 	startSim := func() (*devcluster.Process, error) {
 		return devcluster.StartProcess("simulate", filepath.Join(rc.Dir, "simulate.log"), nil, filepath.Join(rc.BinDir, "device-agent"), simArgs...)
 	}
+	simStart := time.Now()
 	sim, err := startSim()
 	if err != nil {
 		return res, err
 	}
 	defer func() { sim.Stop(10 * time.Second) }()
 	log.Info("vk-fleet: waiting for simulated devices")
-	if res.ReadyAfterEnroll, err = waitNodes(ctx, cs, "bench=sim", rc.N, corev1.ConditionTrue, rollTimeout); err != nil {
+	if res.Enrolled, err = waitNodes(ctx, cs, "bench=sim", rc.N, "", rollTimeout); err != nil {
+		return res, fmt.Errorf("devices enrolled: %w\n%s", err, sim.Tail(10))
+	}
+	res.Enrolled = time.Since(simStart)
+	if _, err = waitNodes(ctx, cs, "bench=sim", rc.N, corev1.ConditionTrue, rollTimeout); err != nil {
 		return res, fmt.Errorf("devices ready: %w\n%s", err, sim.Tail(10))
 	}
+	res.ReadyAfterEnroll = time.Since(simStart)
 
 	// Idle.
 	pid := vkf.PID()
@@ -168,6 +196,9 @@ func runSize(ctx context.Context, rc runConfig) (result, error) {
 	perDevMin := func(d int64) float64 { return float64(d) / float64(rc.N) / el.Minutes() }
 	res.APIPerDevMin = perDevMin(v1.KubeRequests - v0.KubeRequests)
 	res.NATSBytesDevMin = perDevMin((v1.NATS.InBytes + v1.NATS.OutBytes) - (v0.NATS.InBytes + v0.NATS.OutBytes))
+	if rc.Profiles != "" {
+		saveProfiles(debugAddr, rc.Profiles, rc.N, log)
+	}
 
 	// Rollout.
 	_, cpu0 = procStat(pid)
@@ -248,4 +279,30 @@ func waitCA(ctx context.Context, cs kubernetes.Interface, path string) error {
 		}
 	}
 	return fmt.Errorf("vk-fleet never published its CA")
+}
+
+// saveProfiles writes vk-fleet's heap profile and goroutine dump.
+func saveProfiles(addr, dir string, n int, log *slog.Logger) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		log.Warn("profiles", "err", err)
+		return
+	}
+	for _, p := range []struct{ path, file string }{
+		{"/debug/pprof/heap", fmt.Sprintf("heap-%d.pprof", n)},
+		{"/debug/pprof/goroutine?debug=1", fmt.Sprintf("goroutine-%d.txt", n)},
+	} {
+		resp, err := http.Get("http://" + addr + p.path)
+		if err != nil {
+			log.Warn("profiles", "err", err)
+			continue
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, p.file), b, 0o644)
+		}
+		if err != nil {
+			log.Warn("profiles", "err", err)
+		}
+	}
 }
