@@ -281,13 +281,19 @@ func (a *Agent) syncDesired(ctx context.Context) {
 			delay = time.Second
 			continue
 		}
-		a.log.Warn("workload watch ended; retrying", "err", err, "in", delay)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
+		if a.nc.IsConnected() {
+			a.log.Warn("workload watch ended; retrying", "err", err, "in", delay)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			delay = min(delay*2, 15*time.Second)
+			continue
 		}
-		delay = min(delay*2, 15*time.Second)
+		// Offline: start again as soon as the connection is back.
+		a.waitConnected(ctx)
+		delay = time.Second
 	}
 }
 
@@ -497,5 +503,18 @@ func (a *Agent) watchRuntime(ctx context.Context) {
 		case <-time.After(delay):
 		}
 		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+// waitConnected returns once the NATS connection is up, or ctx ends.
+func (a *Agent) waitConnected(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for !a.nc.IsConnected() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }

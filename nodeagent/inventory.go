@@ -160,7 +160,8 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	var reconnects uint64
 	force := true
 	for {
-		if a.nc.IsConnected() {
+		connected := a.nc.IsConnected()
+		if connected {
 			if time.Since(invAt) > time.Minute || inv.PodmanVersion == "" {
 				inv, invAt = a.inventory(ctx), time.Now()
 			}
@@ -194,10 +195,17 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 				}
 			}
 		}
+		var offline <-chan time.Time
+		if !connected {
+			// The first heartbeat goes out as soon as the connection is
+			// up, not an interval later: a fleet coming back is Ready at once.
+			offline = time.After(250 * time.Millisecond)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-offline:
 		case <-asked:
 			force = true
 		}

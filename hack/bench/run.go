@@ -159,7 +159,9 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 	}
 	simArgs := []string{"simulate", "--count", strconv.Itoa(rc.N), "--prefix", "sim-",
 		"--nats-url", "tls://127.0.0.1:" + strconv.Itoa(natsPort), "--ca-file", caFile, "--token", tok.String(),
-		"--label", "bench=sim", "--state-dir", filepath.Join(rc.Dir, "sim")}
+		"--label", "bench=sim", "--state-dir", filepath.Join(rc.Dir, "sim"),
+		// A fleet enrolls at once: a thousand Pis switched on together.
+		"--enroll-concurrency", "256"}
 	startSim := func() (*devcluster.Process, error) {
 		return devcluster.StartProcess("simulate", filepath.Join(rc.Dir, "simulate.log"), nil, filepath.Join(rc.BinDir, "device-agent"), simArgs...)
 	}
