@@ -217,7 +217,10 @@ func TestDeviceCannotSubscribeToAnotherDevice(t *testing.T) {
 	nc, errs := a.device("dev-a")
 	for _, subj := range []string{bridge.HeartbeatSubject("dev-b"), "vkf.dev.*.hb", "_INBOX_dev-b.>", ">", "$KV.vkf-workloads.dev-b.>",
 		// Another device's kubelet sessions: neither its requests nor its answers.
-		bridge.SessionSubject("dev-b"), bridge.SessionControlSubject("dev-b", "s1"), bridge.SessionDataSubject("dev-b", "s1"), "vkf.dev.*.session.>"} {
+		bridge.SessionSubject("dev-b"), bridge.SessionControlSubject("dev-b", "s1"), bridge.SessionDataSubject("dev-b", "s1"), "vkf.dev.*.session.>",
+		// Another device's change notices and inventory requests (v7): which
+		// pods it runs, when its state changes.
+		bridge.DesiredSubject("dev-b"), bridge.InventoryRequestSubject("dev-b"), "_INBOX_*.desired"} {
 		if _, err := nc.SubscribeSync(subj); err != nil {
 			t.Fatal(err)
 		}
@@ -232,7 +235,10 @@ func TestDeviceCannotPublishAsAnotherDevice(t *testing.T) {
 	nc, errs := a.device("dev-a")
 	for _, subj := range []string{bridge.HeartbeatSubject("dev-b"), "$KV.vkf-status.dev-b.uid-1", "$KV.vkf-workloads.dev-a.uid-1", bridge.EnrollSubject,
 		// Answering another device's session, or opening one.
-		bridge.SessionDataSubject("dev-b", "s1"), bridge.SessionSubject("dev-b"), bridge.SessionControlSubject("dev-b", "s1")} {
+		bridge.SessionDataSubject("dev-b", "s1"), bridge.SessionSubject("dev-b"), bridge.SessionControlSubject("dev-b", "s1"),
+		// Sending another device notices or inventory requests (v7), or
+		// itself: only the provider sends them.
+		bridge.DesiredSubject("dev-b"), bridge.InventoryRequestSubject("dev-b"), bridge.DesiredSubject("dev-a")} {
 		if err := nc.Publish(subj, []byte("{}")); err != nil {
 			t.Fatal(err)
 		}
