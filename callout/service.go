@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+	"github.com/vk-fleet/vk-fleet/internal/metrics"
 )
 
 // AuthCalloutSubject is where nats-server sends authorization requests.
@@ -184,6 +185,7 @@ func (s *Service) handle(ctx context.Context, m *nats.Msg) {
 			return
 		}
 	}
+	start := time.Now()
 	req, err := jwt.DecodeAuthorizationRequestClaims(string(data))
 	if err != nil {
 		s.log.Error("decoding auth request", "err", err)
@@ -199,10 +201,23 @@ func (s *Service) handle(ctx context.Context, m *nats.Msg) {
 		l.Lock()
 		defer l.Unlock()
 		if other, dup := s.duplicate(rctx, id.device, instanceOf(req.ConnectOptions.Name)); dup {
-			err = fmt.Errorf("device %s is connected from another machine (instance %s) and active: one identity runs on one machine; re-enroll the other with its own", id.device, other)
+			err = deny("duplicate_instance", fmt.Errorf("device %s is connected from another machine (instance %s) and active: one identity runs on one machine; re-enroll the other with its own", id.device, other))
 		}
 	}
 
+	kind := "unknown"
+	if id != nil {
+		kind = id.kind
+	}
+	decision := err // what the metrics count; err is reused below
+	defer func() {
+		res, reason := "allowed", "ok"
+		if decision != nil {
+			res, reason = "denied", reasonOf(decision)
+		}
+		metrics.CalloutDecisions.WithLabelValues(res, kind, reason).Inc()
+		metrics.CalloutDuration.Observe(time.Since(start).Seconds())
+	}()
 	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
 	resp.Audience = req.Server.ID
 	if err != nil {
@@ -226,6 +241,7 @@ func (s *Service) handle(ctx context.Context, m *nats.Msg) {
 		if resp.Jwt, err = uc.Encode(s.cfg.Keys.Issuer); err != nil {
 			log.Error("signing user jwt", "err", err)
 			resp.Jwt, resp.Error = "", ErrDenied.Error()
+			decision = deny("internal", err)
 		} else {
 			log.Info("connection authorized", "identity", uc.Name)
 			if id.device != "" {
@@ -254,37 +270,37 @@ func (s *Service) authenticate(ctx context.Context, req *jwt.AuthorizationReques
 	switch {
 	case o.Nkey != "":
 		if err := verifyNonce(o.Nkey, req.ClientInformation.Nonce, o.SignedNonce); err != nil {
-			return nil, err
+			return nil, deny("bad_signature", err)
 		}
 		if name, ok := s.cfg.Services[o.Nkey]; ok {
 			return &identity{kind: "service", name: name, perms: ServicePermissions(), ttl: 24 * time.Hour}, nil
 		}
 		device, ok := s.cfg.Devices.DeviceByNKey(o.Nkey)
 		if !ok {
-			return nil, fmt.Errorf("nkey %s is not registered to a device", o.Nkey)
+			return nil, deny("unknown_device", fmt.Errorf("nkey %s is not registered to a device", o.Nkey))
 		}
 		return &identity{kind: "device", name: device, device: device, perms: DevicePermissions(device), ttl: s.cfg.DeviceTTL}, nil
 	case o.Token != "" && looksLikeEnrollmentToken(o.Token):
 		id, err := s.cfg.Tokens.CheckEnrollmentToken(ctx, o.Token)
 		if err != nil {
-			return nil, fmt.Errorf("enrollment token: %w", err)
+			return nil, deny("enrollment_token", fmt.Errorf("enrollment token: %w", err))
 		}
 		return &identity{kind: "enroll", name: id, perms: EnrollmentPermissions(), ttl: s.cfg.EnrollTTL}, nil
 	case o.Token != "":
 		if s.cfg.Zitadel == nil {
-			return nil, errors.New("bearer tokens are not accepted: no Zitadel configured")
+			return nil, deny("zitadel_disabled", errors.New("bearer tokens are not accepted: no Zitadel configured"))
 		}
 		sub, err := s.cfg.Zitadel.Introspect(ctx, o.Token)
 		if err != nil {
-			return nil, fmt.Errorf("zitadel token: %w", err)
+			return nil, deny("zitadel_token", fmt.Errorf("zitadel token: %w", err))
 		}
 		device, ok := s.cfg.Devices.DeviceByZitadelUser(sub)
 		if !ok {
-			return nil, fmt.Errorf("zitadel user %s is not registered to a device", sub)
+			return nil, deny("unknown_device", fmt.Errorf("zitadel user %s is not registered to a device", sub))
 		}
 		return &identity{kind: "device", name: device, device: device, perms: DevicePermissions(device), ttl: s.cfg.DeviceTTL}, nil
 	}
-	return nil, errors.New("no credential presented")
+	return nil, deny("no_credential", errors.New("no credential presented"))
 }
 
 // looksLikeEnrollmentToken matches the bootstrap-token shape [a-z0-9]{6}.[a-z0-9]{16}.
@@ -355,4 +371,25 @@ func (s *Service) Kick(ctx context.Context, k Kicker, device string) int {
 		s.log.Info("revoked device disconnected", "device", device, "connections", n)
 	}
 	return n
+}
+
+// denial is why a connection is refused: a reason from a small set, for
+// metrics, and the error, for the log.
+type denial struct {
+	reason string
+	err    error
+}
+
+func (d *denial) Error() string { return d.err.Error() }
+func (d *denial) Unwrap() error { return d.err }
+
+func deny(reason string, err error) error { return &denial{reason, err} }
+
+// reasonOf returns the reason err was denied for.
+func reasonOf(err error) string {
+	var d *denial
+	if errors.As(err, &d) {
+		return d.reason
+	}
+	return "other"
 }

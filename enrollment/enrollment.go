@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
+	"github.com/vk-fleet/vk-fleet/internal/metrics"
 	"github.com/vk-fleet/vk-fleet/registry"
 )
 
@@ -77,7 +78,13 @@ func Serve(ctx context.Context, nc *nats.Conn, reg Registrar, zitadel Introspect
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			respond(m, handle(ctx, reg, zitadel, m.Data, log))
+			resp := handle(ctx, reg, zitadel, m.Data, log)
+			result := "ok"
+			if resp.Error != nil {
+				result = resp.Error.Code
+			}
+			metrics.Enrollments.WithLabelValues(result).Inc()
+			respond(m, resp)
 		}()
 	})
 	if err != nil {

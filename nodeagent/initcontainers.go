@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
+	"github.com/vk-fleet/vk-fleet/internal/metrics"
 )
 
 // initStartPatience is how long a container started by advanceInit may
@@ -61,6 +62,7 @@ func (a *Agent) advanceInit(ctx context.Context, w *bridge.Workload, p *PodState
 		a.initStarts[key] = time.Now()
 		a.log.Info("starting container", "pod", w.Namespace+"/"+w.Name, "container", name)
 		if err := a.rt.StartContainer(ctx, w.UID, name); err != nil {
+			metrics.AgentRuntimeErrors.WithLabelValues("start").Inc()
 			a.log.Warn("starting container", "pod", w.Namespace+"/"+w.Name, "container", name, "err", err)
 			note.waiting[name] = true
 			return false

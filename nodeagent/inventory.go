@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
+	"github.com/vk-fleet/vk-fleet/internal/metrics"
 )
 
 // DefaultMaxPods is the pod capacity a device reports.
@@ -192,6 +193,9 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 					a.log.Debug("publishing heartbeat", "err", err)
 				} else if hb.Full() {
 					sentState, sentAt, force = hb.State, time.Now(), false
+					metrics.AgentHeartbeats.WithLabelValues("full").Inc()
+				} else {
+					metrics.AgentHeartbeats.WithLabelValues("quiet").Inc()
 				}
 			}
 		}

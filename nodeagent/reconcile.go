@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
+	"github.com/vk-fleet/vk-fleet/internal/metrics"
 )
 
 // Restart back-off, as kubelet does it: 10s doubling to 5m, reset after a
@@ -58,7 +59,9 @@ func (a *Agent) reconcileLoop(ctx context.Context) {
 		case <-a.trigger:
 		case <-timer.C:
 		}
+		start := time.Now()
 		wait := a.reconcile(ctx)
+		metrics.AgentReconcileDuration.Observe(time.Since(start).Seconds())
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
@@ -78,6 +81,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 	creating := a.creatingNow()
 	actual, err := a.rt.ListPods(ctx)
 	if err != nil {
+		metrics.AgentRuntimeErrors.WithLabelValues("list").Inc()
 		a.setRuntimeErr(err)
 		a.log.Warn("listing pods", "err", err)
 		return min(next, 5*time.Second)
@@ -126,6 +130,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 			g = max(g-a.stopAppsFirst(ctx, stopping, p, g), 2*time.Second)
 		}
 		if err := a.rt.RemovePod(ctx, uid, g); err != nil {
+			metrics.AgentRuntimeErrors.WithLabelValues("remove").Inc()
 			a.log.Error("removing pod", "uid", uid, "err", err)
 			continue
 		}
@@ -173,6 +178,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 		if p != nil && !sameSpec(p, w) {
 			a.log.Info("workload changed; recreating pod", "pod", w.Namespace+"/"+w.Name)
 			if err := a.rt.RemovePod(ctx, w.UID, grace(w)); err != nil {
+				metrics.AgentRuntimeErrors.WithLabelValues("remove").Inc()
 				note.createErr = err
 				continue
 			}
@@ -337,6 +343,7 @@ func (a *Agent) restartExited(ctx context.Context, r *Record, p *PodState, note 
 		a.log.Info("restarting container", "pod", w.Namespace+"/"+w.Name, "container", c.Name, "exitCode", c.ExitCode)
 		restarted++
 		if err := a.rt.StartContainer(ctx, w.UID, c.Name); err != nil {
+			metrics.AgentRuntimeErrors.WithLabelValues("start").Inc()
 			a.log.Warn("restarting container", "pod", w.Namespace+"/"+w.Name, "container", c.Name, "err", err)
 			note.waiting[c.Name] = true
 		}
@@ -455,6 +462,7 @@ func (a *Agent) startCreate(ctx context.Context, w *bridge.Workload, hash string
 		}
 		err := a.rt.CreatePod(ctx, &wc, hash)
 		if err != nil {
+			metrics.AgentRuntimeErrors.WithLabelValues("create").Inc()
 			a.log.Warn("creating pod", "pod", wc.Namespace+"/"+wc.Name, "err", err)
 		}
 		a.mu.Lock()

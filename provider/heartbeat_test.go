@@ -215,6 +215,16 @@ func TestNodeLoopWritesOnlyWhatChanged(t *testing.T) {
 	if got := countActions(cs, "patch", "leases", "pi-1"); got != before {
 		t.Errorf("a silent device's lease was renewed")
 	}
+	// Its Node says why it is not Ready.
+	n, err := cs.CoreV1().Nodes().Get(ctx, "pi-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady && (c.Status != corev1.ConditionUnknown || c.Reason != "DeviceLinkDown") {
+			t.Errorf("a silent device's Node is %s/%s, want Unknown/DeviceLinkDown", c.Status, c.Reason)
+		}
+	}
 	// Back: written at once, though its state did not change.
 	writes = countActions(cs, "patch", "nodes", "pi-1")
 	p.handleHeartbeat(ctx, quietHeartbeat(t, "pi-1", hb.State))

@@ -96,6 +96,7 @@ func (p *Provider) syncIndexes(ctx context.Context, pods corelisters.PodLister) 
 // wrong state: the device reads all its keys after every reconnect and at
 // its full-read interval.
 func (p *Provider) tellDevice(device, key string) {
+
 	if err := p.cfg.NATS.Publish(bridge.DesiredSubject(device), []byte(key)); err != nil {
 		p.log.Debug("telling a device its desired state changed", "device", device, "key", key, "err", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/vk-fleet/vk-fleet/bridge"
+	"github.com/vk-fleet/vk-fleet/internal/metrics"
 	"github.com/vk-fleet/vk-fleet/registry"
 )
 
@@ -41,6 +43,9 @@ type device struct {
 	statusAt, leaseAt        time.Time
 	// askedAt is when a full heartbeat was last asked for.
 	askedAt time.Time
+	// backAt is when the device came back after it went silent, until the
+	// node loop has said so in an Event.
+	backAt time.Time
 }
 
 // handleHeartbeat takes a device's heartbeat: the device is alive, and a
@@ -102,6 +107,7 @@ func (p *Provider) handleHeartbeat(ctx context.Context, m *nats.Msg) {
 	write := start || wasStale || d.statusGen != d.statusWritten
 	if wasStale {
 		d.statusGen++ // Ready again: write the Node and renew the lease now
+		d.backAt = now
 	}
 	hbNow := d.hb
 	d.mu.Unlock()
@@ -209,24 +215,29 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 	if since := now.Sub(d.lastSeen); since > p.cfg.HeartbeatTimeout {
 		// The lease lapses, and the node lifecycle controller marks the
 		// Node NotReady, as for a kubelet that stopped.
-		if !d.stale {
-			p.log.Info("device silent; its lease is no longer renewed", "device", name, "lastSeen", since.Round(time.Second))
-			// The node lifecycle controller will say Unknown: when the
-			// device is back, Ready has a new transition time.
-			p.conds.transition(name, corev1.NodeReady, corev1.ConditionUnknown, metav1.Now())
-		}
+		first, last := !d.stale, d.lastSeen
 		d.stale = true
 		d.mu.Unlock()
+		if first {
+			p.log.Info("device silent; its lease is no longer renewed", "device", name, "lastSeen", since.Round(time.Second))
+			p.markLinkDown(ctx, name, last)
+		}
 		return 0, nil
 	}
 	hb, gen := d.hb, d.statusGen
 	statusDue := gen != d.statusWritten || now.Sub(d.statusAt) >= p.cfg.StatusUpdateInterval-slack
 	leaseDue := now.Sub(d.leaseAt) >= renew-slack
 	first := d.statusAt.IsZero()
+	back := d.backAt
+	d.backAt = time.Time{}
 	d.mu.Unlock()
 
+	if !back.IsZero() {
+		p.nodeEvent(name, corev1.EventTypeNormal, "NodeReady", "Node %s status is now: NodeReady (device-agent connected again)", name)
+	}
 	if statusDue {
 		gone, err := p.writeNodeStatus(ctx, name, hb, first)
+		metrics.NodeWrites.WithLabelValues("status", result(err)).Inc()
 		if err != nil {
 			return 0, err
 		}
@@ -238,7 +249,9 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 		d.mu.Unlock()
 	}
 	if leaseDue {
-		if err := p.renewLease(ctx, name, now); err != nil {
+		err := p.renewLease(ctx, name, now)
+		metrics.NodeWrites.WithLabelValues("lease", result(err)).Inc()
+		if err != nil {
 			return 0, err
 		}
 		d.mu.Lock()
@@ -381,6 +394,7 @@ func (p *Provider) buildNode(name string, hb *bridge.Heartbeat) *corev1.Node {
 			Annotations: map[string]string{
 				registry.AnnotationDeviceAddresses: strings.Join(inv.Addresses, ","),
 				registry.AnnotationAgentVersion:    inv.AgentVersion,
+				registry.AnnotationProtocolVersion: strconv.Itoa(inv.ProtocolVersion),
 			},
 		},
 		Spec: corev1.NodeSpec{
@@ -426,4 +440,48 @@ func (p *Provider) kubeletPort(device string) int32 {
 		}
 	}
 	return p.cfg.KubeletPort
+}
+
+// result is the result label of a write.
+func result(err error) string {
+	if err != nil {
+		return "error"
+	}
+	return "ok"
+}
+
+// markLinkDown says on device's Node that its heartbeats stopped: Ready
+// turns Unknown with reason DeviceLinkDown (kubectl describe node shows when
+// the device was last heard from), and a NodeNotReady Event is recorded.
+// The node lifecycle controller would say Unknown too, a grace period
+// later and without the reason. A device whose runtime is down still sends
+// heartbeats: its Node says ContainerRuntimeUnavailable instead.
+func (p *Provider) markLinkDown(ctx context.Context, name string, lastSeen time.Time) {
+	now := metav1.Now()
+	p.conds.transition(name, corev1.NodeReady, corev1.ConditionUnknown, now)
+	cond := corev1.NodeCondition{
+		Type: corev1.NodeReady, Status: corev1.ConditionUnknown, Reason: "DeviceLinkDown",
+		Message: fmt.Sprintf("no heartbeat from the device since %s: its link is down or device-agent stopped (containers keep running on the device)",
+			lastSeen.UTC().Format(time.RFC3339)),
+		LastHeartbeatTime: metav1.NewTime(lastSeen), LastTransitionTime: now,
+	}
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{cond}}})
+	if err == nil {
+		_, err = p.cfg.Client.CoreV1().Nodes().Patch(ctx, name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
+	}
+	metrics.NodeWrites.WithLabelValues("status", result(err)).Inc()
+	if err != nil && !apierrors.IsNotFound(err) {
+		p.log.Warn("marking a silent device's Node", "node", name, "err", err)
+	}
+	p.nodeEvent(name, corev1.EventTypeWarning, "NodeNotReady", "Node %s status is now: NodeNotReady (no heartbeat from device-agent since %s)",
+		name, lastSeen.UTC().Format(time.RFC3339))
+}
+
+// nodeEvent records an Event on device's Node, as a kubelet does on its own.
+func (p *Provider) nodeEvent(name, typ, reason, format string, args ...any) {
+	if p.recorder == nil {
+		return
+	}
+	ref := &corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: name, UID: types.UID(name)}
+	p.recorder.Eventf(ref, typ, reason, format, args...)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
+	"github.com/vk-fleet/vk-fleet/internal/metrics"
 )
 
 var (
@@ -206,6 +207,7 @@ func (p *Provider) applyStatus(e jetstream.KeyValueEntry) {
 			p.rejected("status", e.Key(), err)
 			return
 		}
+		metrics.StatusReports.Inc()
 	}
 	p.mu.Lock()
 	if st != nil {
@@ -292,6 +294,7 @@ func (p *Provider) syncPod(ctx context.Context, pod *corev1.Pod) error {
 			return fmt.Errorf("withdrawing the workload of the previous pod %s (%s): %w", key, replaced, err)
 		}
 		p.tellDevice(device, replaced)
+		metrics.WorkloadWrites.WithLabelValues("withdraw").Inc()
 		p.mu.Lock()
 		delete(p.pods.desired, replaced)
 		delete(p.pods.refs, replaced)
@@ -329,6 +332,7 @@ func (p *Provider) syncPod(ctx context.Context, pod *corev1.Pod) error {
 			return fmt.Errorf("publishing workload of pod %s to device %s: %w", key, device, err)
 		}
 		p.tellDevice(device, kvKey)
+		metrics.WorkloadWrites.WithLabelValues("publish").Inc()
 		p.mu.Lock()
 		p.pods.desired[kvKey] = data
 		p.pods.refs[kvKey] = podRef{pod.Namespace, pod.Name, device}
@@ -411,6 +415,7 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 			return fmt.Errorf("withdrawing workload of pod %s from device %s: %w", key, device, err)
 		}
 		p.tellDevice(device, kvKey)
+		metrics.WorkloadWrites.WithLabelValues("withdraw").Inc()
 		p.mu.Lock()
 		delete(p.pods.desired, kvKey)
 		p.mu.Unlock()

@@ -28,6 +28,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
+	"github.com/vk-fleet/vk-fleet/internal/metrics"
 )
 
 // Config configures a Provider.
@@ -242,6 +243,7 @@ func (p *Provider) Run(ctx context.Context) error {
 	}()
 	p.cfg.NATS.SetReconnectHandler(func(*nats.Conn) {
 		p.log.Info("nats reconnected")
+		metrics.NATSReconnects.Inc()
 		go p.resync(ctx)
 	})
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+
+	"github.com/vk-fleet/vk-fleet/internal/metrics"
 )
 
 // rejections counts messages the provider refused, by kind.
@@ -21,6 +23,7 @@ func (p *Provider) rejected(kind, where string, err error) {
 	}
 	p.rejects.n[kind]++
 	p.rejects.mu.Unlock()
+	metrics.RejectedMessages.WithLabelValues(kind).Inc()
 	p.log.LogAttrs(context.Background(), slog.LevelWarn, "rejecting "+kind, slog.String("where", where), slog.Any("err", err))
 }
 

@@ -32,6 +32,8 @@ const (
 	AnnotationDeviceAddresses = "vk-fleet.io/device-addresses"
 	// AnnotationAgentVersion is the device agent's version.
 	AnnotationAgentVersion = "vk-fleet.io/agent-version"
+	// AnnotationProtocolVersion is the wire protocol the agent speaks.
+	AnnotationProtocolVersion = "vk-fleet.io/protocol-version"
 	// TaintKey is the virtual-kubelet convention for provider taints.
 	TaintKey   = "virtual-kubelet.io/provider"
 	TaintValue = "vk-fleet"

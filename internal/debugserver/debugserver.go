@@ -1,7 +1,8 @@
 // Package debugserver serves pprof profiles and expvar metrics (goroutines,
 // API server requests, NATS traffic) on a local address, for benchmarks and
 // for operators chasing a problem, and the health endpoints (/healthz,
-// /readyz) that a Deployment probes.
+// /readyz) that a Deployment probes, beside the Prometheus metrics
+// (/metrics, package metrics).
 package debugserver
 
 import (
@@ -13,10 +14,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"runtime"
+	"sync"
 	"time"
 
 	"k8s.io/client-go/rest"
+	clientmetrics "k8s.io/client-go/tools/metrics"
+
+	"github.com/vk-fleet/vk-fleet/internal/metrics"
 )
 
 // KubeRequests counts requests sent to the Kubernetes API server.
@@ -26,14 +32,33 @@ func init() {
 	expvar.Publish("goroutines", expvar.Func(func() any { return runtime.NumGoroutine() }))
 }
 
-// CountRequests makes cfg's clients count their requests in KubeRequests.
+// CountRequests makes cfg's clients count their requests in KubeRequests,
+// and every client-go client of the process report request latencies and
+// results to Prometheus (metrics.KubeRequestDuration, metrics.KubeRequests).
 func CountRequests(cfg *rest.Config) {
+	clientMetricsOnce.Do(func() {
+		clientmetrics.Register(clientmetrics.RegisterOpts{RequestLatency: latency{}, RequestResult: results{}})
+	})
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
 			KubeRequests.Add(1)
 			return rt.RoundTrip(r)
 		})
 	})
+}
+
+var clientMetricsOnce sync.Once
+
+type latency struct{}
+
+func (latency) Observe(_ context.Context, verb string, _ url.URL, d time.Duration) {
+	metrics.KubeRequestDuration.WithLabelValues(verb).Observe(d.Seconds())
+}
+
+type results struct{}
+
+func (results) Increment(_ context.Context, code, method, _ string) {
+	metrics.KubeRequests.WithLabelValues(method, code).Inc()
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
@@ -49,16 +74,18 @@ func Run(ctx context.Context, addr string, log *slog.Logger) error {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.Handle("/debug/vars", expvar.Handler())
+	mux.Handle("/metrics", metrics.Handler())
 	return serve(ctx, addr, "debug", mux, log)
 }
 
-// Health serves /healthz (the process answers) and /readyz (ready reports
-// true) on addr until ctx ends.
+// Health serves /healthz (the process answers), /readyz (ready reports
+// true) and /metrics on addr until ctx ends.
 func Health(ctx context.Context, addr string, ready func() bool, log *slog.Logger) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	mux.Handle("/metrics", metrics.Handler())
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/containers/podman/v5/pkg/bindings/images"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
+	"github.com/vk-fleet/vk-fleet/internal/metrics"
 )
 
 // pull pulls ref for container c of w. Like a kubelet, it tries each of the
@@ -20,6 +22,9 @@ import (
 // pulls anonymously when there are none; it returns at the first success,
 // or every attempt's error. No error it returns quotes a password.
 func (r *Runtime) pull(ctx context.Context, w *bridge.Workload, c *bridge.Container, ref string) error {
+	defer func(start time.Time) {
+		metrics.AgentImagePullDuration.Observe(time.Since(start).Seconds())
+	}(time.Now())
 	auths, err := r.pullAuths(ctx, w, c, ref)
 	if err != nil {
 		return err

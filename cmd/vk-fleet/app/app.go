@@ -29,6 +29,7 @@ import (
 
 	"github.com/vk-fleet/vk-fleet/callout"
 	"github.com/vk-fleet/vk-fleet/enrollment"
+	"github.com/vk-fleet/vk-fleet/internal/metrics"
 	"github.com/vk-fleet/vk-fleet/internal/natsd"
 	"github.com/vk-fleet/vk-fleet/internal/pki"
 	"github.com/vk-fleet/vk-fleet/provider"
@@ -278,6 +279,9 @@ func runProvider(ctx context.Context, cfg Config, nc *nats.Conn, cache *registry
 		return err
 	}
 	publishServed(p)
+	if err := metrics.RegisterFleet(p); err != nil {
+		log.Warn("registering fleet metrics", "err", err)
+	}
 	if cfg.Kubelet != nil {
 		tlsCfg, err := kubeletTLS(cfg.Kubelet, pcfg.NodeAddress)
 		if err != nil {

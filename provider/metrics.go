@@ -1,0 +1,50 @@
+package provider
+
+import (
+	"time"
+
+	"github.com/vk-fleet/vk-fleet/internal/metrics"
+)
+
+var _ metrics.FleetSource = (*Provider)(nil)
+
+// FleetState reports the devices and pods this process serves, for
+// Prometheus (metrics.RegisterFleet).
+func (p *Provider) FleetState() metrics.FleetState {
+	st := metrics.FleetState{PodPhases: map[string]int{}}
+	now := time.Now()
+	p.mu.Lock()
+	devs := make([]*device, 0, len(p.devices))
+	for _, d := range p.devices {
+		devs = append(devs, d)
+	}
+	for _, ent := range p.pods.byKey {
+		if ent.pod == nil || !p.owns(ent.pod.Spec.NodeName) {
+			continue
+		}
+		phase := "Pending"
+		switch {
+		case ent.refusal != nil && ent.refusal.Phase != "":
+			phase = string(ent.refusal.Phase)
+		case ent.status != nil && ent.status.Phase != "":
+			phase = ent.status.Phase
+		}
+		st.PodPhases[phase]++
+	}
+	p.mu.Unlock()
+	for _, d := range devs {
+		d.mu.Lock()
+		served, age := d.served, now.Sub(d.lastSeen)
+		d.mu.Unlock()
+		if !served {
+			continue
+		}
+		st.HeartbeatAges = append(st.HeartbeatAges, age.Seconds())
+		if age > p.cfg.HeartbeatTimeout {
+			st.Silent++
+		} else {
+			st.Connected++
+		}
+	}
+	return st
+}
