@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,7 +17,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/vk-fleet/vk-fleet/callout"
+	"github.com/vk-fleet/vk-fleet/internal/debugserver"
 	"github.com/vk-fleet/vk-fleet/internal/logging"
+	"github.com/vk-fleet/vk-fleet/internal/metrics"
 	"github.com/vk-fleet/vk-fleet/registry"
 )
 
@@ -36,6 +39,7 @@ type calloutOptions struct {
 	TokenNamespace     string
 	DeviceTTL          time.Duration
 	LogLevel           string
+	HealthListen       string
 }
 
 func (o *calloutOptions) Bind(fs *pflag.FlagSet) {
@@ -52,6 +56,7 @@ func (o *calloutOptions) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&o.TokenNamespace, "token-namespace", registry.DefaultTokenNamespace, "namespace of enrollment tokens")
 	fs.DurationVar(&o.DeviceTTL, "device-session-ttl", time.Hour, "how long a device session lasts before the device re-authenticates")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.HealthListen, "health-listen", "", "serve /healthz, /readyz (ready once the device cache synced and NATS is connected) and /metrics on this address (e.g. :8081); empty disables")
 }
 
 func (o *calloutOptions) Validate() error {
@@ -92,6 +97,21 @@ func (o *calloutOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	debugserver.CountRequests(restCfg)
+	var synced, serving atomic.Bool
+	var live atomic.Pointer[nats.Conn]
+	ready := func() bool {
+		nc := live.Load()
+		return synced.Load() && serving.Load() && nc != nil && nc.IsConnected()
+	}
+	_ = metrics.RegisterReady(ready)
+	if o.HealthListen != "" {
+		go func() {
+			if err := debugserver.Health(ctx, o.HealthListen, ready, log); err != nil {
+				log.Error("health endpoint", "err", err)
+			}
+		}()
+	}
 	client, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("creating kubernetes client: %w", err)
@@ -100,6 +120,7 @@ func (o *calloutOptions) Run(ctx context.Context) error {
 	if err := cache.Run(ctx); err != nil {
 		return err
 	}
+	synced.Store(true)
 	connect := func(name, user, pwFile string) (*nats.Conn, error) {
 		opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true)}
 		if pwFile != "" {
@@ -122,6 +143,7 @@ func (o *calloutOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	live.Store(nc)
 	defer nc.Close()
 	svc, err := callout.New(callout.Config{
 		Keys: keys, Devices: cache, Tokens: registry.New(client).WithTokenNamespace(o.TokenNamespace),
@@ -138,6 +160,7 @@ func (o *calloutOptions) Run(ctx context.Context) error {
 		defer sys.Close()
 		cache.OnDelete(func(name string) { svc.Kick(context.WithoutCancel(ctx), sysKicker{sys}, name) })
 	}
+	serving.Store(true)
 	return svc.Run(ctx, nc)
 }
 

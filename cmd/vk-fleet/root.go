@@ -21,6 +21,7 @@ import (
 	"github.com/vk-fleet/vk-fleet/cmd/vk-fleet/app"
 	"github.com/vk-fleet/vk-fleet/internal/debugserver"
 	"github.com/vk-fleet/vk-fleet/internal/logging"
+	"github.com/vk-fleet/vk-fleet/internal/metrics"
 	"github.com/vk-fleet/vk-fleet/internal/version"
 	"github.com/vk-fleet/vk-fleet/provider"
 	"github.com/vk-fleet/vk-fleet/registry"
@@ -185,6 +186,7 @@ func (o *options) Run(ctx context.Context) error {
 		}()
 	}
 	var ready atomic.Bool
+	_ = metrics.RegisterReady(ready.Load)
 	if o.HealthListen != "" {
 		go func() {
 			if err := debugserver.Health(ctx, o.HealthListen, ready.Load, log); err != nil {

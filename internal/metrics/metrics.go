@@ -90,3 +90,17 @@ var (
 	AgentHeartbeats = counterVec("vkfleet_agent_heartbeats_total",
 		"Heartbeats sent: full (with the device's state) or quiet.", "kind")
 )
+
+// RegisterReady reports ready() as vkfleet_ready (1 or 0): whether this
+// process serves, as its /readyz says.
+func RegisterReady(ready func() bool) error {
+	return Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "vkfleet_ready",
+		Help: "1 while this process is ready (its /readyz): vk-fleet once devices can connect, the callout once its device cache synced and NATS is connected.",
+	}, func() float64 {
+		if ready() {
+			return 1
+		}
+		return 0
+	}))
+}
