@@ -39,15 +39,22 @@ func measureRollout(ctx context.Context, cs kubernetes.Interface, name string, s
 	inf := f.Core().V1().Pods().Informer()
 	var mu sync.Mutex
 	running := map[string]time.Time{}
+	bound := map[string]time.Time{}
 	done := make(chan struct{})
 	var start time.Time
 	see := func(o any) {
 		p, ok := o.(*corev1.Pod)
-		if !ok || p.Status.Phase != corev1.PodRunning {
+		if !ok {
 			return
 		}
 		mu.Lock()
 		defer mu.Unlock()
+		if _, seen := bound[p.Name]; !seen && p.Spec.NodeName != "" {
+			bound[p.Name] = time.Now()
+		}
+		if p.Status.Phase != corev1.PodRunning {
+			return
+		}
 		if _, seen := running[p.Name]; !seen {
 			running[p.Name] = time.Now()
 			if len(running) == n {
@@ -107,9 +114,17 @@ func measureRollout(ctx context.Context, cs kubernetes.Interface, name string, s
 	for _, t := range running {
 		lat = append(lat, t.Sub(start))
 	}
+	var node []time.Duration // bound to its Node → Running: the Node's own part
+	for name, t := range running {
+		if b, ok := bound[name]; ok {
+			node = append(node, t.Sub(b))
+		}
+	}
 	mu.Unlock()
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	sort.Slice(node, func(i, j int) bool { return node[i] < node[j] })
 	r.P50, r.P90, r.P99 = pct(lat, 50), pct(lat, 90), pct(lat, 99)
+	slog.Info("rollout", "name", name, "p50", r.P50, "p99", r.P99, "boundToRunningP50", pct(node, 50), "boundToRunningP99", pct(node, 99))
 	return r, nil
 }
 
