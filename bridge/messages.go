@@ -433,6 +433,10 @@ type ContainerStatus struct {
 	ContainerID string `json:"containerID,omitempty"` // without the "podman://" scheme
 	// LastTermination is the previous run's end, if the container restarted.
 	LastTermination *Termination `json:"lastTermination,omitempty"`
+	// ProbeFailure is, while the container's last probe verdict is a
+	// failure, what failed, as a kubelet words it ("Readiness probe failed:
+	// HTTP probe failed with statuscode: 503"; protocol 7).
+	ProbeFailure string `json:"probeFailure,omitempty"`
 }
 
 // Termination describes how a container run ended.

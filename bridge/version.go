@@ -58,4 +58,6 @@ package bridge
 //     then every pod it stores or the index lists) at start, after every
 //     reconnect and every few minutes. Against an older provider (an index
 //     without providerProtocol, or none) it watches its keys as before.
+//     ContainerStatus.probeFailure: what the failing probe said, for the
+//     provider's Unhealthy events.
 const ProtocolVersion = 7

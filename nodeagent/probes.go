@@ -34,6 +34,8 @@ type readiness interface {
 	ready(uid string, c *bridge.Container, containerID string) bool
 	// started: the startup probe has succeeded (without one: true).
 	started(uid string, c *bridge.Container, containerID string) bool
+	// failure: what the failing probe said, or "".
+	failure(uid, container, containerID string) string
 }
 
 // Probe kinds.
@@ -59,6 +61,8 @@ type prober struct {
 type probeResult struct {
 	instance string
 	ok       bool
+	// failure says what failed when ok is false.
+	failure string
 }
 
 type probeWorker struct {
@@ -93,6 +97,25 @@ func eachRunning(records []Record, pods map[string]*PodState, fn func(w *bridge.
 // place, so the ID alone does not change.
 func instanceOf(c *ContainerState) string {
 	return c.ID + "@" + strconv.FormatInt(c.StartedAt.UnixNano(), 10)
+}
+
+// failure returns what the failing probe of container's current instance
+// said, or "".
+func (pr *prober) failure(uid, container, containerID string) string {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	for _, kind := range []string{probeLiveness, probeStartup, probeReadiness} {
+		r, ok := pr.results[probeKey(uid, container, kind)]
+		if ok && !r.ok && containerID != "" && strings.HasPrefix(r.instance, containerID+"@") {
+			return r.failure
+		}
+	}
+	return ""
+}
+
+// probeTitle is how a kubelet names a probe kind in its messages.
+func probeTitle(kind string) string {
+	return strings.ToUpper(kind[:1]) + kind[1:]
 }
 
 func (pr *prober) verdict(uid, container, kind, containerID string) (bool, bool) {
@@ -220,13 +243,13 @@ func (pr *prober) run(ctx context.Context, key, kind, uid string, c bridge.Conta
 		switch {
 		case oks >= success && (!decided || !verdict):
 			verdict, decided = true, true
-			pr.set(key, inst, true)
+			pr.set(key, inst, true, "")
 			if kind == probeStartup {
 				return // succeeded once: done for this instance
 			}
 		case fails >= failure && (!decided || verdict):
 			verdict, decided = false, true
-			pr.set(key, inst, false)
+			pr.set(key, inst, false, fmt.Sprintf("%s probe failed: %v", probeTitle(kind), err))
 			if kind == probeLiveness || kind == probeStartup {
 				pr.a.log.Info("probe failed; stopping the container for its restart policy",
 					"uid", uid, "container", c.Name, "probe", kind, "failures", fails, "err", err)
@@ -242,9 +265,9 @@ func (pr *prober) run(ctx context.Context, key, kind, uid string, c bridge.Conta
 	}
 }
 
-func (pr *prober) set(key, inst string, ok bool) {
+func (pr *prober) set(key, inst string, ok bool, failure string) {
 	pr.mu.Lock()
-	pr.results[key] = probeResult{instance: inst, ok: ok}
+	pr.results[key] = probeResult{instance: inst, ok: ok, failure: failure}
 	pr.mu.Unlock()
 	pr.a.kick()
 }

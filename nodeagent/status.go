@@ -47,6 +47,7 @@ func buildStatus(r *Record, p *PodState, note *pending, hostIP string, probes re
 		switch {
 		case sidecar:
 			cs.Ready = cs.State == bridge.StateRunning && probes.ready(w.UID, &c, cs.ContainerID)
+			cs.ProbeFailure = probes.failure(w.UID, c.Name, cs.ContainerID)
 			cs.Started = ptrBool(cs.State == bridge.StateRunning && probes.started(w.UID, &c, cs.ContainerID))
 			if !*cs.Started && cs.RestartCount == 0 && cs.LastTermination == nil {
 				initDone = false
@@ -70,6 +71,7 @@ func buildStatus(r *Record, p *PodState, note *pending, hostIP string, probes re
 		cs := containerStatus(r, &c, byName[c.Name], note, ce)
 		if cs.State == bridge.StateRunning {
 			cs.Ready = probes.ready(w.UID, &c, cs.ContainerID)
+			cs.ProbeFailure = probes.failure(w.UID, c.Name, cs.ContainerID)
 			cs.Started = ptrBool(probes.started(w.UID, &c, cs.ContainerID))
 		} else if c.Startup != nil || c.Readiness != nil || c.PostStart != nil {
 			cs.Started = ptrBool(false)

@@ -222,8 +222,10 @@ func (p *Provider) applyStatus(e jetstream.KeyValueEntry) {
 		p.deleteStatus(e.Key(), device)
 	}
 	ent := p.pods.byUID[uid]
-	var out *corev1.Pod
+	var out, pod *corev1.Pod
+	var old *bridge.PodStatus
 	if ent != nil && ent.pod.Spec.NodeName == device && p.owns(device) {
+		old, pod = ent.status, ent.pod
 		ent.status = st
 		out = p.podWithStatus(ent)
 	}
@@ -232,6 +234,7 @@ func (p *Provider) applyStatus(e jetstream.KeyValueEntry) {
 	if out != nil && cb != nil {
 		cb(out)
 	}
+	p.podEvents(pod, old, st)
 }
 
 // NotifyPods keeps cb to push pod status changes.

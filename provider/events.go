@@ -1,0 +1,64 @@
+package provider
+
+import (
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+)
+
+// startedEventWindow bounds how old a container's start may be for the
+// provider to record it: a provider that restarts reads every pod's status
+// afresh, and must not announce every running container again.
+const startedEventWindow = 2 * time.Minute
+
+// podEvents records on pod the Events a kubelet records, for what changed
+// between two reports of its device: Started (not Created as well: one
+// Event per container start is what a fleet's API server pays), image pull
+// failures (Failed, BackOff), crash loops (BackOff), configuration errors
+// (Failed), failing probes (Unhealthy) and OOM kills.
+func (p *Provider) podEvents(pod *corev1.Pod, old, cur *bridge.PodStatus) {
+	if p.recorder == nil || pod == nil || cur == nil {
+		return
+	}
+	prev := map[string]bridge.ContainerStatus{}
+	if old != nil {
+		for _, c := range append(append([]bridge.ContainerStatus{}, old.InitContainers...), old.Containers...) {
+			prev[c.Name] = c
+		}
+	}
+	images := map[string]string{}
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		images[c.Name] = c.Image
+	}
+	for _, c := range append(append([]bridge.ContainerStatus{}, cur.InitContainers...), cur.Containers...) {
+		o := prev[c.Name]
+		warn := func(reason, format string, args ...any) {
+			p.recorder.Eventf(pod, corev1.EventTypeWarning, reason, format, args...)
+		}
+		if c.State == bridge.StateRunning && c.StartedAt != nil && time.Since(*c.StartedAt) < startedEventWindow &&
+			(o.StartedAt == nil || !o.StartedAt.Equal(*c.StartedAt)) {
+			p.recorder.Eventf(pod, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
+		}
+		if c.State == bridge.StateWaiting && (c.Reason != o.Reason || c.Message != o.Message) {
+			switch c.Reason {
+			case "ErrImagePull":
+				warn("Failed", "Failed to pull image %q: %s", images[c.Name], c.Message)
+			case "ImagePullBackOff":
+				p.recorder.Eventf(pod, corev1.EventTypeNormal, "BackOff", "Back-off pulling image %q", images[c.Name])
+			case "CrashLoopBackOff":
+				warn("BackOff", "Back-off restarting failed container %s in pod %s_%s(%s)", c.Name, pod.Name, pod.Namespace, pod.UID)
+			case "CreateContainerConfigError", "CreateContainerError", "InvalidImageName":
+				warn("Failed", "Error: %s", c.Message)
+			}
+		}
+		if c.ProbeFailure != "" && c.ProbeFailure != o.ProbeFailure {
+			warn("Unhealthy", "%s", c.ProbeFailure)
+		}
+		if t := c.LastTermination; t != nil && t.Reason == "OOMKilled" &&
+			(o.LastTermination == nil || o.LastTermination.FinishedAt == nil || t.FinishedAt == nil || !o.LastTermination.FinishedAt.Equal(*t.FinishedAt)) {
+			warn("OOMKilled", "Container %s was killed for using more memory than its limit (OOMKilled); restart count %d", c.Name, c.RestartCount)
+		}
+	}
+}

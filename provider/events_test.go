@@ -1,0 +1,50 @@
+package provider
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/tools/record"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+)
+
+// Device reports turn into the Events a kubelet records, once per change.
+func TestDeviceReportsBecomeKubeletEvents(t *testing.T) {
+	p := testProvider(t)
+	rec := record.NewFakeRecorder(100)
+	p.recorder = rec
+	pod := basePod()
+	now := time.Now()
+	earlier := now.Add(-time.Hour)
+	running := &bridge.PodStatus{Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateRunning, StartedAt: &now}}}
+	steps := []struct {
+		old, cur *bridge.PodStatus
+		want     []string
+	}{
+		{nil, running, []string{"Normal Started Started container c"}},
+		{running, running, nil},
+		// A provider that restarts does not announce old starts again.
+		{nil, &bridge.PodStatus{Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateRunning, StartedAt: &earlier}}}, nil},
+		{running, &bridge.PodStatus{Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateWaiting, Reason: "ErrImagePull", Message: "manifest unknown"}}},
+			[]string{`Warning Failed Failed to pull image "img:1": manifest unknown`}},
+		{nil, &bridge.PodStatus{Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateWaiting, Reason: "CrashLoopBackOff"}}},
+			[]string{"Warning BackOff Back-off restarting failed container c in pod web_ns(uid-1)"}},
+		{running, &bridge.PodStatus{Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateRunning, StartedAt: &now, ProbeFailure: "Readiness probe failed: HTTP probe failed with statuscode: 503"}}},
+			[]string{"Warning Unhealthy Readiness probe failed: HTTP probe failed with statuscode: 503"}},
+		{nil, &bridge.PodStatus{Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateRunning, StartedAt: &earlier, RestartCount: 2,
+			LastTermination: &bridge.Termination{Reason: "OOMKilled", ExitCode: 137, FinishedAt: &earlier}}}},
+			[]string{"Warning OOMKilled Container c was killed for using more memory than its limit (OOMKilled); restart count 2"}},
+	}
+	for i, s := range steps {
+		p.podEvents(pod, s.old, s.cur)
+		var got []string
+		for len(rec.Events) > 0 {
+			got = append(got, <-rec.Events)
+		}
+		if strings.Join(got, "\n") != strings.Join(s.want, "\n") {
+			t.Errorf("step %d: events\n%s\nwant\n%s", i, strings.Join(got, "\n"), strings.Join(s.want, "\n"))
+		}
+	}
+}
