@@ -98,6 +98,10 @@ type Agent struct {
 	// providerProtocol is the protocol of the provider that wrote the last
 	// index: from 7 on, heartbeats are quiet.
 	providerProtocol int
+	// localKey and localAt are what the local status file last said and
+	// when it was written (heartbeat loop only).
+	localKey string
+	localAt  time.Time
 	present          map[string]bool
 	orphans          map[string]bool
 	// volumesStale holds UIDs whose volume files may differ from the

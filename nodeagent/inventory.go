@@ -160,6 +160,8 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	var sentAt time.Time
 	var reconnects uint64
 	force := true
+	var lastContact, wroteAt time.Time
+	wroteConnected := false
 	for {
 		connected := a.nc.IsConnected()
 		if connected {
@@ -191,13 +193,19 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			if data, err := bridge.Encode(&hb); err == nil {
 				if err := a.nc.Publish(bridge.HeartbeatSubject(a.cfg.Device), data); err != nil {
 					a.log.Debug("publishing heartbeat", "err", err)
-				} else if hb.Full() {
+				} else if lastContact = time.Now(); hb.Full() {
 					sentState, sentAt, force = hb.State, time.Now(), false
 					metrics.AgentHeartbeats.WithLabelValues("full").Inc()
 				} else {
 					metrics.AgentHeartbeats.WithLabelValues("quiet").Inc()
 				}
 			}
+		}
+		// Not on every offline poll: at the interval, or when the
+		// connection came or went.
+		if connected != wroteConnected || time.Since(wroteAt) >= a.cfg.HeartbeatInterval {
+			a.writeLocalStatus(connected, lastContact)
+			wroteConnected, wroteAt = connected, time.Now()
 		}
 		var offline <-chan time.Time
 		if !connected {

@@ -161,20 +161,30 @@ func (s *Store) write(r *Record) error {
 	if err != nil {
 		return fmt.Errorf("encoding record of pod %s: %w", r.Workload.UID, err)
 	}
-	tmp, err := os.CreateTemp(s.dir, ".tmp-*")
-	if err != nil {
+	if err := writeFileAtomic(s.path(r.Workload.UID), data); err != nil {
 		return fmt.Errorf("writing record of pod %s: %w", r.Workload.UID, err)
+	}
+	return nil
+}
+
+// writeFileAtomic writes data to path (mode 0600) through a synced
+// temporary file in the same directory and a rename: a crash leaves the old
+// file or the new one, never a torn one.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
 	}
 	_, werr := tmp.Write(data)
 	serr := tmp.Sync()
 	cerr := tmp.Close()
 	if err := errors.Join(werr, serr, cerr); err != nil {
 		os.Remove(tmp.Name())
-		return fmt.Errorf("writing record of pod %s: %w", r.Workload.UID, err)
+		return err
 	}
-	if err := os.Rename(tmp.Name(), s.path(r.Workload.UID)); err != nil {
+	if err := os.Rename(tmp.Name(), path); err != nil {
 		os.Remove(tmp.Name())
-		return fmt.Errorf("writing record of pod %s: %w", r.Workload.UID, err)
+		return err
 	}
 	return nil
 }
