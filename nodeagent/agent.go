@@ -102,8 +102,8 @@ type Agent struct {
 	// when it was written (heartbeat loop only).
 	localKey string
 	localAt  time.Time
-	present          map[string]bool
-	orphans          map[string]bool
+	present  map[string]bool
+	orphans  map[string]bool
 	// volumesStale holds UIDs whose volume files may differ from the
 	// stored workload's.
 	volumesStale map[string]bool
