@@ -53,6 +53,9 @@ type kubeletPorts struct {
 	log   *slog.Logger
 	conns chan net.Conn
 
+	// acc accepts on every device's port.
+	acc acceptor
+
 	mu       sync.Mutex
 	byDevice map[string]*devicePort
 	used     map[int]bool
@@ -72,8 +75,19 @@ type deviceConn struct {
 }
 
 func newKubeletPorts(host string, r PortRange, log *slog.Logger) *kubeletPorts {
-	return &kubeletPorts{host: host, r: r, log: log, conns: make(chan net.Conn),
+	k := &kubeletPorts{host: host, r: r, log: log, conns: make(chan net.Conn),
 		byDevice: map[string]*devicePort{}, used: map[int]bool{}, done: make(chan struct{})}
+	k.acc = newAcceptor(k)
+	return k
+}
+
+// acceptor accepts connections on the devices' listeners and sends them,
+// with their device, to kubeletPorts.conns.
+type acceptor interface {
+	add(ln net.Listener, device string) error
+	// remove stops accepting on ln; it is called before ln closes.
+	remove(ln net.Listener)
+	stop()
 }
 
 // port returns device's port, binding one from the range the first time;
@@ -103,10 +117,14 @@ func (k *kubeletPorts) port(device string) (int, bool) {
 		if err != nil {
 			continue // taken by another process: try the next
 		}
+		if err := k.acc.add(ln, device); err != nil {
+			k.log.Warn("kubelet port", "device", device, "port", p, "err", err)
+			_ = ln.Close()
+			continue
+		}
 		k.used[p] = true
 		k.byDevice[device] = &devicePort{port: p, ln: ln}
 		k.full = false
-		go k.accept(ln, device)
 		return p, true
 	}
 	if !k.full {
@@ -127,6 +145,7 @@ func (k *kubeletPorts) release(device string) {
 	}
 	k.mu.Unlock()
 	if dp != nil {
+		k.acc.remove(dp.ln)
 		_ = dp.ln.Close()
 	}
 }
@@ -161,8 +180,10 @@ func (k *kubeletPorts) close() {
 	k.byDevice, k.used = map[string]*devicePort{}, map[int]bool{}
 	k.mu.Unlock()
 	for _, dp := range all {
+		k.acc.remove(dp.ln)
 		_ = dp.ln.Close()
 	}
+	k.acc.stop()
 }
 
 // listener merges the devices' ports and the shared one into one

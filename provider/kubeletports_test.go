@@ -1,8 +1,10 @@
 package provider
 
 import (
+	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"strconv"
 	"testing"
 )
@@ -84,5 +86,53 @@ func TestKubeletPortsPerDevice(t *testing.T) {
 	if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(a)); err == nil {
 		c.Close()
 		t.Errorf("dev-a's port still accepts after release")
+	}
+}
+
+// Hundreds of device ports cost no goroutine each: one acceptor serves
+// them all, and every connection still carries its port's device.
+func TestManyKubeletPortsShareOneAcceptor(t *testing.T) {
+	const n = 200
+	r := freeRange(t, n)
+	k := newKubeletPorts("127.0.0.1", r, slog.Default())
+	defer k.close()
+	ln := k.listener(nil)
+	defer ln.Close()
+	if _, ok := k.port("warm-up"); !ok {
+		t.Fatal("no port")
+	}
+	before := runtime.NumGoroutine()
+	ports := map[string]int{}
+	for i := range n - 1 {
+		dev := "dev-" + strconv.Itoa(i)
+		p, ok := k.port(dev)
+		if !ok {
+			t.Fatalf("%s got no port", dev)
+		}
+		ports[dev] = p
+	}
+	if grew := runtime.NumGoroutine() - before; grew > 5 {
+		t.Errorf("%d device ports took %d goroutines", n-1, grew)
+	}
+	for _, dev := range []string{"dev-0", "dev-77", "dev-198"} {
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(ports[dev]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dc, ok := got.(*deviceConn); !ok || dc.device != dev {
+			t.Errorf("a connection to %s's port accepted as %+v", dev, got)
+		}
+		// The connection works both ways.
+		go func() { _, _ = c.Write([]byte("ping")) }()
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(got, buf); err != nil || string(buf) != "ping" {
+			t.Errorf("read %q, %v", buf, err)
+		}
+		got.Close()
+		c.Close()
 	}
 }

@@ -65,6 +65,8 @@ type Cluster struct {
 
 	// KubeletPort is where vk-fleet serves the kubelet API (kubectl logs).
 	KubeletPort int
+	// HealthAddr is where vk-fleet serves /healthz, /readyz and /metrics.
+	HealthAddr string
 
 	binDir      string
 	kubeletCert string
@@ -154,6 +156,11 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if c.KubeletPort, err = FreePort(); err != nil {
 		return nil, err
 	}
+	healthPort, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	c.HealthAddr = "127.0.0.1:" + itoa(healthPort)
 	cert, key, err := c.CP.ServingCert("127.0.0.1", "localhost")
 	if err != nil {
 		return nil, err
@@ -268,7 +275,7 @@ func (c *Cluster) StartProvider(ctx context.Context, extra ...string) error {
 		"--nats-store-dir", c.NATSStoreDir(),
 		"--node-address", "127.0.0.1",
 		"--heartbeat-timeout", c.cfg.HeartbeatTimeout.String(),
-		"--ping-interval", "2s",
+		"--health-listen", c.HealthAddr,
 		"--log-level", "debug",
 		"--kubelet-port", itoa(c.KubeletPort),
 		"--kubelet-listen", "127.0.0.1:" + itoa(c.KubeletPort),
