@@ -4,6 +4,11 @@
 # tags, CGO_ENABLED=0 and the version stamped, a vk-fleet-agent .deb per
 # architecture, and SHA256SUMS.
 #
+# The .deb holds device-agent only: on a device /usr/bin/fleetctl is a link
+# to it (device-agent started as fleetctl enrolls the device). The
+# fleetctl-linux-<arch> binaries are the operators' full fleetctl (token
+# create, devices, revoke, ca, and enroll too), for workstations.
+#
 #   hack/release.sh                 # every architecture (a few minutes)
 #   hack/release.sh amd64 arm64     # some
 #
@@ -35,6 +40,7 @@ for arch in "${archs[@]}"; do
   for b in device-agent fleetctl; do
     cp "$bin/$b" "$dist/${b}-linux-$arch"
   done
+  vkf_log "linux/$arch: device-agent (all a device needs) $(du -h "$bin/device-agent" | cut -f1), operators' fleetctl $(du -h "$bin/fleetctl" | cut -f1)"
   rm -rf "$bin"
 done
 rm -f "$dist/.release"

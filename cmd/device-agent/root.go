@@ -274,7 +274,7 @@ func newRootCommand() *cobra.Command {
 		},
 	}
 	o.Bind(cmd.Flags())
-	cmd.AddCommand(newSimulateCommand(), newVersionCommand())
+	cmd.AddCommand(newSimulateCommand(), newVersionCommand(), newFleetctlSubcommand())
 	return cmd
 }
 

@@ -1,6 +1,9 @@
-// Command fleetctl is vk-fleet's operator and device CLI: admins create
-// enrollment tokens, list and revoke devices; on a device, `fleetctl enroll`
-// registers it and installs the agent's configuration.
+// Command fleetctl is vk-fleet's operator CLI: admins create enrollment
+// tokens, list and revoke devices. It also has `fleetctl enroll`
+// (nodeagent/enrollcmd), which registers a device and installs the agent's
+// configuration; on devices that command comes with device-agent, which
+// runs as fleetctl under that name, without the operator commands'
+// Kubernetes client.
 package main
 
 import (

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -11,6 +12,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vk-fleet/vk-fleet/internal/version"
+	"github.com/vk-fleet/vk-fleet/nodeagent/enrollcmd"
 	"github.com/vk-fleet/vk-fleet/registry"
 )
 
@@ -24,8 +26,20 @@ func newRootCommand() *cobra.Command {
 	}
 	token := &cobra.Command{Use: "token", Short: "Manage enrollment tokens"}
 	token.AddCommand(newTokenCreateCommand())
-	cmd.AddCommand(token, newEnrollCommand(), newRevokeCommand(), newDevicesCommand(), newCACommand())
+	cmd.AddCommand(token, enrollcmd.NewCommand(), newRevokeCommand(), newDevicesCommand(), newCACommand(), newVersionCommand())
 	return cmd
+}
+
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "fleetctl %s (%s/%s)\n", version.Version, runtime.GOOS, runtime.GOARCH)
+			return err
+		},
+	}
 }
 
 // kubeOptions are the flags of commands that talk to the cluster.

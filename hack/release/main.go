@@ -1,6 +1,7 @@
-// Command release packages release builds of device-agent and fleetctl as
-// vk-fleet-agent .deb files (see internal/debpkg); hack/release.sh builds
-// the binaries and runs it:
+// Command release packages a release build of device-agent as a
+// vk-fleet-agent .deb (see internal/debpkg; the device's fleetctl is a link
+// to device-agent, the operator's fleetctl is not in the package);
+// hack/release.sh builds the binaries and runs it:
 //
 //	go run ./hack/release --version v0.2.0 --bin-dir dist/linux-arm64 --goarch arm64 --out dist
 //
@@ -31,14 +32,13 @@ func run() error {
 	var binDir, out string
 	flag.StringVar(&c.Version, "version", "", "vk-fleet version the binaries are stamped with (v1.2.3, or git describe's)")
 	flag.StringVar(&c.GOARCH, "goarch", "", "GOARCH of the binaries: amd64, arm64 or arm (GOARM=7)")
-	flag.StringVar(&binDir, "bin-dir", "", "directory holding device-agent and fleetctl")
+	flag.StringVar(&binDir, "bin-dir", "", "directory holding device-agent")
 	flag.StringVar(&out, "out", "dist", "directory to write the package to")
 	flag.Parse()
 	if c.Version == "" || c.GOARCH == "" || binDir == "" {
 		return errors.New("--version, --goarch and --bin-dir are required")
 	}
 	c.AgentBinary = filepath.Join(binDir, "device-agent")
-	c.FleetctlBinary = filepath.Join(binDir, "fleetctl")
 	// Reproducible packages: SOURCE_DATE_EPOCH (hack/release.sh sets the
 	// commit time) dates every file.
 	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {

@@ -3,8 +3,11 @@
 //
 //	f, _ := os.Create(debpkg.FileName("v0.2.0", "arm64"))
 //	err := debpkg.Build(f, debpkg.Config{Version: "v0.2.0", GOARCH: "arm64",
-//		AgentBinary: "dist/linux-arm64/device-agent", FleetctlBinary: "dist/linux-arm64/fleetctl"})
+//		AgentBinary: "dist/linux-arm64/device-agent"})
 //
+// The device's fleetctl is device-agent itself: /usr/bin/fleetctl is a link
+// to it, and device-agent started under that name enrolls the device. The
+// operator's fleetctl, with its Kubernetes client, is not in the package.
 // The package does not start the agent: `fleetctl enroll --install` does,
 // once the device has its credentials.
 package debpkg
@@ -29,8 +32,13 @@ import (
 // Name is the package name.
 const Name = "vk-fleet-agent"
 
-// FleetctlPath is where the package installs fleetctl.
+// FleetctlPath is where the package installs fleetctl: a link to
+// device-agent (FleetctlTarget), which runs as fleetctl under that name.
 const FleetctlPath = "/usr/bin/fleetctl"
+
+// FleetctlTarget is what FleetctlPath links to: relative, so that the link
+// also works in a root that dpkg installs into (--root, images).
+const FleetctlTarget = "device-agent"
 
 // Depends are the packages the agent needs: podman for its API socket
 // (podman.socket) and catatonit, from which podman builds the infra
@@ -44,8 +52,9 @@ type Config struct {
 	Version string
 	// GOARCH of the binaries: amd64, arm64 or arm (built with GOARM=7).
 	GOARCH string
-	// AgentBinary and FleetctlBinary are the files to install.
-	AgentBinary, FleetctlBinary string
+	// AgentBinary is the device-agent to install; it is also the
+	// device's fleetctl.
+	AgentBinary string
 	// MTime of the packaged files (default: SOURCE_DATE_EPOCH, else now).
 	MTime time.Time
 }
@@ -123,10 +132,8 @@ func Build(w io.Writer, c Config) error {
 	if err != nil {
 		return err
 	}
-	for _, p := range []string{c.AgentBinary, c.FleetctlBinary} {
-		if _, err := os.Stat(p); err != nil {
-			return fmt.Errorf("packaging: %w", err)
-		}
+	if _, err := os.Stat(c.AgentBinary); err != nil {
+		return fmt.Errorf("packaging: %w", err)
 	}
 	// nfpm packages files by path: the unit and the scripts are written
 	// to a scratch directory first.
@@ -182,13 +189,14 @@ func Build(w io.Writer, c Config) error {
 		Description: "vk-fleet device agent: runs this device's Kubernetes pods with podman\n" +
 			"device-agent makes this machine a Node of a Kubernetes cluster through vk-fleet\n" +
 			"and runs the pods scheduled to it with podman, also while offline. fleetctl\n" +
-			"enrolls the device; `fleetctl enroll ... --install` starts the agent.",
+			"(device-agent under that name) enrolls the device; `fleetctl enroll ... --install`\n" +
+			"starts the agent.",
 		MTime: c.MTime,
 		Overridables: nfpm.Overridables{
 			Depends: Depends,
 			Contents: files.Contents{
 				{Source: c.AgentBinary, Destination: agentinstall.DefaultBinary, FileInfo: mode(0o755)},
-				{Source: c.FleetctlBinary, Destination: FleetctlPath, FileInfo: mode(0o755)},
+				{Source: FleetctlTarget, Destination: FleetctlPath, Type: files.TypeSymlink},
 				{Source: unitFile, Destination: agentinstall.PackageUnitPath, FileInfo: mode(0o644)},
 			},
 			Scripts: scripts,

@@ -39,8 +39,8 @@ func TestDebianVersion(t *testing.T) {
 	}
 }
 
-// binaries returns a directory with device-agent and fleetctl: $VKF_BIN_DIR
-// (hack/test.sh builds them with the podman tags), else a fresh build.
+// binaries returns a directory with device-agent: $VKF_BIN_DIR (hack/test.sh
+// builds it with the podman tags), else a fresh build.
 func binaries(t *testing.T) string {
 	t.Helper()
 	if d := os.Getenv("VKF_BIN_DIR"); d != "" {
@@ -48,7 +48,7 @@ func binaries(t *testing.T) string {
 	}
 	dir := t.TempDir()
 	cmd := exec.CommandContext(t.Context(), "go", "build", "-tags", "remote containers_image_openpgp exclude_graphdriver_btrfs",
-		"-o", dir+"/", "github.com/vk-fleet/vk-fleet/cmd/device-agent", "github.com/vk-fleet/vk-fleet/cmd/fleetctl")
+		"-o", dir+"/", "github.com/vk-fleet/vk-fleet/cmd/device-agent")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building binaries: %v\n%s", err, b)
@@ -89,8 +89,7 @@ func TestPackage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = debpkg.Build(f, debpkg.Config{Version: version, GOARCH: "amd64",
-		AgentBinary: filepath.Join(bin, "device-agent"), FleetctlBinary: filepath.Join(bin, "fleetctl")})
+	err = debpkg.Build(f, debpkg.Config{Version: version, GOARCH: "amd64", AgentBinary: filepath.Join(bin, "device-agent")})
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -113,13 +112,17 @@ func TestPackage(t *testing.T) {
 		got := map[string]string{}
 		for line := range strings.Lines(listing) {
 			f := strings.Fields(line)
-			if len(f) == 6 && !strings.HasSuffix(f[5], "/") {
+			switch {
+			case len(f) == 6 && !strings.HasSuffix(f[5], "/"):
 				got[f[5]] = f[0] + " " + f[1]
+			case len(f) == 8 && f[6] == "->":
+				got[f[5]] = f[0][:1] + " " + f[1] + " -> " + f[7]
 			}
 		}
+		// The device's fleetctl is device-agent: no second binary.
 		want := map[string]string{
 			"./usr/bin/device-agent":                      "-rwxr-xr-x root/root",
-			"./usr/bin/fleetctl":                          "-rwxr-xr-x root/root",
+			"./usr/bin/fleetctl":                          "l root/root -> device-agent",
 			"./lib/systemd/system/vk-fleet-agent.service": "-rw-r--r-- root/root",
 		}
 		if len(got) != len(want) {
@@ -193,14 +196,43 @@ func TestPackage(t *testing.T) {
 			t.Logf("installed device-agent: %+v", info)
 		}
 		verifyUnit(t, root)
+		checkFleetctl(t, filepath.Join(root, debpkg.FleetctlPath))
 
 		run(t, "dpkg", append(dpkg, "-r", "vk-fleet-agent")...)
 		for _, p := range []string{agentinstall.DefaultBinary, debpkg.FleetctlPath, agentinstall.PackageUnitPath} {
-			if _, err := os.Stat(filepath.Join(root, p)); !errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Lstat(filepath.Join(root, p)); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("%s is left after dpkg -r (%v)", p, err)
 			}
 		}
 	})
+}
+
+// checkFleetctl runs the installed fleetctl (the link to device-agent): it
+// enrolls, with every flag of the operator's `fleetctl enroll`, and sends
+// the operator's commands to the full fleetctl.
+func checkFleetctl(t *testing.T, fleetctl string) {
+	t.Helper()
+	if out := run(t, fleetctl, "version"); !strings.HasPrefix(out, "fleetctl ") {
+		t.Errorf("fleetctl version: %q", out)
+	}
+	help := run(t, fleetctl, "enroll", "--help")
+	for _, flag := range []string{"--server", "--token-file", "--install", "--root", "--agent-binary", "--zitadel-admin-token-file"} {
+		if !strings.Contains(help, flag) {
+			t.Errorf("fleetctl enroll --help lacks %s:\n%s", flag, help)
+		}
+	}
+	// Enrolling gets as far as the server, which is not there.
+	cmd := exec.CommandContext(t.Context(), fleetctl, "enroll", "--server", "nats://127.0.0.1:1", "--token", "abcdef.0123456789abcdef",
+		"--name", "pi-test", "--root", t.TempDir(), "--timeout", "2s")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "connecting to nats://127.0.0.1:1") {
+		t.Errorf("fleetctl enroll without a server: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{{"token", "create", "--ttl", "1h"}, {"devices"}, {"revoke", "pi-1"}, {"ca"}} {
+		out, err := exec.CommandContext(t.Context(), fleetctl, args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "operator command of the full fleetctl") {
+			t.Errorf("fleetctl %s on the device: %v\n%s; want a failure pointing to the full fleetctl", strings.Join(args, " "), err, out)
+		}
+	}
 }
 
 // verifyUnit runs `systemd-analyze verify --root` on the unit installed in

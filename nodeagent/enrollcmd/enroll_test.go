@@ -1,4 +1,4 @@
-package main
+package enrollcmd
 
 import (
 	"bytes"
@@ -43,7 +43,7 @@ func enrollInstall(t *testing.T, agent string) (root string, out string, err err
 	if err := os.WriteFile(dst, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := newEnrollCommand()
+	cmd := NewCommand()
 	var buf bytes.Buffer
 	cmd.SetOut(&buf)
 	cmd.SetErr(&buf)
@@ -107,7 +107,7 @@ func TestEnrollInstallChecksAgent(t *testing.T) {
 		}
 	})
 	t.Run("a missing agent is refused", func(t *testing.T) {
-		o := &enrollOptions{Server: closedAddr(t), Token: "abcdef.0123456789abcdef", Name: "pi-test",
+		o := &Options{Server: closedAddr(t), Token: "abcdef.0123456789abcdef", Name: "pi-test",
 			Root: t.TempDir(), Install: true, AgentBinary: "/usr/bin/device-agent", Timeout: time.Second}
 		if err := o.Run(t.Context(), &bytes.Buffer{}); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("err %v, want ErrNotExist", err)

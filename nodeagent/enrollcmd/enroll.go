@@ -1,4 +1,4 @@
-package main
+package enrollcmd
 
 import (
 	"bytes"
@@ -20,22 +20,24 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
-	"github.com/vk-fleet/vk-fleet/callout"
 	"github.com/vk-fleet/vk-fleet/nodeagent"
 	"github.com/vk-fleet/vk-fleet/nodeagent/agentinstall"
-	"github.com/vk-fleet/vk-fleet/registry"
-	"github.com/vk-fleet/vk-fleet/zitadel"
 	"github.com/vk-fleet/vk-fleet/zitadel/devicetoken"
 )
 
-// Paths on the device, below --root.
+// Paths on the device, below Options.Root.
 const (
 	configDir   = "etc/vk-fleet"
 	defaultRoot = "/"
 )
 
-// enrollOptions of `fleetctl enroll`, run on the device.
-type enrollOptions struct {
+// enrollInboxPrefix is the inbox prefix the auth callout lets enrollment
+// clients subscribe to (callout.EnrollInboxPrefix; not imported, to keep
+// the callout's server code out of the device binary).
+const enrollInboxPrefix = "_INBOX_enroll"
+
+// Options of `fleetctl enroll`, run on the device.
+type Options struct {
 	Server      string
 	Token       string
 	TokenFile   string
@@ -59,28 +61,41 @@ type enrollOptions struct {
 	labels map[string]string
 }
 
-func (o *enrollOptions) Bind(fs *pflag.FlagSet) {
-	fs.StringVar(&o.Server, "server", "", "vk-fleet's NATS URL, e.g. tls://fleet.example.com:4222")
-	fs.StringVar(&o.Token, "token", "", "enrollment token from `fleetctl token create` (or use --token-file)")
-	fs.StringVar(&o.TokenFile, "token-file", "", "file holding the enrollment token")
-	fs.StringVar(&o.Name, "name", "", "device name, which becomes the Node name (default: the host name)")
-	fs.StringArrayVar(&o.Labels, "label", nil, "Node label for this device (key=value; repeatable)")
-	fs.StringVar(&o.CA, "ca", "", "CA certificate to trust for the server (from `fleetctl ca`); pinned in the agent configuration")
-	fs.StringVar(&o.Root, "root", defaultRoot, "write files below this directory instead of /")
-	fs.BoolVar(&o.Install, "install", false, "write and enable a systemd unit for device-agent")
-	fs.BoolVar(&o.Force, "force", false, "overwrite an existing agent configuration and device key")
-	fs.StringVar(&o.StateDir, "state-dir", "/var/lib/vk-fleet-agent", "agent state directory (on the device)")
-	fs.StringVar(&o.PodmanURL, "podman-url", "unix:///run/podman/podman.sock", "podman API socket the agent uses")
-	fs.StringVar(&o.AgentBinary, "agent-binary", "", "device-agent binary the systemd unit runs (default: the device-agent beside fleetctl, else on PATH, else "+agentinstall.DefaultBinary+"; with --root, "+agentinstall.DefaultBinary+" below it)")
-	fs.DurationVar(&o.Timeout, "timeout", 30*time.Second, "how long to try to reach the server")
-	fs.StringVar(&o.ZitadelIssuer, "zitadel", "", "Zitadel URL: use a Zitadel machine user as the device identity instead of an nkey")
-	fs.StringVar(&o.ZitadelKeyFile, "zitadel-key-file", "", "JSON key of an existing machine user for this device")
-	fs.StringVar(&o.ZitadelAdminTokenFile, "zitadel-admin-token-file", "", "file with an admin's access token: create the machine user and its key through Zitadel's API")
-	fs.StringVar(&o.ZitadelOrgID, "zitadel-org-id", "", "Zitadel organisation for the new machine user")
-	fs.StringVar(&o.ZitadelProjectID, "zitadel-project-id", "", "Zitadel project whose API vk-fleet introspects tokens with")
+// DefaultOptions returns the options of a plain `fleetctl enroll`.
+func DefaultOptions() *Options {
+	return &Options{
+		Root:      defaultRoot,
+		StateDir:  "/var/lib/vk-fleet-agent",
+		PodmanURL: "unix:///run/podman/podman.sock",
+		Timeout:   30 * time.Second,
+	}
 }
 
-func (o *enrollOptions) Complete() error {
+// Bind registers the flags, with o's values as their defaults.
+func (o *Options) Bind(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Server, "server", o.Server, "vk-fleet's NATS URL, e.g. tls://fleet.example.com:4222")
+	fs.StringVar(&o.Token, "token", o.Token, "enrollment token from `fleetctl token create` (or use --token-file)")
+	fs.StringVar(&o.TokenFile, "token-file", o.TokenFile, "file holding the enrollment token")
+	fs.StringVar(&o.Name, "name", o.Name, "device name, which becomes the Node name (default: the host name)")
+	fs.StringArrayVar(&o.Labels, "label", o.Labels, "Node label for this device (key=value; repeatable)")
+	fs.StringVar(&o.CA, "ca", o.CA, "CA certificate to trust for the server (from `fleetctl ca`); pinned in the agent configuration")
+	fs.StringVar(&o.Root, "root", o.Root, "write files below this directory instead of /")
+	fs.BoolVar(&o.Install, "install", o.Install, "write and enable a systemd unit for device-agent")
+	fs.BoolVar(&o.Force, "force", o.Force, "overwrite an existing agent configuration and device key")
+	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "agent state directory (on the device)")
+	fs.StringVar(&o.PodmanURL, "podman-url", o.PodmanURL, "podman API socket the agent uses")
+	fs.StringVar(&o.AgentBinary, "agent-binary", o.AgentBinary, "device-agent binary the systemd unit runs (default: the device-agent beside fleetctl, else on PATH, else "+agentinstall.DefaultBinary+"; with --root, "+agentinstall.DefaultBinary+" below it)")
+	fs.DurationVar(&o.Timeout, "timeout", o.Timeout, "how long to try to reach the server")
+	fs.StringVar(&o.ZitadelIssuer, "zitadel", o.ZitadelIssuer, "Zitadel URL: use a Zitadel machine user as the device identity instead of an nkey")
+	fs.StringVar(&o.ZitadelKeyFile, "zitadel-key-file", o.ZitadelKeyFile, "JSON key of an existing machine user for this device")
+	fs.StringVar(&o.ZitadelAdminTokenFile, "zitadel-admin-token-file", o.ZitadelAdminTokenFile, "file with an admin's access token: create the machine user and its key through Zitadel's API")
+	fs.StringVar(&o.ZitadelOrgID, "zitadel-org-id", o.ZitadelOrgID, "Zitadel organisation for the new machine user")
+	fs.StringVar(&o.ZitadelProjectID, "zitadel-project-id", o.ZitadelProjectID, "Zitadel project whose API vk-fleet introspects tokens with")
+}
+
+// Complete reads the token file and fills the name, the agent binary and
+// the labels.
+func (o *Options) Complete() error {
 	if o.TokenFile != "" {
 		b, err := os.ReadFile(o.TokenFile)
 		if err != nil {
@@ -99,14 +114,14 @@ func (o *enrollOptions) Complete() error {
 		o.AgentBinary = findAgent(filepath.Clean(o.Root) != "/")
 	}
 	var err error
-	o.labels, err = registry.ParseLabels(strings.Join(o.Labels, ","))
+	o.labels, err = ParseLabels(strings.Join(o.Labels, ","))
 	return err
 }
 
 // findAgent returns the device-agent a unit should run: the one installed
-// beside this fleetctl (both come in one package), else the one on PATH,
-// else where the package installs it. Below another --root, only the
-// latter means anything.
+// beside this fleetctl (both come in one package; on a device fleetctl is
+// a link to it), else the one on PATH, else where the package installs it.
+// Below another --root, only the latter means anything.
 func findAgent(otherRoot bool) string {
 	if otherRoot {
 		return agentinstall.DefaultBinary
@@ -127,7 +142,8 @@ func findAgent(otherRoot bool) string {
 	return agentinstall.DefaultBinary
 }
 
-func (o *enrollOptions) Validate() error {
+// Validate checks the options without touching the device.
+func (o *Options) Validate() error {
 	if o.Server == "" {
 		return errors.New("--server is required")
 	}
@@ -156,7 +172,7 @@ func (o *enrollOptions) Validate() error {
 // checkAgent refuses, before the device is enrolled, to install a unit for
 // an agent that could not run pods: missing, for another architecture, or
 // built without the podman build tags.
-func (o *enrollOptions) checkAgent(ctx context.Context) error {
+func (o *Options) checkAgent(ctx context.Context) error {
 	info, err := agentinstall.Check(ctx, o.path(o.AgentBinary))
 	if err != nil {
 		return fmt.Errorf("--install: refusing to install a unit for this agent: %w", err)
@@ -167,9 +183,12 @@ func (o *enrollOptions) checkAgent(ctx context.Context) error {
 	return nil
 }
 
-func (o *enrollOptions) path(rel string) string { return filepath.Join(o.Root, rel) }
+func (o *Options) path(rel string) string { return filepath.Join(o.Root, rel) }
 
-func (o *enrollOptions) Run(ctx context.Context, out io.Writer) error {
+// Run enrolls the device: it creates the device's key (or Zitadel
+// identity), registers it with the server, writes the agent's
+// configuration and, with Install, its systemd unit.
+func (o *Options) Run(ctx context.Context, out io.Writer) error {
 	cfgPath := o.path(filepath.Join(configDir, "agent.json"))
 	keyPath := o.path(filepath.Join(configDir, "device.nk"))
 	if !o.Force {
@@ -220,7 +239,7 @@ func (o *enrollOptions) Run(ctx context.Context, out io.Writer) error {
 	opts := []nats.Option{
 		nats.Token(o.Token),
 		nats.Name("fleetctl enroll"),
-		nats.CustomInboxPrefix(callout.EnrollInboxPrefix),
+		nats.CustomInboxPrefix(enrollInboxPrefix),
 		nats.Timeout(10 * time.Second),
 		nats.NoReconnect(),
 	}
@@ -281,15 +300,15 @@ func (o *enrollOptions) Run(ctx context.Context, out io.Writer) error {
 // zitadelIdentity returns the machine user's key (created through the API
 // with an admin token, or read from --zitadel-key-file) and a fresh access
 // token proving the device holds it.
-func (o *enrollOptions) zitadelIdentity(ctx context.Context) (key []byte, token string, err error) {
+func (o *Options) zitadelIdentity(ctx context.Context) (key []byte, token string, err error) {
 	insecure := strings.HasPrefix(o.ZitadelIssuer, "http://")
 	if o.ZitadelAdminTokenFile != "" {
 		admin, err := os.ReadFile(o.ZitadelAdminTokenFile)
 		if err != nil {
 			return nil, "", fmt.Errorf("reading --zitadel-admin-token-file: %w", err)
 		}
-		_, key, err = zitadel.CreateMachineUser(ctx, zitadel.AdminConfig{
-			Issuer: o.ZitadelIssuer, Insecure: insecure, Token: strings.TrimSpace(string(admin)), OrgID: o.ZitadelOrgID,
+		_, key, err = createMachineUser(ctx, zitadelAdmin{
+			Issuer: o.ZitadelIssuer, Token: strings.TrimSpace(string(admin)), OrgID: o.ZitadelOrgID,
 		}, o.Name)
 		if err != nil {
 			return nil, "", fmt.Errorf("creating the Zitadel machine user: %w", err)
@@ -329,7 +348,7 @@ func explainEnrollError(err error, name string) error {
 
 // installUnit writes the agent's systemd unit (unless the package's is the
 // same), then enables and starts it.
-func (o *enrollOptions) installUnit(ctx context.Context, out io.Writer, cfgPath string) error {
+func (o *Options) installUnit(ctx context.Context, out io.Writer, cfgPath string) error {
 	unit, err := agentinstall.Unit(o.AgentBinary, cfgPath)
 	if err != nil {
 		return err
@@ -363,8 +382,9 @@ func (o *enrollOptions) installUnit(ctx context.Context, out io.Writer, cfgPath 
 	return nil
 }
 
-func newEnrollCommand() *cobra.Command {
-	o := &enrollOptions{}
+// NewCommand returns the `enroll` command.
+func NewCommand() *cobra.Command {
+	o := DefaultOptions()
 	cmd := &cobra.Command{
 		Use:   "enroll",
 		Short: "Enroll this device: generate its key, register it, write the agent configuration",
@@ -382,3 +402,8 @@ func newEnrollCommand() *cobra.Command {
 	o.Bind(cmd.Flags())
 	return cmd
 }
+
+// OperatorCommands are the top-level commands of the operator's fleetctl
+// that talk to the cluster. The fleetctl on a device (device-agent under
+// that name) answers them by pointing to the operator's fleetctl.
+var OperatorCommands = []string{"token", "devices", "revoke", "ca"}
