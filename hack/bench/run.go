@@ -141,7 +141,7 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 	vkf, err := devcluster.StartProcess("vk-fleet", filepath.Join(rc.Dir, "vk-fleet.log"), nil, filepath.Join(rc.BinDir, "vk-fleet"),
 		"--kubeconfig", kubeconfig, "--nats-listen", "127.0.0.1:"+strconv.Itoa(natsPort),
 		"--nats-store-dir", filepath.Join(rc.Dir, "nats"), "--node-address", "127.0.0.1",
-		"--debug-listen", debugAddr, "--log-level", "warn", "--kubelet-listen", "off")
+		"--debug-listen", debugAddr, "--log-level", logLevel(), "--kubelet-listen", "off")
 	if err != nil {
 		return res, err
 	}
@@ -170,7 +170,7 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 		"--nats-url", "tls://127.0.0.1:" + strconv.Itoa(natsPort), "--ca-file", caFile, "--token", tok.String(),
 		"--label", "bench=sim", "--state-dir", simDir,
 		// A fleet enrolls at once: a thousand Pis switched on together.
-		"--enroll-concurrency", "256"}
+		"--enroll-concurrency", "256", "--log-level", logLevel()}
 	startSim := func() (*devcluster.Process, error) {
 		return devcluster.StartProcess("simulate", filepath.Join(rc.Dir, "simulate.log"), nil, filepath.Join(rc.BinDir, "device-agent"), simArgs...)
 	}
@@ -325,4 +325,13 @@ func shmDir() string {
 		return "/dev/shm"
 	}
 	return ""
+}
+
+// logLevel is the log level of vk-fleet and the simulated devices:
+// VKF_BENCH_LOG_LEVEL, default warn (logs cost CPU the benchmark measures).
+func logLevel() string {
+	if l := os.Getenv("VKF_BENCH_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "warn"
 }
