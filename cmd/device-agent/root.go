@@ -166,6 +166,8 @@ func (o *options) Run(ctx context.Context) error {
 		return err
 	}
 	log = log.With("device", o.Name)
+	tuneMemory()
+	go releaseStartupMemory(ctx, log)
 
 	// podman.New does not need podman to be up: on a Pi podman.socket may
 	// start after the agent. Until it answers, the agent keeps its pods'
@@ -254,11 +256,19 @@ func (o *options) credential(ctx context.Context, log *slog.Logger) (nats.Option
 	return nats.TokenHandler(ts.Handler(10 * time.Second)), nil
 }
 
+const rootLong = `device-agent runs a vk-fleet device's pods with podman, keeps them running while offline
+and reports their status over NATS. Started as fleetctl (or as "device-agent fleetctl"), it
+enrolls the device.
+
+Memory: the agent runs with GOGC=%d and a soft memory limit of %dMiB unless the environment
+sets GOGC or GOMEMLIMIT, and gives back what only start-up used %v after it starts.`
+
 func newRootCommand() *cobra.Command {
 	o := defaultOptions()
 	cmd := &cobra.Command{
 		Use:           "device-agent",
 		Short:         "Run a vk-fleet device's pods with podman",
+		Long:          fmt.Sprintf(rootLong, agentGOGC, agentMemoryLimit>>20, startupRelease),
 		Version:       version.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
