@@ -42,11 +42,17 @@ func (p *Provider) podEvents(pod *corev1.Pod, old, cur *bridge.PodStatus) {
 			p.recorder.Eventf(pod, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
 		}
 		if c.State == bridge.StateWaiting && (c.Reason != o.Reason || c.Message != o.Message) {
+			pulling := func(r string) bool { return r == "ErrImagePull" || r == "ImagePullBackOff" }
 			switch c.Reason {
-			case "ErrImagePull":
-				warn("Failed", "Failed to pull image %q: %s", images[c.Name], c.Message)
-			case "ImagePullBackOff":
-				p.recorder.Eventf(pod, corev1.EventTypeNormal, "BackOff", "Back-off pulling image %q", images[c.Name])
+			case "ErrImagePull", "ImagePullBackOff":
+				// A device may report the back-off first: the failure is
+				// said once per message, the back-off once per spell.
+				if !pulling(o.Reason) || c.Message != o.Message {
+					warn("Failed", "Failed to pull image %q: %s", images[c.Name], c.Message)
+				}
+				if c.Reason == "ImagePullBackOff" && o.Reason != "ImagePullBackOff" {
+					p.recorder.Eventf(pod, corev1.EventTypeNormal, "BackOff", "Back-off pulling image %q", images[c.Name])
+				}
 			case "CrashLoopBackOff":
 				warn("BackOff", "Back-off restarting failed container %s in pod %s_%s(%s)", c.Name, pod.Name, pod.Namespace, pod.UID)
 			case "CreateContainerConfigError", "CreateContainerError", "InvalidImageName":

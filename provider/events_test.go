@@ -29,6 +29,12 @@ func TestDeviceReportsBecomeKubeletEvents(t *testing.T) {
 		{nil, &bridge.PodStatus{Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateRunning, StartedAt: &earlier}}}, nil},
 		{running, &bridge.PodStatus{Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateWaiting, Reason: "ErrImagePull", Message: "manifest unknown"}}},
 			[]string{`Warning Failed Failed to pull image "img:1": manifest unknown`}},
+		{&bridge.PodStatus{Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateWaiting, Reason: "ErrImagePull", Message: "manifest unknown"}}},
+			&bridge.PodStatus{Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateWaiting, Reason: "ImagePullBackOff", Message: "manifest unknown"}}},
+			[]string{`Normal BackOff Back-off pulling image "img:1"`}},
+		// A back-off seen first says the failure too.
+		{nil, &bridge.PodStatus{Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateWaiting, Reason: "ImagePullBackOff", Message: "dial tcp: refused"}}},
+			[]string{`Warning Failed Failed to pull image "img:1": dial tcp: refused`, `Normal BackOff Back-off pulling image "img:1"`}},
 		{nil, &bridge.PodStatus{Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateWaiting, Reason: "CrashLoopBackOff"}}},
 			[]string{"Warning BackOff Back-off restarting failed container c in pod web_ns(uid-1)"}},
 		{running, &bridge.PodStatus{Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateRunning, StartedAt: &now, ProbeFailure: "Readiness probe failed: HTTP probe failed with statuscode: 503"}}},

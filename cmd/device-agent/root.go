@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/vk-fleet/vk-fleet/bridge"
 	"github.com/vk-fleet/vk-fleet/internal/logging"
+	"github.com/vk-fleet/vk-fleet/internal/metrics"
 	"github.com/vk-fleet/vk-fleet/internal/version"
 	"github.com/vk-fleet/vk-fleet/nodeagent"
 	"github.com/vk-fleet/vk-fleet/nodeagent/podman"
@@ -38,6 +40,7 @@ type options struct {
 	ResyncInterval    time.Duration
 	Addresses         []string
 	LogLevel          string
+	MetricsListen     string
 	// Resources and pressure, with kubelet's flag names and defaults.
 	SystemReserved     string
 	EvictionHard       string
@@ -75,6 +78,7 @@ func (o *options) Bind(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.ResyncInterval, "resync-interval", o.ResyncInterval, "time between full reconcile passes")
 	fs.StringSliceVar(&o.Addresses, "address", o.Addresses, "IP address(es) to report for this device (default: the host's)")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&o.MetricsListen, "metrics-listen", o.MetricsListen, "serve Prometheus /metrics on this loopback address (e.g. 127.0.0.1:9101); empty (the default) serves none")
 	fs.StringVar(&o.SystemReserved, "system-reserved", o.SystemReserved, "resources this device keeps for its own system, as cpu=100m,memory=256Mi,ephemeral-storage=1Gi; the resources it names override vk-fleet's --system-reserved on this device's Node")
 	fs.StringVar(&o.EvictionHard, "eviction-hard", o.EvictionHard, "thresholds of the Node's MemoryPressure, DiskPressure and PIDPressure conditions, as kubelet's --eviction-hard (signals memory.available, nodefs.available, nodefs.inodesFree, imagefs.available, imagefs.inodesFree, pid.available; quantities or percentages); memory.available and nodefs.available are also held back from allocatable")
 	fs.DurationVar(&o.PressureTransition, "eviction-pressure-transition-period", o.PressureTransition, "how long a pressure condition stays true after its threshold was last met")
@@ -129,6 +133,12 @@ func (o *options) Validate() error {
 	}
 	if o.HeartbeatInterval <= 0 {
 		return errors.New("--heartbeat-interval must be positive")
+	}
+	if o.MetricsListen != "" {
+		host, _, err := net.SplitHostPort(o.MetricsListen)
+		if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+			return fmt.Errorf("--metrics-listen %q: the agent's metrics are served on a loopback address only (127.0.0.1:PORT, [::1]:PORT)", o.MetricsListen)
+		}
 	}
 	if o.SystemReserved != "" {
 		r, err := nodeagent.ParseResourceAmounts(o.SystemReserved)
@@ -224,6 +234,11 @@ func (o *options) Run(ctx context.Context) error {
 		return err
 	}
 	slog.SetDefault(log)
+	if o.MetricsListen != "" {
+		if err := serveMetrics(ctx, o.MetricsListen, log); err != nil {
+			return err
+		}
+	}
 	log.Info("device-agent starting", "version", version.Version, "nats", o.NATSURL, "podman", o.PodmanURL)
 	return a.Run(ctx)
 }
@@ -284,7 +299,7 @@ func newRootCommand() *cobra.Command {
 		},
 	}
 	o.Bind(cmd.Flags())
-	cmd.AddCommand(newSimulateCommand(), newVersionCommand(), newFleetctlSubcommand())
+	cmd.AddCommand(newSimulateCommand(), newVersionCommand(), newStatusCommand(), newFleetctlSubcommand())
 	return cmd
 }
 
@@ -296,4 +311,26 @@ func instanceID() string {
 		return strings.TrimSpace(string(b))
 	}
 	return fmt.Sprintf("pid-%d-%d", os.Getpid(), time.Now().UnixNano())
+}
+
+// serveMetrics serves the agent's Prometheus metrics on addr until ctx ends.
+func serveMetrics(ctx context.Context, addr string, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metrics.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("metrics endpoint", "err", err)
+		}
+	}()
+	log.Info("metrics endpoint listening", "addr", ln.Addr().String())
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -84,7 +85,21 @@ func TestFleetIsObservable(t *testing.T) {
 	needCluster(t)
 	ctx := t.Context()
 	const dev = "pi-observed"
-	extraDevice(t, dev, devcluster.EnrollOptions{Labels: []string{"observed=yes"}})
+	if err := cluster.EnrollWith(ctx, dev, devcluster.EnrollOptions{Labels: []string{"observed=yes"}}); err != nil {
+		t.Fatal(err)
+	}
+	agentPort, err := devcluster.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentMetrics := "http://127.0.0.1:" + strconv.Itoa(agentPort) + "/metrics"
+	if err := cluster.StartAgentWith(ctx, dev, "--metrics-listen", "127.0.0.1:"+strconv.Itoa(agentPort)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cluster.StopAgent(dev)
+		_ = cluster.Client.CoreV1().Nodes().Delete(context.Background(), dev, metav1.DeleteOptions{})
+	})
 	eventually(t, 2*time.Minute, dev+" Ready", func(ctx context.Context) (bool, string) {
 		n, err := cluster.Client.CoreV1().Nodes().Get(ctx, dev, metav1.GetOptions{})
 		if err != nil {
@@ -158,12 +173,22 @@ func TestFleetIsObservable(t *testing.T) {
 		moved := func(s string) bool { return now[s] > first[s] }
 		ok := moved(`vkfleet_workload_writes_total{op="publish"}`) && moved(`vkfleet_pod_status_reports_total`) &&
 			moved(`vkfleet_node_writes_total{kind="lease",result="ok"}`) && now[`vkfleet_pods{phase="Pending"}`] >= 1
+		if am, err := scrape(ctx, agentMetrics); err != nil || am[`vkfleet_agent_reconcile_duration_seconds_count`] == 0 ||
+			am[`vkfleet_agent_heartbeats_total{kind="full"}`] == 0 || am[`vkfleet_agent_runtime_errors_total{op="create"}`]+am[`vkfleet_agent_image_pull_duration_seconds_count`] == 0 {
+			return false, fmt.Sprintf("agent metrics: %v (err %v)", am, err)
+		}
 		return ok, fmt.Sprintf("publish %v→%v, status reports %v→%v, leases %v→%v, pending %v",
 			first[`vkfleet_workload_writes_total{op="publish"}`], now[`vkfleet_workload_writes_total{op="publish"}`],
 			first[`vkfleet_pod_status_reports_total`], now[`vkfleet_pod_status_reports_total`],
 			first[`vkfleet_node_writes_total{kind="lease",result="ok"}`], now[`vkfleet_node_writes_total{kind="lease",result="ok"}`],
 			now[`vkfleet_pods{phase="Pending"}`])
 	})
+
+	// At the device: `device-agent status` lists both pods.
+	out, err := exec.CommandContext(ctx, cluster.Binary("device-agent"), "status", "--state-dir", cluster.AgentStateDir(dev)).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "unready") || !strings.Contains(string(out), "missing-image") || !strings.Contains(string(out), "connected to vk-fleet") {
+		t.Errorf("device-agent status: %v\n%s", err, out)
+	}
 
 	// The agent stops: the Node says the link is down, at the heartbeat
 	// timeout, and an Event says so; back, another Event.
