@@ -25,6 +25,7 @@ func main() {
 	idle := flag.Duration("idle", time.Minute, "idle window for per-device traffic")
 	baseline := flag.Bool("baseline", true, "measure the control plane's own rollout too (the ratios need it)")
 	keep := flag.Bool("keep", false, "keep each size's logs and state (default: removed after a successful run)")
+	device := flag.Bool("device", true, "measure the device side too: binary sizes for linux/arm64 and linux/arm, device-agent's RSS with 10 pods on real podman")
 	profiles := flag.String("profiles", "", "write vk-fleet's heap and goroutine profiles at idle into this directory")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -57,6 +58,16 @@ func main() {
 		fmt.Println(r.summary())
 	}
 	table := render(results)
+	if *device {
+		// A short directory: podman's sockets live under it.
+		dir, _ := os.MkdirTemp("", "vkf-bd-")
+		d, err := measureDevice(ctx, binDir, dir, log)
+		if err != nil {
+			fail(fmt.Errorf("device: %w (logs in %s)", err, dir))
+		}
+		os.RemoveAll(dir) // only now: podman's mounts live under dir while it runs
+		table += "\n### Device agent\n\n" + d.table()
+	}
 	fmt.Println(table)
 	if *out != "" {
 		if err := writeDoc(*out, table); err != nil {
