@@ -256,3 +256,29 @@ func TestStatusesPerDeviceAreBounded(t *testing.T) {
 		t.Fatal("a status refused after the device dropped one")
 	}
 }
+
+// A device whose state keeps changing cannot make the provider write its
+// Node at its own pace: writes are at least minStatusGap apart, and the last
+// state wins.
+func TestAFlappingDeviceIsWrittenAtMostOncePerGap(t *testing.T) {
+	cs := fake.NewClientset(deviceNode("pi-flap"))
+	p, err := New(Config{Client: cs, NATS: &nats.Conn{}, Registry: everyDevice{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	go p.runNodeLoop(ctx)
+	p.handleHeartbeat(ctx, heartbeat(t, "pi-flap", 1))
+	poll(t, "the first write", func() bool { return countActions(cs, "patch", "nodes", "pi-flap") == 1 })
+	for i := 2; i <= 50; i++ {
+		p.handleHeartbeat(ctx, heartbeat(t, "pi-flap", i))
+	}
+	poll(t, "the last state written", func() bool {
+		n, err := cs.CoreV1().Nodes().Get(ctx, "pi-flap", metav1.GetOptions{})
+		return err == nil && n.Status.Capacity.Cpu().Value() == 50
+	})
+	if got := countActions(cs, "patch", "nodes", "pi-flap"); got > 3 {
+		t.Errorf("49 state changes in a burst wrote the Node %d times", got-1)
+	}
+}

@@ -137,6 +137,10 @@ func nodeChanged(a, b *bridge.Heartbeat) bool {
 	return bridge.StateHash(a) != bridge.StateHash(b)
 }
 
+// minStatusGap is the shortest time between two writes of a device's Node
+// status.
+const minStatusGap = time.Second
+
 // nodeWorkers is the number of goroutines that write Nodes and Leases for
 // every device of this process.
 const nodeWorkers = 32
@@ -226,6 +230,12 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 	}
 	hb, gen := d.hb, d.statusGen
 	statusDue := gen != d.statusWritten || now.Sub(d.statusAt) >= p.cfg.StatusUpdateInterval-slack
+	if wait := minStatusGap - now.Sub(d.statusAt); gen != d.statusWritten && wait > 0 && !d.statusAt.IsZero() {
+		// A device whose state keeps changing (or says it does) gets
+		// its Node written at most once per minStatusGap.
+		d.mu.Unlock()
+		return wait, nil
+	}
 	leaseDue := now.Sub(d.leaseAt) >= renew-slack
 	first := d.statusAt.IsZero()
 	back := d.backAt
