@@ -211,7 +211,15 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 		saveProfiles(debugAddr, rc.Profiles, rc.N, log)
 	}
 
-	// Rollout.
+	// Rollout, after a warm-up rollout to the same Nodes, as the baseline's:
+	// neither measured rollout pays for the control plane's first sight of
+	// its Nodes.
+	if _, err = measureRollout(ctx, cs, "bench-vkfleet-warmup", map[string]string{"bench": "sim"}, rc.N, rollTimeout); err != nil {
+		return res, fmt.Errorf("vk-fleet warm-up: %w", err)
+	}
+	if err := deleteDaemonSet(ctx, cs, "bench-vkfleet-warmup", rollTimeout); err != nil {
+		return res, fmt.Errorf("vk-fleet warm-up: %w", err)
+	}
 	_, cpu0 = procStat(pid)
 	t0 = time.Now()
 	stop := make(chan struct{})
