@@ -29,6 +29,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -89,6 +90,9 @@ type Sharder struct {
 	cfg    Config
 	log    *slog.Logger
 	claims jetstream.KeyValue
+
+	// rounds counts completed claim rounds.
+	rounds atomic.Int64
 
 	mu       sync.RWMutex
 	owned    map[int]claim
@@ -338,10 +342,15 @@ func (s *Sharder) round(ctx context.Context) {
 		s.log.Info("slots claimed", "count", gained, "members", len(members))
 		changed = true
 	}
+	s.rounds.Add(1)
 	if changed {
 		s.changed()
 	}
 }
+
+// Claimed reports whether a round of claims has completed: the replica
+// holds the slots it should (or knows others hold them).
+func (s *Sharder) Claimed() bool { return s.rounds.Load() > 0 }
 
 func (s *Sharder) renewMembership(ctx context.Context) error {
 	leases := s.cfg.Client.CoordinationV1().Leases(s.cfg.Namespace)

@@ -108,7 +108,7 @@ func (o *options) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ReplicaID, "replica-id", os.Getenv("VKF_REPLICA_ID"), "run as one of several replicas sharing the fleet, with this unique ID (e.g. the pod name); empty serves every device")
 	fs.StringArrayVar(&o.ServiceNKeys, "service-nkey", nil, "public nkey of another replica allowed to use the embedded NATS, as name=UKEY… (repeatable)")
 	fs.StringVar(&o.DebugListen, "debug-listen", o.DebugListen, "serve pprof and expvar metrics on this address (e.g. 127.0.0.1:6060); empty disables")
-	fs.StringVar(&o.HealthListen, "health-listen", o.HealthListen, "serve /healthz and /readyz (ready once devices can connect) on this address (e.g. :8081); empty disables")
+	fs.StringVar(&o.HealthListen, "health-listen", o.HealthListen, "serve /healthz, /readyz (ready once devices can connect and the provider serves them: informers synced, NATS connected, replica slots claimed) and /metrics on this address (e.g. :8081); empty disables")
 	fs.StringVar(&o.ZitadelProjectID, "zitadel-project-id", o.ZitadelProjectID, "Zitadel project ID that device tokens must carry as audience")
 	fs.StringVar(&o.NATSListen, "nats-listen", o.NATSListen, "host:port the embedded NATS server listens on for devices")
 	fs.StringVar(&o.NATSStoreDir, "nats-store-dir", o.NATSStoreDir, "JetStream storage directory of the embedded NATS server: a cache, which may be lost (an emptyDir will do)")
@@ -185,11 +185,18 @@ func (o *options) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	var ready atomic.Bool
-	_ = metrics.RegisterReady(ready.Load)
+	// Ready once devices can connect and the provider serves them (see
+	// app.Config.Serving).
+	var connectable atomic.Bool
+	var serving atomic.Pointer[func() bool]
+	ready := func() bool {
+		f := serving.Load()
+		return connectable.Load() && f != nil && (*f)()
+	}
+	_ = metrics.RegisterReady(ready)
 	if o.HealthListen != "" {
 		go func() {
-			if err := debugserver.Health(ctx, o.HealthListen, ready.Load, log); err != nil {
+			if err := debugserver.Health(ctx, o.HealthListen, ready, log); err != nil {
 				log.Error("health endpoint", "err", err)
 			}
 		}()
@@ -215,7 +222,8 @@ func (o *options) Run(ctx context.Context) error {
 		TokenNamespace: o.TokenNamespace,
 		DeviceTTL:      o.DeviceTTL,
 		Logger:         log,
-		Ready:          func(string) { ready.Store(true) },
+		Ready:          func(string) { connectable.Store(true) },
+		Serving:        func(f func() bool) { serving.Store(&f) },
 		Provider: provider.Config{
 			NodeAddress:          o.NodeAddress,
 			KubeletPort:          o.KubeletPort,

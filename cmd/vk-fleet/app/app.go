@@ -89,6 +89,11 @@ type Config struct {
 	Kubelet *Kubelet
 	// Ready, if set, is called with the client URL once devices can connect.
 	Ready func(natsURL string)
+	// Serving, if set, is given a function that reports whether the
+	// process serves: the provider's informers synced and its pod
+	// controller running, its NATS connection up, and (with replicas) a
+	// round of slot claims done. /readyz answers with it.
+	Serving func(ready func() bool)
 }
 
 // Kubelet configures the kubelet API endpoint.
@@ -251,6 +256,7 @@ func Run(ctx context.Context, cfg Config) error {
 func runProvider(ctx context.Context, cfg Config, nc *nats.Conn, cache *registry.Cache, log *slog.Logger) error {
 	pcfg := cfg.Provider
 	pcfg.Client, pcfg.NATS, pcfg.Registry, pcfg.Logger = cfg.Client, nc, cache, log
+	var claimed func() bool
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
@@ -265,6 +271,7 @@ func runProvider(ctx context.Context, cfg Config, nc *nats.Conn, cache *registry
 			return err
 		}
 		pcfg.Owner = sh
+		claimed = sh.Claimed
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -279,6 +286,16 @@ func runProvider(ctx context.Context, cfg Config, nc *nats.Conn, cache *registry
 		return err
 	}
 	publishServed(p)
+	if cfg.Serving != nil {
+		cfg.Serving(func() bool {
+			select {
+			case <-p.Ready():
+			default:
+				return false
+			}
+			return nc.IsConnected() && (claimed == nil || claimed())
+		})
+	}
 	if err := metrics.RegisterFleet(p); err != nil {
 		log.Warn("registering fleet metrics", "err", err)
 	}
