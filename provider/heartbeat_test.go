@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
 	"github.com/vk-fleet/vk-fleet/internal/natsd"
@@ -280,5 +282,34 @@ func TestAFlappingDeviceIsWrittenAtMostOncePerGap(t *testing.T) {
 	})
 	if got := countActions(cs, "patch", "nodes", "pi-flap"); got > 3 {
 		t.Errorf("49 state changes in a burst wrote the Node %d times", got-1)
+	}
+}
+
+// A device whose agent speaks an older or newer protocol says so in an
+// Event on its Node, once.
+func TestAgentProtocolEvents(t *testing.T) {
+	p, err := New(Config{Client: fake.NewClientset(deviceNode("pi-old")), NATS: &nats.Conn{}, Registry: everyDevice{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := record.NewFakeRecorder(10)
+	p.recorder = rec
+	send := func(v int) {
+		hb := &bridge.Heartbeat{Device: "pi-old", Inventory: bridge.Inventory{CPUs: 1, ProtocolVersion: v, AgentVersion: "v0.0.9"}}
+		hb.State = bridge.StateHash(hb)
+		data, _ := bridge.Encode(hb)
+		p.handleHeartbeat(t.Context(), &nats.Msg{Subject: bridge.HeartbeatSubject("pi-old"), Data: data})
+	}
+	send(5)
+	send(5)
+	send(bridge.ProtocolVersion + 1)
+	send(bridge.ProtocolVersion)
+	var got []string
+	for len(rec.Events) > 0 {
+		got = append(got, <-rec.Events)
+	}
+	if len(got) != 2 || !strings.HasPrefix(got[0], "Warning AgentProtocolOld device-agent v0.0.9 speaks protocol 5") ||
+		!strings.HasPrefix(got[1], "Warning AgentProtocolNewer") {
+		t.Errorf("events %q", got)
 	}
 }

@@ -87,11 +87,13 @@ func (p *Provider) handleHeartbeat(ctx context.Context, m *nats.Msg) {
 	d.lastSeen = now
 	d.stale = false
 	ask := false
+	protocolNews := false
 	switch {
 	case hb.Full():
 		if d.hb == nil || nodeChanged(d.hb, hb) {
 			d.statusGen++
 		}
+		protocolNews = d.hb == nil || d.hb.Inventory.ProtocolVersion != hb.Inventory.ProtocolVersion
 		d.hb = hb
 	case d.hb == nil || hb.State != d.hb.State:
 		// A state this process has not seen (it restarted, or missed the
@@ -119,6 +121,9 @@ func (p *Provider) handleHeartbeat(ctx context.Context, m *nats.Msg) {
 	}
 	if write {
 		p.nodes.Add(name)
+	}
+	if protocolNews {
+		p.protocolEvent(name, hbNow.Inventory)
 	}
 	switch {
 	case start:
@@ -494,4 +499,22 @@ func (p *Provider) nodeEvent(name, typ, reason, format string, args ...any) {
 	}
 	ref := &corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: name, UID: types.UID(name)}
 	p.recorder.Eventf(ref, typ, reason, format, args...)
+}
+
+// protocolEvent says on device's Node when its agent speaks another
+// protocol than this vk-fleet: what an older agent cannot do, or that
+// vk-fleet should be upgraded.
+func (p *Provider) protocolEvent(name string, inv bridge.Inventory) {
+	v := inv.ProtocolVersion
+	switch {
+	case v == 0 || v == bridge.ProtocolVersion:
+	case v < bridge.ProtocolVersion:
+		p.nodeEvent(name, corev1.EventTypeWarning, "AgentProtocolOld",
+			"device-agent %s speaks protocol %d, vk-fleet %d: pod features newer than protocol %d are refused on this device (the Pod says which), and it keeps a JetStream consumer and full heartbeats; upgrade the agent",
+			inv.AgentVersion, v, bridge.ProtocolVersion, v)
+	default:
+		p.nodeEvent(name, corev1.EventTypeWarning, "AgentProtocolNewer",
+			"device-agent %s speaks protocol %d, newer than this vk-fleet's %d: the agent talks down to it; upgrade vk-fleet",
+			inv.AgentVersion, v, bridge.ProtocolVersion)
+	}
 }
