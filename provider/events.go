@@ -4,6 +4,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
 )
@@ -66,5 +68,36 @@ func (p *Provider) podEvents(pod *corev1.Pod, old, cur *bridge.PodStatus) {
 			(o.LastTermination == nil || o.LastTermination.FinishedAt == nil || t.FinishedAt == nil || !o.LastTermination.FinishedAt.Equal(*t.FinishedAt)) {
 			warn("OOMKilled", "Container %s was killed for using more memory than its limit (OOMKilled); restart count %d", c.Name, c.RestartCount)
 		}
+	}
+}
+
+// vkChatter are virtual-kubelet's Events for what a kubelet does silently:
+// a pod handed to the provider. One per pod created, changed or deleted
+// costs the API server a write each, and reads like no kubelet; failures
+// are kept.
+var vkChatter = map[string]bool{
+	"ProviderCreateSuccess": true,
+	"ProviderUpdateSuccess": true,
+	"ProviderDeleteSuccess": true,
+}
+
+// kubeletLikeRecorder drops virtual-kubelet's chatter (vkChatter).
+type kubeletLikeRecorder struct{ record.EventRecorder }
+
+func (r kubeletLikeRecorder) Event(o runtime.Object, typ, reason, msg string) {
+	if !vkChatter[reason] {
+		r.EventRecorder.Event(o, typ, reason, msg)
+	}
+}
+
+func (r kubeletLikeRecorder) Eventf(o runtime.Object, typ, reason, format string, args ...any) {
+	if !vkChatter[reason] {
+		r.EventRecorder.Eventf(o, typ, reason, format, args...)
+	}
+}
+
+func (r kubeletLikeRecorder) AnnotatedEventf(o runtime.Object, ann map[string]string, typ, reason, format string, args ...any) {
+	if !vkChatter[reason] {
+		r.EventRecorder.AnnotatedEventf(o, ann, typ, reason, format, args...)
 	}
 }

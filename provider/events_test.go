@@ -43,6 +43,13 @@ func TestDeviceReportsBecomeKubeletEvents(t *testing.T) {
 			LastTermination: &bridge.Termination{Reason: "OOMKilled", ExitCode: 137, FinishedAt: &earlier}}}},
 			[]string{"Warning OOMKilled Container c was killed for using more memory than its limit (OOMKilled); restart count 2"}},
 	}
+	// virtual-kubelet's own chatter is dropped, its failures kept.
+	quiet := kubeletLikeRecorder{rec}
+	quiet.Event(pod, "Normal", "ProviderCreateSuccess", "Create pod in provider successfully")
+	quiet.Event(pod, "Warning", "ProviderCreateFailed", "boom")
+	if got := <-rec.Events; got != "Warning ProviderCreateFailed boom" || len(rec.Events) != 0 {
+		t.Errorf("virtual-kubelet's events through the filter: %q, %d more", got, len(rec.Events))
+	}
 	for i, s := range steps {
 		p.podEvents(pod, s.old, s.cur)
 		var got []string

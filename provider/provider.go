@@ -309,7 +309,7 @@ func (p *Provider) runPodController(ctx context.Context, recorder record.EventRe
 	pc, err := node.NewPodController(node.PodControllerConfig{
 		PodClient:                             p.cfg.Client.CoreV1(),
 		PodInformer:                           podFactory.Core().V1().Pods(),
-		EventRecorder:                         recorder,
+		EventRecorder:                         kubeletLikeRecorder{recorder},
 		Provider:                              p,
 		ConfigMapInformer:                     cm,
 		SecretInformer:                        sec,
