@@ -122,6 +122,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.Tokens = newCachedTokens(cfg.Tokens)
 	return &Service{cfg: cfg, log: cfg.Logger.With("component", "callout"), conns: map[string]map[clientRef]bool{}}, nil
 }
 
