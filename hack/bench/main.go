@@ -39,6 +39,7 @@ func main() {
 		fail(fmt.Errorf("VKF_BIN_DIR must name the directory with vk-fleet and device-agent (hack/bench.sh sets it)"))
 	}
 	var results []result
+	broke := ""
 	for _, s := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 {
@@ -47,7 +48,11 @@ func main() {
 		dir, _ := os.MkdirTemp("", fmt.Sprintf("vkf-bench-%d-", n))
 		r, err := runSize(ctx, runConfig{N: n, Dir: dir, CPBin: bin, BinDir: binDir, Idle: *idle, Log: log, Baseline: *baseline, Profiles: *profiles})
 		if err != nil {
-			fail(fmt.Errorf("n=%d: %w (logs in %s)", n, err, dir))
+			// Where it breaks is a result too: the sizes measured so far
+			// are kept, with what stopped this one.
+			log.Error("size failed", "n", n, "err", err, "logs", dir)
+			broke = fmt.Sprintf("\n**%d devices did not complete on this machine:** %v (logs were in %s).\n", n, err, dir)
+			break
 		}
 		if *keep {
 			log.Info("logs kept", "n", n, "dir", dir)
@@ -56,8 +61,9 @@ func main() {
 		}
 		results = append(results, r)
 		fmt.Println(r.summary())
+		fmt.Println(render([]result{r})) // in the log at once, whatever comes next
 	}
-	table := render(results)
+	table := render(results) + broke
 	if *device {
 		// A short directory: podman's sockets live under it.
 		dir, _ := os.MkdirTemp("", "vkf-bd-")
