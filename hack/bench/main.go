@@ -24,6 +24,7 @@ func main() {
 	out := flag.String("out", "", "write the markdown table to this file (default: stdout only)")
 	idle := flag.Duration("idle", time.Minute, "idle window for per-device traffic")
 	baseline := flag.Bool("baseline", true, "measure the control plane's own rollout too (the ratios need it)")
+	rollout := flag.Bool("rollout", true, "measure vk-fleet's DaemonSet rollout (false: enrollment, idle costs and the mass reconnect only)")
 	keep := flag.Bool("keep", false, "keep each size's logs and state (default: removed after a successful run)")
 	device := flag.Bool("device", true, "measure the device side too: binary sizes for linux/arm64 and linux/arm, device-agent's RSS with 10 pods on real podman")
 	profiles := flag.String("profiles", "", "write vk-fleet's heap and goroutine profiles at idle into this directory")
@@ -46,7 +47,7 @@ func main() {
 			fail(fmt.Errorf("bad size %q", s))
 		}
 		dir, _ := os.MkdirTemp("", fmt.Sprintf("vkf-bench-%d-", n))
-		r, err := runSize(ctx, runConfig{N: n, Dir: dir, CPBin: bin, BinDir: binDir, Idle: *idle, Log: log, Baseline: *baseline, Profiles: *profiles})
+		r, err := runSize(ctx, runConfig{N: n, Dir: dir, CPBin: bin, BinDir: binDir, Idle: *idle, Log: log, Baseline: *baseline, Rollout: *rollout, Profiles: *profiles})
 		if err != nil {
 			// Where it breaks is a result too: the sizes measured so far
 			// are kept, with what stopped this one.
@@ -96,6 +97,8 @@ type runConfig struct {
 	Log    *slog.Logger
 	// Baseline measures the control plane's own rollout first.
 	Baseline bool
+	// Rollout measures vk-fleet's DaemonSet rollout.
+	Rollout bool
 	// Profiles, if set, receives heap-<n>.pprof and goroutine-<n>.txt.
 	Profiles string
 }

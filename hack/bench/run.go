@@ -185,7 +185,11 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 		return res, fmt.Errorf("devices enrolled: %w\n%s", err, sim.Tail(10))
 	}
 	res.Enrolled = time.Since(simStart)
-	if _, err = waitNodes(ctx, cs, "bench=sim", rc.N, corev1.ConditionTrue, rollTimeout); err != nil {
+	readyTimeout := rollTimeout
+	if !rc.Rollout {
+		readyTimeout = 10 * time.Minute
+	}
+	if _, err = waitNodes(ctx, cs, "bench=sim", rc.N, corev1.ConditionTrue, readyTimeout); err != nil {
 		return res, fmt.Errorf("devices ready: %w\n%s", err, sim.Tail(10))
 	}
 	res.ReadyAfterEnroll = time.Since(simStart)
@@ -211,42 +215,44 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 		saveProfiles(debugAddr, rc.Profiles, rc.N, log)
 	}
 
-	// Rollout, after a warm-up rollout to the same Nodes, as the baseline's:
-	// neither measured rollout pays for the control plane's first sight of
-	// its Nodes.
-	if _, err = measureRollout(ctx, cs, "bench-vkfleet-warmup", map[string]string{"bench": "sim"}, rc.N, rollTimeout); err != nil {
-		return res, fmt.Errorf("vk-fleet warm-up: %w", err)
-	}
-	if err := deleteDaemonSet(ctx, cs, "bench-vkfleet-warmup", rollTimeout); err != nil {
-		return res, fmt.Errorf("vk-fleet warm-up: %w", err)
-	}
-	_, cpu0 = procStat(pid)
-	t0 = time.Now()
-	stop := make(chan struct{})
-	peak := make(chan int64, 1)
-	go func() {
-		var max int64
-		for {
-			if r, _ := procStat(pid); r > max {
-				max = r
-			}
-			select {
-			case <-stop:
-				peak <- max
-				return
-			case <-time.After(500 * time.Millisecond):
-			}
+	if rc.Rollout {
+		// Rollout, after a warm-up rollout to the same Nodes, as the baseline's:
+		// neither measured rollout pays for the control plane's first sight of
+		// its Nodes.
+		if _, err = measureRollout(ctx, cs, "bench-vkfleet-warmup", map[string]string{"bench": "sim"}, rc.N, rollTimeout); err != nil {
+			return res, fmt.Errorf("vk-fleet warm-up: %w", err)
 		}
-	}()
-	res.Ours, err = measureRollout(ctx, cs, "bench-vkfleet", map[string]string{"bench": "sim"}, rc.N, rollTimeout)
-	close(stop)
-	res.RolloutRSS = <-peak
-	_, cpu1 = procStat(pid)
-	res.RolloutCPU = (cpu1 - cpu0).Seconds() / time.Since(t0).Seconds()
-	if err != nil {
-		return res, fmt.Errorf("vk-fleet rollout: %w", err)
+		if err := deleteDaemonSet(ctx, cs, "bench-vkfleet-warmup", rollTimeout); err != nil {
+			return res, fmt.Errorf("vk-fleet warm-up: %w", err)
+		}
+		_, cpu0 = procStat(pid)
+		t0 = time.Now()
+		stop := make(chan struct{})
+		peak := make(chan int64, 1)
+		go func() {
+			var max int64
+			for {
+				if r, _ := procStat(pid); r > max {
+					max = r
+				}
+				select {
+				case <-stop:
+					peak <- max
+					return
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+		}()
+		res.Ours, err = measureRollout(ctx, cs, "bench-vkfleet", map[string]string{"bench": "sim"}, rc.N, rollTimeout)
+		close(stop)
+		res.RolloutRSS = <-peak
+		_, cpu1 = procStat(pid)
+		res.RolloutCPU = (cpu1 - cpu0).Seconds() / time.Since(t0).Seconds()
+		if err != nil {
+			return res, fmt.Errorf("vk-fleet rollout: %w", err)
+		}
+		log.Info("vk-fleet rollout done", "p99", res.Ours.P99)
 	}
-	log.Info("vk-fleet rollout done", "p99", res.Ours.P99)
 
 	// Reconnect: every device drops at once, the Nodes go NotReady, then all reconnect.
 	sim.Kill()
@@ -257,7 +263,7 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 	if sim, err = startSim(); err != nil {
 		return res, err
 	}
-	if res.Reconnect, err = waitNodes(ctx, cs, "bench=sim", rc.N, corev1.ConditionTrue, rollTimeout); err != nil {
+	if res.Reconnect, err = waitNodes(ctx, cs, "bench=sim", rc.N, corev1.ConditionTrue, readyTimeout); err != nil {
 		return res, fmt.Errorf("reconnect: %w", err)
 	}
 	if vr1, err := readVars(debugAddr); err == nil {
