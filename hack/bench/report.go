@@ -26,6 +26,9 @@ func render(rs []result) string {
 	b.WriteString("| devices | vk-fleet p50 | p90 | p99 | all ready | baseline p50 | p90 | p99 | all ready | ratio p50 | ratio p99 | ratio all ready |\n")
 	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
+		if r.Ours.P50 == 0 {
+			continue // no rollout measured at this size (-rollout=false)
+		}
 		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.N,
 			sec(r.Ours.P50), sec(r.Ours.P90), sec(r.Ours.P99), sec(r.Ours.AllReady),
 			sec(r.Base.P50), sec(r.Base.P90), sec(r.Base.P99), sec(r.Base.AllReady),
