@@ -157,9 +157,24 @@ func (o *simulateOptions) enroll(ctx context.Context, name, keyPath string, labe
 	kp, _ := nkeys.CreateUser()
 	seed, _ := kp.Seed()
 	pub, _ := kp.PublicKey()
-	nc, err := nats.Connect(o.NATSURL, o.natsOptions(nats.Token(o.Token), nats.CustomInboxPrefix("_INBOX_enroll"), nats.NoReconnect())...)
-	if err != nil {
-		return fmt.Errorf("connecting to enroll: %w", err)
+	// Thousands enrolling at once keep the server busy: a connection that
+	// cannot be made in time is tried again, as a person would.
+	var nc *nats.Conn
+	var err error
+	for attempt := 0; ; attempt++ {
+		nc, err = nats.Connect(o.NATSURL, o.natsOptions(nats.Token(o.Token), nats.CustomInboxPrefix("_INBOX_enroll"),
+			nats.NoReconnect(), nats.Timeout(10*time.Second))...)
+		if err == nil {
+			break
+		}
+		if attempt == 9 || ctx.Err() != nil {
+			return fmt.Errorf("connecting to enroll: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * time.Second):
+		}
 	}
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
