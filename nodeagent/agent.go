@@ -23,6 +23,10 @@ type Config struct {
 	StateDir string
 	// AgentVersion is reported in the inventory.
 	AgentVersion string
+	// SharedProcess is set when many agents run in one process (the
+	// simulator), which keeps them apart itself: no state-directory lock
+	// each (a file descriptor per device).
+	SharedProcess bool
 	// HeartbeatInterval is the time between heartbeats. Default 10s.
 	HeartbeatInterval time.Duration
 	// ResyncInterval is the time between full reconcile passes when nothing
@@ -139,7 +143,11 @@ func New(cfg Config, rt Runtime, nc *nats.Conn) (*Agent, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("state directory is required")
 	}
-	lock, err := lockStateDir(cfg.StateDir)
+	var lock *os.File
+	var err error
+	if !cfg.SharedProcess {
+		lock, err = lockStateDir(cfg.StateDir)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +213,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.reconcileLoop(ctx)
 	cancel()
 	wg.Wait()
-	a.lock.Close()
+	if a.lock != nil {
+		a.lock.Close()
+	}
 	return nil
 }
 

@@ -142,7 +142,7 @@ func (o *simulateOptions) runDevice(ctx context.Context, name string, labels map
 	a, err := nodeagent.New(nodeagent.Config{
 		Device: name, StateDir: filepath.Join(o.StateDir, name), AgentVersion: version.Version + "-sim",
 		HeartbeatInterval: o.HeartbeatInterval, ResyncInterval: o.ResyncInterval,
-		Addresses: []string{"127.0.0.1"}, Logger: log,
+		Addresses: []string{"127.0.0.1"}, Logger: log, SharedProcess: true,
 	}, &simruntime.Runtime{}, nc)
 	if err != nil {
 		return err
