@@ -391,6 +391,14 @@ func (a *Agent) forget(uid, why string) {
 	if r, ok := a.store.Get(uid); ok {
 		a.log.Info("workload removed", "pod", r.Workload.Namespace+"/"+r.Workload.Name, "uid", uid, "why", why)
 		g = grace(&r.Workload)
+	} else {
+		// Told again (a second notice, a full read): keep the grace
+		// period the workload gave when it was first withdrawn.
+		a.mu.Lock()
+		if prev, ok := a.removing[uid]; ok {
+			g = prev
+		}
+		a.mu.Unlock()
 	}
 	a.mu.Lock()
 	a.removing[uid] = g
