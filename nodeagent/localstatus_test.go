@@ -20,16 +20,19 @@ func TestLocalStatusWhileNATSIsDown(t *testing.T) {
 
 	poll := func(what string, ok func(*nodeagent.LocalStatus) bool) *nodeagent.LocalStatus {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
+		deadline := time.After(20 * time.Second)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
 		for {
 			st, err := nodeagent.ReadLocalStatus(stateDir)
 			if err == nil && ok(st) {
 				return st
 			}
-			if time.Now().After(deadline) {
+			select {
+			case <-deadline:
 				t.Fatalf("local status never showed %s: %+v (%v)", what, st, err)
+			case <-tick.C:
 			}
-			time.Sleep(50 * time.Millisecond) // polling a file with a deadline
 		}
 	}
 	st := poll("the running pod, connected", func(s *nodeagent.LocalStatus) bool {
