@@ -18,7 +18,6 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
-	"github.com/vk-fleet/vk-fleet/internal/natsd"
 )
 
 // everyDevice is a registry in which every device is enrolled.
@@ -127,16 +126,7 @@ func TestAStuckNodeDoesNotStopHeartbeats(t *testing.T) {
 // change nothing; a state it does not know makes it ask the device; a
 // silent device's lease lapses; its next heartbeat writes the Node at once.
 func TestNodeLoopWritesOnlyWhatChanged(t *testing.T) {
-	srv, err := natsd.Start(t.Context(), natsd.Config{Listen: "127.0.0.1:-1", StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := startNATS(t)
 	asked := make(chan struct{}, 10)
 	if _, err := nc.Subscribe(bridge.InventoryRequestSubject("pi-1"), func(*nats.Msg) { asked <- struct{}{} }); err != nil {
 		t.Fatal(err)

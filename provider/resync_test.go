@@ -15,16 +15,7 @@ import (
 // again: the provider's memory of what it published does not stand in for
 // the bucket.
 func TestANewBucketIsRepublished(t *testing.T) {
-	srv, err := natsd.Start(t.Context(), natsd.Config{Listen: "127.0.0.1:-1", StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := startNATS(t)
 	p, err := New(Config{Client: fake.NewClientset(), NATS: nc, Registry: everyDevice{}})
 	if err != nil {
 		t.Fatal(err)
@@ -52,4 +43,20 @@ func TestANewBucketIsRepublished(t *testing.T) {
 	if _, err := p.workloads.Get(t.Context(), key); err != nil {
 		t.Fatalf("workload not re-published into the new bucket: %v", err)
 	}
+}
+
+// startNATS starts an embedded nats-server for t and connects to it.
+func startNATS(t *testing.T) *nats.Conn {
+	t.Helper()
+	srv, err := natsd.Start(t.Context(), natsd.Config{Listen: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }
