@@ -3,9 +3,10 @@ package main
 import (
 	"context"
 	"log/slog"
-	"os"
 	"runtime/debug"
 	"time"
+
+	"github.com/vk-fleet/vk-fleet/internal/memtune"
 )
 
 // The agent's memory settings. A Pi has little memory to spare, and the
@@ -30,14 +31,7 @@ const (
 // tuneMemory applies agentGOGC and agentMemoryLimit unless the GOGC or
 // GOMEMLIMIT environment variables (read by the Go runtime itself) are
 // set.
-func tuneMemory() {
-	if _, ok := os.LookupEnv("GOGC"); !ok {
-		debug.SetGCPercent(agentGOGC)
-	}
-	if _, ok := os.LookupEnv("GOMEMLIMIT"); !ok {
-		debug.SetMemoryLimit(agentMemoryLimit)
-	}
-}
+func tuneMemory() { memtune.Defaults(agentGOGC, agentMemoryLimit) }
 
 // releaseStartupMemory waits startupRelease (or until ctx ends), then
 // returns to the operating system the heap that start-up freed and the

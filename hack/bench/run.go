@@ -27,6 +27,7 @@ type result struct {
 	Enrolled         time.Duration // all N devices enrolled (their Nodes exist), one N-use token
 	ReadyAfterEnroll time.Duration // all Nodes Ready after N devices enrolled and connected
 	Reconnect        time.Duration // all Nodes Ready again after N devices reconnect at once
+	Reconnected      time.Duration // all N devices connected to NATS again (the rest of Reconnect is Node writes)
 	ReconnectAPI     float64       // vk-fleet's API requests per device from the reconnect until all Ready
 	IdleRSS          int64
 	RolloutRSS       int64
@@ -48,6 +49,7 @@ type debugVars struct {
 	NATS         struct {
 		InBytes  int64 `json:"in_bytes"`
 		OutBytes int64 `json:"out_bytes"`
+		Conns    int   `json:"connections"`
 	} `json:"nats"`
 }
 
@@ -174,6 +176,9 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 	startSim := func() (*devcluster.Process, error) {
 		return devcluster.StartProcess("simulate", filepath.Join(rc.Dir, "simulate.log"), nil, filepath.Join(rc.BinDir, "device-agent"), simArgs...)
 	}
+	if rc.Profiles != "" {
+		go saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-enroll-%d.pprof", rc.N), 20*time.Second, log)
+	}
 	simStart := time.Now()
 	sim, err := startSim()
 	if err != nil {
@@ -260,12 +265,21 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 		return res, fmt.Errorf("devices going NotReady: %w", err)
 	}
 	vr0, _ := readVars(debugAddr)
+	if rc.Profiles != "" {
+		go saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-reconnect-%d.pprof", rc.N), 30*time.Second, log)
+	}
+	reconnStart := time.Now()
 	if sim, err = startSim(); err != nil {
 		return res, err
 	}
+	connected := watchConnections(ctx, debugAddr, vr0.NATS.Conns+rc.N)
 	if res.Reconnect, err = waitNodes(ctx, cs, "bench=sim", rc.N, corev1.ConditionTrue, readyTimeout); err != nil {
 		return res, fmt.Errorf("reconnect: %w", err)
 	}
+	if t, ok := <-connected; ok {
+		res.Reconnected = t.Sub(reconnStart)
+	}
+	log.Info("reconnect", "all connected", res.Reconnected, "all ready", res.Reconnect)
 	if vr1, err := readVars(debugAddr); err == nil {
 		res.ReconnectAPI = float64(vr1.KubeRequests-vr0.KubeRequests) / float64(rc.N)
 	}
@@ -304,6 +318,52 @@ func waitCA(ctx context.Context, cs kubernetes.Interface, path string) error {
 		}
 	}
 	return fmt.Errorf("vk-fleet never published its CA")
+}
+
+// watchConnections reports when the embedded NATS server first holds
+// want connections (within 10 minutes); the channel closes without a value
+// if it never does.
+func watchConnections(ctx context.Context, addr string, want int) <-chan time.Time {
+	ch := make(chan time.Time, 1)
+	go func() {
+		defer close(ch)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		deadline := time.Now().Add(10 * time.Minute)
+		for time.Now().Before(deadline) {
+			if v, err := readVars(addr); err == nil && v.NATS.Conns >= want {
+				ch <- time.Now()
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return ch
+}
+
+// saveCPUProfile writes a CPU profile of vk-fleet over the next d.
+func saveCPUProfile(addr, dir, file string, d time.Duration, log *slog.Logger) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		log.Warn("profiles", "err", err)
+		return
+	}
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds())))
+	if err != nil {
+		log.Warn("profiles", "err", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, file), b, 0o644)
+	}
+	if err != nil {
+		log.Warn("profiles", "err", err)
+	}
 }
 
 // saveProfiles writes vk-fleet's heap profile and goroutine dump.

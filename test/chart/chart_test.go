@@ -15,6 +15,7 @@ import (
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/lint/support"
 	"helm.sh/helm/v3/pkg/releaseutil"
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -127,12 +128,12 @@ func TestBadValuesAreRejected(t *testing.T) {
 // chart (stale), fails TestRBACRulesAreJustified.
 var justified = map[string]map[string]string{
 	"default": {
-		"ClusterRole: /nodes get":                                       "registry/registry.go Enroll (name taken?); VK NodeController before each status patch",
+		"ClusterRole: /nodes get":                                       "registry/registry.go Enroll (name taken?); provider/node.go renewLease: the owner of a missing Lease",
 		"ClusterRole: /nodes list":                                      "registry/cache.go informer; registry/registry.go deviceByAnnotation",
 		"ClusterRole: /nodes watch":                                     "registry/cache.go informer",
-		"ClusterRole: /nodes create":                                    "registry/registry.go Enroll; VK NodeController ensureNode",
+		"ClusterRole: /nodes create":                                    "registry/registry.go Enroll",
 		"ClusterRole: /nodes/status update":                             "registry/registry.go Enroll: UpdateStatus NotReady",
-		"ClusterRole: /nodes/status patch":                              "VK node.go updateNodeStatus: Patch(status)",
+		"ClusterRole: /nodes/status patch":                              "provider/node.go writeNodeStatus and markLinkDown: Patch(status)",
 		"ClusterRole: /pods list":                                       "provider/provider.go runPodController: pod informer",
 		"ClusterRole: /pods watch":                                      "provider/provider.go runPodController: pod informer",
 		"ClusterRole: /pods delete":                                     "VK node/pod.go: deletes a pod its device reports gone",
@@ -249,5 +250,63 @@ func TestRBACRulesAreJustified(t *testing.T) {
 				t.Errorf("%s values: rule %q granted twice", set, got[i])
 			}
 		}
+	}
+}
+
+// TestFlowSchemaCoversNodeAndLeaseWrites: every write the chart lets
+// vk-fleet make on device Nodes and their Leases is matched by the chart's
+// FlowSchema. A verb missing there (the node loop patches Leases) sends
+// those requests to workload-low with every controller, where at scale
+// Leases starve and Nodes flap NotReady.
+func TestFlowSchemaCoversNodeAndLeaseWrites(t *testing.T) {
+	rel, err := Render(map[string]any{}, "vk-fleet", "vk-fleet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := Rules(rel.Manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fs flowcontrolv1.FlowSchema
+	for _, doc := range releaseutil.SplitManifests(rel.Manifest) {
+		if strings.Contains(doc, "kind: FlowSchema") {
+			if err := yaml.Unmarshal([]byte(doc), &fs); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(fs.Spec.Rules) == 0 {
+		t.Fatal("the default values render no FlowSchema rules")
+	}
+	covered := func(group, resource, namespace, verb string) bool {
+		for _, pr := range fs.Spec.Rules {
+			for _, rr := range pr.ResourceRules {
+				if slices.Contains(rr.APIGroups, group) && slices.Contains(rr.Resources, resource) && slices.Contains(rr.Verbs, verb) &&
+					(namespace == "" && rr.ClusterScope || namespace != "" && slices.Contains(rr.Namespaces, namespace)) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	checked := 0
+	for _, r := range rules {
+		var who, gr, verb string
+		if n, _ := fmt.Sscanf(r, "Role kube-node-lease: %s %s", &gr, &verb); n == 2 {
+			who = "kube-node-lease"
+		} else if n, _ := fmt.Sscanf(r, "ClusterRole: %s %s", &gr, &verb); n != 2 || (gr != "/nodes" && gr != "/nodes/status") {
+			continue
+		}
+		if verb != "create" && verb != "update" && verb != "patch" {
+			continue
+		}
+		group, resource, _ := strings.Cut(gr, "/")
+		checked++
+		if !covered(group, resource, who, verb) {
+			t.Errorf("the RBAC rule %q is a device Node or Lease write the FlowSchema %s does not match", r, fs.Name)
+		}
+	}
+	if checked < 4 {
+		t.Errorf("checked %d Node and Lease write rules; the parsing above no longer matches Rules()", checked)
 	}
 }
