@@ -32,6 +32,13 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// authTimeout is how long the server waits for a connection to be
+// authorized, the auth callout's answer included: long enough for the
+// callout to work through a whole fleet reconnecting at once, and shorter
+// than a device's own connect timeout (10 s), so that a device that is
+// refused hears why instead of timing out.
+const authTimeout = 8
+
 // ServerConfig returns nats-server configuration that routes every
 // connection except the two bypass users through the callout: accounts AUTH
 // (the callout's), FLEET (JetStream; devices and the provider) and SYS.
@@ -46,13 +53,13 @@ func ServerConfig(keys Keys, u EmbeddedUsers) string {
 }
 system_account: SYS
 authorization {
-  timeout: 5
+  timeout: %d
   auth_callout {
     issuer: %q
     account: %s
     auth_users: [ %q, %q ]
 `, AuthAccount, CalloutUser, u.CalloutPassword, FleetAccount, ProviderUser, u.ProviderPassword,
-		keys.IssuerPublic(), AuthAccount, CalloutUser, ProviderUser)
+		authTimeout, keys.IssuerPublic(), AuthAccount, CalloutUser, ProviderUser)
 	if x := keys.XKeyPublic(); x != "" {
 		fmt.Fprintf(&b, "    xkey: %q\n", x)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -159,10 +160,13 @@ func TestNodeLoopWritesOnlyWhatChanged(t *testing.T) {
 		}
 		return false
 	})
-	lease, err := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, "pi-1", metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("no lease: %v", err)
-	}
+	// The lease follows the status write (which carries a fresh heartbeat
+	// time) a moment later.
+	var lease *coordinationv1.Lease
+	poll(t, "the lease", func() bool {
+		lease, err = cs.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, "pi-1", metav1.GetOptions{})
+		return err == nil
+	})
 	if len(lease.OwnerReferences) != 1 || lease.OwnerReferences[0].UID != "uid-pi-1" || *lease.Spec.HolderIdentity != "pi-1" {
 		t.Errorf("lease not owned by its Node: %+v", lease)
 	}
@@ -301,5 +305,38 @@ func TestAgentProtocolEvents(t *testing.T) {
 	if len(got) != 2 || !strings.HasPrefix(got[0], "Warning AgentProtocolOld device-agent v0.0.9 speaks protocol 5") ||
 		!strings.HasPrefix(got[1], "Warning AgentProtocolNewer") {
 		t.Errorf("events %q", got)
+	}
+}
+
+// cachedDevices is a registry that keeps the devices' Node UIDs, as
+// *registry.Cache does.
+type cachedDevices struct{ everyDevice }
+
+func (cachedDevices) UID(name string) (types.UID, bool) { return types.UID("uid-" + name), true }
+
+// A device's first lease is owned by its Node, whose UID comes from the
+// registry's cache: a fleet enrolling at once makes no Node read per lease.
+func TestFirstLeaseTakesItsOwnerFromTheCache(t *testing.T) {
+	nc := startNATS(t)
+	cs := fake.NewClientset(deviceNode("pi-1"))
+	p, err := New(Config{Client: cs, NATS: nc, Registry: cachedDevices{},
+		LeaseDurationSeconds: 40, HeartbeatTimeout: time.Minute, StatusUpdateInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	go p.runNodeLoop(ctx)
+	p.handleHeartbeat(ctx, heartbeat(t, "pi-1", 4))
+	var lease *coordinationv1.Lease
+	poll(t, "the lease", func() bool {
+		lease, err = cs.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, "pi-1", metav1.GetOptions{})
+		return err == nil
+	})
+	if len(lease.OwnerReferences) != 1 || lease.OwnerReferences[0].UID != "uid-pi-1" {
+		t.Errorf("lease owners %+v, want the Node uid-pi-1", lease.OwnerReferences)
+	}
+	if n := countActions(cs, "get", "nodes", "pi-1"); n != 0 {
+		t.Errorf("the Node was read %d times for its lease; the cache has its UID", n)
 	}
 }

@@ -262,6 +262,14 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 		d.mu.Lock()
 		d.statusWritten, d.statusAt = gen, now
 		d.mu.Unlock()
+		if leaseDue {
+			// The status just written carries a fresh heartbeat time,
+			// which the node lifecycle controller takes as liveness as
+			// it takes a renewed lease. When many devices come back at
+			// once, their Nodes turn Ready first and their leases follow
+			// a moment later, behind the other devices' status writes.
+			return slack, nil
+		}
 	}
 	if leaseDue {
 		err := p.renewLease(ctx, name, now)
@@ -338,7 +346,7 @@ func (p *Provider) renewLease(ctx context.Context, name string, now time.Time) e
 		}
 		return nil
 	}
-	node, err := p.cfg.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	uid, err := p.nodeUID(ctx, name)
 	if apierrors.IsNotFound(err) {
 		return nil // revoked
 	}
@@ -348,7 +356,7 @@ func (p *Provider) renewLease(ctx context.Context, name string, now time.Time) e
 	lease := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name, Namespace: corev1.NamespaceNodeLease,
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: name, UID: node.UID}},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: name, UID: uid}},
 		},
 		Spec: coordinationv1.LeaseSpec{
 			HolderIdentity: &name, LeaseDurationSeconds: &p.cfg.LeaseDurationSeconds, RenewTime: &renewTime,
@@ -358,6 +366,28 @@ func (p *Provider) renewLease(ctx context.Context, name string, now time.Time) e
 		return fmt.Errorf("creating the lease of node %s: %w", name, err)
 	}
 	return nil
+}
+
+// nodeUIDs is what a DeviceRegistry that keeps the devices' Nodes
+// (*registry.Cache) also offers.
+type nodeUIDs interface {
+	UID(name string) (types.UID, bool)
+}
+
+// nodeUID returns the UID of device name's Node, from the registry's cache
+// when it has it (a fleet enrolling at once creates a thousand leases:
+// without a read each), else from the API server.
+func (p *Provider) nodeUID(ctx context.Context, name string) (types.UID, error) {
+	if r, ok := p.cfg.Registry.(nodeUIDs); ok {
+		if uid, ok := r.UID(name); ok {
+			return uid, nil
+		}
+	}
+	node, err := p.cfg.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	return node.UID, nil
 }
 
 // buildNode returns the Node of a device as its last heartbeat describes it.

@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -166,6 +167,17 @@ func (c *Cache) Has(name string) bool {
 	defer c.mu.RUnlock()
 	_, ok := c.devices[name]
 	return ok
+}
+
+// UID returns the UID of device name's Node.
+func (c *Cache) UID(name string) (types.UID, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	n, ok := c.devices[name]
+	if !ok || n.UID == "" {
+		return "", false
+	}
+	return n.UID, true
 }
 
 // Names returns every enrolled device.

@@ -194,14 +194,8 @@ func (o *options) Run(ctx context.Context) error {
 	if o.CAFile != "" {
 		natsOpts = append(natsOpts, nats.RootCAs(o.CAFile))
 	}
+	natsOpts = append(natsOpts, deviceNATSOptions("vk-fleet device-agent "+o.Name+bridge.InstanceTag+instanceID(), "_INBOX_"+o.Name)...)
 	nc, err := nats.Connect(o.NATSURL, append(natsOpts,
-		nats.Name("vk-fleet device-agent "+o.Name+bridge.InstanceTag+instanceID()),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(2*time.Second),
-		// Jitter spreads a fleet's reconnects after a NATS restart.
-		nats.ReconnectJitter(time.Second, 3*time.Second),
-		nats.CustomInboxPrefix("_INBOX_"+o.Name),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("nats disconnected", "err", err)
 		}),

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +39,7 @@ type simulateOptions struct {
 	ResyncInterval    time.Duration
 	EnrollConcurrency int
 	LogLevel          string
+	CPUProfile        string
 }
 
 func (o *simulateOptions) Bind(fs *pflag.FlagSet) {
@@ -52,6 +54,7 @@ func (o *simulateOptions) Bind(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.ResyncInterval, "resync-interval", 30*time.Second, "time between full reconcile passes")
 	fs.IntVar(&o.EnrollConcurrency, "enroll-concurrency", 16, "enrollments in flight at once")
 	fs.StringVar(&o.LogLevel, "log-level", "warn", "debug, info, warn or error")
+	fs.StringVar(&o.CPUProfile, "cpu-profile", "", "write a CPU profile of the first 30 seconds to this file (for hack/bench)")
 }
 
 func (o *simulateOptions) Validate() error {
@@ -85,6 +88,9 @@ func (o *simulateOptions) Run(ctx context.Context) error {
 		k, v, _ := strings.Cut(l, "=")
 		labels[k] = v
 	}
+	if o.CPUProfile != "" {
+		go profileCPU(ctx, o.CPUProfile, 30*time.Second, log)
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, o.EnrollConcurrency)
@@ -115,6 +121,26 @@ func (o *simulateOptions) Run(ctx context.Context) error {
 	}
 }
 
+// profileCPU writes a CPU profile of the next d (or until ctx ends) to
+// path.
+func profileCPU(ctx context.Context, path string, d time.Duration, log *slog.Logger) {
+	f, err := os.Create(path)
+	if err != nil {
+		log.Warn("cpu profile", "err", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		log.Warn("cpu profile", "err", err)
+		return
+	}
+	defer pprof.StopCPUProfile()
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
 // runDevice enrolls name if it has no key yet, then runs its agent.
 func (o *simulateOptions) runDevice(ctx context.Context, name string, labels map[string]string, sem chan struct{}, log *slog.Logger) error {
 	keyPath := filepath.Join(o.StateDir, name+".nk")
@@ -130,11 +156,7 @@ func (o *simulateOptions) runDevice(ctx context.Context, name string, labels map
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(o.NATSURL, o.natsOptions(nkeyOpt,
-		nats.Name("vk-fleet simulated device "+name),
-		nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(2*time.Second), nats.ReconnectJitter(time.Second, 3*time.Second),
-		nats.ReconnectJitter(time.Second, time.Second),
-		nats.CustomInboxPrefix("_INBOX_"+name))...)
+	nc, err := nats.Connect(o.NATSURL, o.natsOptions(append(deviceNATSOptions("vk-fleet simulated device "+name, "_INBOX_"+name), nkeyOpt)...)...)
 	if err != nil {
 		return fmt.Errorf("dialing nats: %w", err)
 	}

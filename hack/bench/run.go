@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -27,9 +28,10 @@ type result struct {
 	Enrolled         time.Duration // all N devices enrolled (their Nodes exist), one N-use token
 	ReadyAfterEnroll time.Duration // all Nodes Ready after N devices enrolled and connected
 	Reconnect        time.Duration // all Nodes Ready again after N devices reconnect at once
-	Reconnected      time.Duration // all N devices connected to NATS again (the rest of Reconnect is Node writes)
+	Reconnected      time.Duration // vk-fleet has heard from all N devices again (the rest of Reconnect is Node writes)
 	ReconnectAPI     float64       // vk-fleet's API requests per device from the reconnect until all Ready
 	IdleRSS          int64
+	IdleAnon         int64 // of IdleRSS, the process's own memory (not the pages of its executable)
 	RolloutRSS       int64
 	IdleGoroutines   int
 	IdleCPU          float64 // CPU seconds per second, whole process
@@ -45,6 +47,7 @@ func (r result) summary() string {
 
 type debugVars struct {
 	Goroutines   int   `json:"goroutines"`
+	Connected    int   `json:"connected_devices"`
 	KubeRequests int64 `json:"kube_requests"`
 	NATS         struct {
 		InBytes  int64 `json:"in_bytes"`
@@ -173,14 +176,21 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 		"--label", "bench=sim", "--state-dir", simDir,
 		// A fleet enrolls at once: a thousand Pis switched on together.
 		"--enroll-concurrency", "256", "--log-level", logLevel()}
-	startSim := func() (*devcluster.Process, error) {
-		return devcluster.StartProcess("simulate", filepath.Join(rc.Dir, "simulate.log"), nil, filepath.Join(rc.BinDir, "device-agent"), simArgs...)
+	startSim := func(phase string) (*devcluster.Process, error) {
+		args := simArgs
+		if rc.Profiles != "" {
+			if err := os.MkdirAll(rc.Profiles, 0o755); err != nil {
+				return nil, err
+			}
+			args = append(slices.Clone(simArgs), "--cpu-profile", filepath.Join(rc.Profiles, fmt.Sprintf("sim-cpu-%s-%d.pprof", phase, rc.N)))
+		}
+		return devcluster.StartProcess("simulate", filepath.Join(rc.Dir, "simulate.log"), nil, filepath.Join(rc.BinDir, "device-agent"), args...)
 	}
 	if rc.Profiles != "" {
 		go saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-enroll-%d.pprof", rc.N), 20*time.Second, log)
 	}
 	simStart := time.Now()
-	sim, err := startSim()
+	sim, err := startSim("enroll")
 	if err != nil {
 		return res, err
 	}
@@ -212,6 +222,7 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 	rss, cpu1 := procStat(pid)
 	el := time.Since(t0)
 	res.IdleRSS, res.IdleGoroutines = rss, v1.Goroutines
+	res.IdleAnon = deviceRSS(pid).Anon
 	res.IdleCPU = (cpu1 - cpu0).Seconds() / el.Seconds()
 	perDevMin := func(d int64) float64 { return float64(d) / float64(rc.N) / el.Minutes() }
 	res.APIPerDevMin = perDevMin(v1.KubeRequests - v0.KubeRequests)
@@ -266,13 +277,13 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 	}
 	vr0, _ := readVars(debugAddr)
 	if rc.Profiles != "" {
-		go saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-reconnect-%d.pprof", rc.N), 30*time.Second, log)
+		go saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-reconnect-%d.pprof", rc.N), 20*time.Second, log)
 	}
 	reconnStart := time.Now()
-	if sim, err = startSim(); err != nil {
+	if sim, err = startSim("reconnect"); err != nil {
 		return res, err
 	}
-	connected := watchConnections(ctx, debugAddr, vr0.NATS.Conns+rc.N)
+	connected := watchConnected(ctx, debugAddr, rc.N)
 	if res.Reconnect, err = waitNodes(ctx, cs, "bench=sim", rc.N, corev1.ConditionTrue, readyTimeout); err != nil {
 		return res, fmt.Errorf("reconnect: %w", err)
 	}
@@ -320,10 +331,10 @@ func waitCA(ctx context.Context, cs kubernetes.Interface, path string) error {
 	return fmt.Errorf("vk-fleet never published its CA")
 }
 
-// watchConnections reports when the embedded NATS server first holds
-// want connections (within 10 minutes); the channel closes without a value
-// if it never does.
-func watchConnections(ctx context.Context, addr string, want int) <-chan time.Time {
+// watchConnected reports when vk-fleet first has heard from want devices
+// since they went silent (within 10 minutes); the channel closes without a
+// value if it never does.
+func watchConnected(ctx context.Context, addr string, want int) <-chan time.Time {
 	ch := make(chan time.Time, 1)
 	go func() {
 		defer close(ch)
@@ -331,7 +342,7 @@ func watchConnections(ctx context.Context, addr string, want int) <-chan time.Ti
 		defer tick.Stop()
 		deadline := time.Now().Add(10 * time.Minute)
 		for time.Now().Before(deadline) {
-			if v, err := readVars(addr); err == nil && v.NATS.Conns >= want {
+			if v, err := readVars(addr); err == nil && v.Connected >= want {
 				ch <- time.Now()
 				return
 			}
@@ -375,6 +386,7 @@ func saveProfiles(addr, dir string, n int, log *slog.Logger) {
 	for _, p := range []struct{ path, file string }{
 		{"/debug/pprof/heap", fmt.Sprintf("heap-%d.pprof", n)},
 		{"/debug/pprof/goroutine?debug=1", fmt.Sprintf("goroutine-%d.txt", n)},
+		{"/debug/vars", fmt.Sprintf("vars-%d.json", n)}, // runtime memstats
 	} {
 		resp, err := http.Get("http://" + addr + p.path)
 		if err != nil {

@@ -318,10 +318,12 @@ func runProvider(ctx context.Context, cfg Config, nc *nats.Conn, cache *registry
 var servedVar sync.Once
 
 // publishServed exposes the devices this process serves as expvar
-// "served_devices".
+// "served_devices", and how many of them have fresh heartbeats as
+// "connected_devices".
 func publishServed(p *provider.Provider) {
 	servedVar.Do(func() {
 		expvar.Publish("served_devices", expvar.Func(func() any { return p.ServedDevices() }))
+		expvar.Publish("connected_devices", expvar.Func(func() any { return p.FleetState().Connected }))
 		expvar.Publish("rejected_messages", expvar.Func(func() any { return p.Rejected() }))
 	})
 }
@@ -389,6 +391,12 @@ type embeddedKicker struct{ s *natsd.Server }
 // Conn reports on a client connection of the embedded server.
 func (k embeddedKicker) Conn(serverID string, cid uint64) (string, time.Time, bool) {
 	if serverID != k.s.Inner().ID() {
+		return "", time.Time{}, false
+	}
+	// Connz copies the server's whole client list, even for one CID: ask
+	// it only about a connection that is still there (usually none is,
+	// when a device reconnects).
+	if k.s.Inner().GetClient(cid) == nil {
 		return "", time.Time{}, false
 	}
 	cz, err := k.s.Inner().Connz(&server.ConnzOptions{CID: cid})

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"math/rand/v2"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Connection timing of a device, shared by the agent and its simulator.
+const (
+	// deviceConnectTimeout bounds dialing, the TLS handshake and the
+	// server's answer to CONNECT, which waits for the auth callout. When a
+	// whole fleet reconnects at once the callout works through thousands
+	// of requests: a device that gave up after nats.go's default 2 s would
+	// retry and add to the queue it is waiting in.
+	deviceConnectTimeout = 10 * time.Second
+	// reconnectBase and reconnectCap bound the back-off between failed
+	// connection attempts.
+	reconnectBase = 2 * time.Second
+	reconnectCap  = 30 * time.Second
+)
+
+// reconnectDelay is the wait after the attempt-th failed connection attempt
+// in a row: exponential from reconnectBase up to reconnectCap, each a random
+// time between half and all of it, so that a fleet that lost its server
+// at once does not come back at once, again and again.
+func reconnectDelay(attempt int) time.Duration {
+	d := reconnectCap
+	if attempt < 6 {
+		d = min(reconnectBase<<max(attempt-1, 0), reconnectCap)
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// deviceNATSOptions are the connection options every device connection
+// uses; inboxPrefix is the device's own inbox (its only subscribable
+// subjects).
+func deviceNATSOptions(name, inboxPrefix string) []nats.Option {
+	return []nats.Option{
+		nats.Name(name),
+		nats.Timeout(deviceConnectTimeout),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.CustomReconnectDelay(reconnectDelay),
+		nats.CustomInboxPrefix(inboxPrefix),
+	}
+}
