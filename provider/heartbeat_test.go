@@ -308,18 +308,39 @@ func TestAgentProtocolEvents(t *testing.T) {
 	}
 }
 
-// cachedDevices is a registry that keeps the devices' Node UIDs, as
-// *registry.Cache does.
-type cachedDevices struct{ everyDevice }
+// cachedDevices is a registry that keeps the devices' Node UIDs and
+// creation times, as *registry.Cache does.
+type cachedDevices struct {
+	everyDevice
+	created time.Time
+}
 
-func (cachedDevices) UID(name string) (types.UID, bool) { return types.UID("uid-" + name), true }
+func (c cachedDevices) Identity(name string) (types.UID, time.Time, bool) {
+	return types.UID("uid-" + name), c.created, true
+}
 
 // A device's first lease is owned by its Node, whose UID comes from the
 // registry's cache: a fleet enrolling at once makes no Node read per lease.
+// The lease of a Node enrolled while the process runs is created without
+// first trying to renew it; an older Node's lease is renewed first.
 func TestFirstLeaseTakesItsOwnerFromTheCache(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		created time.Duration // relative to the provider's start
+		patches int           // lease patches before the lease exists
+	}{
+		{"enrolled now", time.Second, 0},
+		{"enrolled before", -time.Hour, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) { firstLease(t, tc.created, tc.patches) })
+	}
+}
+
+func firstLease(t *testing.T, created time.Duration, patches int) {
 	nc := startNATS(t)
 	cs := fake.NewClientset(deviceNode("pi-1"))
-	p, err := New(Config{Client: cs, NATS: nc, Registry: cachedDevices{},
+	reg := cachedDevices{created: time.Now().Add(created)}
+	p, err := New(Config{Client: cs, NATS: nc, Registry: reg,
 		LeaseDurationSeconds: 40, HeartbeatTimeout: time.Minute, StatusUpdateInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -338,5 +359,8 @@ func TestFirstLeaseTakesItsOwnerFromTheCache(t *testing.T) {
 	}
 	if n := countActions(cs, "get", "nodes", "pi-1"); n != 0 {
 		t.Errorf("the Node was read %d times for its lease; the cache has its UID", n)
+	}
+	if n := countActions(cs, "patch", "leases", "pi-1"); n != patches {
+		t.Errorf("%d lease patches before the lease was created, want %d", n, patches)
 	}
 }

@@ -329,13 +329,39 @@ func (p *Provider) writeNodeStatus(ctx context.Context, name string, hb *bridge.
 }
 
 // renewLease renews device's node lease, creating it (owned by the Node,
-// as a kubelet's) when it does not exist.
+// as a kubelet's) when it does not exist. The lease of a Node created since
+// this process started is created at once (there is none to renew: a fleet
+// enrolling saves a request per device); else it is renewed, and created
+// when missing.
 func (p *Provider) renewLease(ctx context.Context, name string, now time.Time) error {
 	leases := p.cfg.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease)
 	renewTime := metav1.NewMicroTime(now)
-	patch, err := json.Marshal(map[string]any{"spec": coordinationv1.LeaseSpec{
-		HolderIdentity: &name, LeaseDurationSeconds: &p.cfg.LeaseDurationSeconds, RenewTime: &renewTime,
-	}})
+	spec := coordinationv1.LeaseSpec{HolderIdentity: &name, LeaseDurationSeconds: &p.cfg.LeaseDurationSeconds, RenewTime: &renewTime}
+	create := func(uid types.UID) (exists bool, err error) {
+		lease := &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: name, Namespace: corev1.NamespaceNodeLease,
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: name, UID: uid}},
+			},
+			Spec: spec,
+		}
+		_, err = leases.Create(ctx, lease, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return true, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("creating the lease of node %s: %w", name, err)
+		}
+		return false, nil
+	}
+	if r, ok := p.cfg.Registry.(nodeIdentities); ok {
+		if uid, created, ok := r.Identity(name); ok && created.After(p.started) {
+			if exists, err := create(uid); err != nil || !exists {
+				return err
+			}
+		}
+	}
+	patch, err := json.Marshal(map[string]any{"spec": spec})
 	if err != nil {
 		return err
 	}
@@ -353,33 +379,23 @@ func (p *Provider) renewLease(ctx context.Context, name string, now time.Time) e
 	if err != nil {
 		return fmt.Errorf("reading node %s for its lease: %w", name, err)
 	}
-	lease := &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: name, Namespace: corev1.NamespaceNodeLease,
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: name, UID: uid}},
-		},
-		Spec: coordinationv1.LeaseSpec{
-			HolderIdentity: &name, LeaseDurationSeconds: &p.cfg.LeaseDurationSeconds, RenewTime: &renewTime,
-		},
-	}
-	if _, err := leases.Create(ctx, lease, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating the lease of node %s: %w", name, err)
-	}
-	return nil
+	_, err = create(uid)
+	return err
 }
 
-// nodeUIDs is what a DeviceRegistry that keeps the devices' Nodes
+// nodeIdentities is what a DeviceRegistry that keeps the devices' Nodes
 // (*registry.Cache) also offers.
-type nodeUIDs interface {
-	UID(name string) (types.UID, bool)
+type nodeIdentities interface {
+	// Identity returns the UID and creation time of device name's Node.
+	Identity(name string) (uid types.UID, created time.Time, ok bool)
 }
 
 // nodeUID returns the UID of device name's Node, from the registry's cache
 // when it has it (a fleet enrolling at once creates a thousand leases:
 // without a read each), else from the API server.
 func (p *Provider) nodeUID(ctx context.Context, name string) (types.UID, error) {
-	if r, ok := p.cfg.Registry.(nodeUIDs); ok {
-		if uid, ok := r.UID(name); ok {
+	if r, ok := p.cfg.Registry.(nodeIdentities); ok {
+		if uid, _, ok := r.Identity(name); ok {
 			return uid, nil
 		}
 	}

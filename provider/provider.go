@@ -136,6 +136,10 @@ type Provider struct {
 	workloads jetstream.KeyValue
 	status    jetstream.KeyValue
 
+	// started is when this provider was made: a Node created later has no
+	// lease yet, unless another replica served it meanwhile.
+	started time.Time
+
 	mu      sync.Mutex
 	devices map[string]*device
 	// nodes is the node loop's queue of devices (runNodeLoop).
@@ -185,6 +189,7 @@ func New(cfg Config) (*Provider, error) {
 	p := &Provider{
 		cfg:     cfg,
 		log:     cfg.Logger,
+		started: time.Now(),
 		devices: map[string]*device{},
 		nodes:   newNodeQueue(),
 		pods:    newPodTable(),

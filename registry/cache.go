@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -169,15 +170,15 @@ func (c *Cache) Has(name string) bool {
 	return ok
 }
 
-// UID returns the UID of device name's Node.
-func (c *Cache) UID(name string) (types.UID, bool) {
+// Identity returns the UID and creation time of device name's Node.
+func (c *Cache) Identity(name string) (types.UID, time.Time, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	n, ok := c.devices[name]
 	if !ok || n.UID == "" {
-		return "", false
+		return "", time.Time{}, false
 	}
-	return n.UID, true
+	return n.UID, n.CreationTimestamp.Time, true
 }
 
 // Names returns every enrolled device.
