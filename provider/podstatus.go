@@ -54,7 +54,30 @@ func (p *Provider) podWithStatus(ent *podEntry) *corev1.Pod {
 			LastTransitionTime: transitionTime(&prev, ConditionIgnoredFields, corev1.ConditionTrue, now),
 		})
 	}
+	observeGeneration(pod.Generation, st, &prev)
 	return pod
+}
+
+// observeGeneration says which generation of the pod's spec st answers, as
+// a kubelet does (status.observedGeneration and that of the conditions it
+// owns): a spec update that changes nothing on the device (tolerations,
+// activeDeadlineSeconds) is acknowledged too. PodScheduled is the
+// scheduler's and keeps what it had.
+func observeGeneration(gen int64, st, prev *corev1.PodStatus) {
+	st.ObservedGeneration = gen
+	for i := range st.Conditions {
+		c := &st.Conditions[i]
+		if c.Type != corev1.PodScheduled {
+			c.ObservedGeneration = gen
+			continue
+		}
+		c.ObservedGeneration = 0
+		for _, pc := range prev.Conditions {
+			if pc.Type == corev1.PodScheduled {
+				c.ObservedGeneration = pc.ObservedGeneration
+			}
+		}
+	}
 }
 
 // pendingStatus makes st the status of a pod not running yet, every

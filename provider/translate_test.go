@@ -154,6 +154,38 @@ func TestPodStatusFromDevice(t *testing.T) {
 	}
 }
 
+// The status says which generation of the spec it answers, for every
+// kind of status; PodScheduled keeps the scheduler's.
+func TestStatusObservesTheGeneration(t *testing.T) {
+	p := testProvider(t)
+	now := time.Now().UTC().Truncate(time.Second)
+	running := &bridge.PodStatus{UID: "uid-1", Phase: bridge.PhaseRunning, StartTime: &now,
+		Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateRunning, StartedAt: &now, Ready: true}}}
+	for name, ent := range map[string]*podEntry{
+		"from the device": {status: running},
+		"refused":         {refusal: &corev1.PodStatus{Phase: corev1.PodPending, Reason: "UnsupportedPodSpec", Message: "no"}},
+		"waiting":         {},
+		"config pending":  {waiting: "configmap x not found"},
+	} {
+		ent.pod = basePod()
+		ent.pod.Generation = 3
+		ent.pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, ObservedGeneration: 1}}
+		st := p.podWithStatus(ent).Status
+		if st.ObservedGeneration != 3 {
+			t.Errorf("%s: observedGeneration %d, want 3", name, st.ObservedGeneration)
+		}
+		for _, c := range st.Conditions {
+			want := int64(3)
+			if c.Type == corev1.PodScheduled {
+				want = 1
+			}
+			if c.ObservedGeneration != want {
+				t.Errorf("%s: condition %s observedGeneration %d, want %d", name, c.Type, c.ObservedGeneration, want)
+			}
+		}
+	}
+}
+
 func TestRefusedPodStaysPendingWithReason(t *testing.T) {
 	p := testProvider(t)
 	ent := &podEntry{pod: basePod(), refusal: &corev1.PodStatus{Phase: corev1.PodPending, Reason: "UnsupportedPodSpec", Message: "no"}}
