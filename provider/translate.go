@@ -115,6 +115,14 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 				bc.Env = append(bc.Env, e)
 				env[e.Name] = e.Value
 			}
+			fenv, err := p.relaxedEnvFrom(ctx, specPod, sc, env)
+			if err != nil {
+				pending = errors.Join(pending, fmt.Errorf("container %q: %w", c.Name, err))
+			}
+			for _, e := range fenv {
+				bc.Env = append(bc.Env, e)
+				env[e.Name] = e.Value
+			}
 		}
 		for _, port := range c.Ports {
 			bc.Ports = append(bc.Ports, bridge.Port{

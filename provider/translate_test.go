@@ -249,3 +249,44 @@ func TestTranslateInitContainersAndProbes(t *testing.T) {
 		t.Errorf("liveness = %+v", c.Liveness)
 	}
 }
+
+// envFrom prefixes and keys that are not C identifiers ("1-", "$") give
+// variables as in a kubelet since 1.34; the pod controller resolved only
+// the others. Explicit env wins; a missing optional source gives nothing.
+func TestEnvFromWithRelaxedNames(t *testing.T) {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "cfg"}, Data: map[string]string{"data-1": "value-1", "x": "cm"}}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "sec"}, Data: map[string][]byte{"data-2": []byte("value-2"), "a=b": []byte("no")}}
+	p := testProvider(t, cm, sec)
+	pod := basePod()
+	yes := true
+	c := &pod.Spec.Containers[0]
+	c.EnvFrom = []corev1.EnvFromSource{
+		{Prefix: "1-", ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}},
+		{Prefix: "ABC_", ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}},
+		{Prefix: "$_", SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "sec"}}},
+		{Prefix: "9", ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "gone"}, Optional: &yes}},
+	}
+	// As the pod controller hands it over: the C-identifier names resolved,
+	// and an explicit variable that also comes from envFrom.
+	c.Env = append(c.Env, corev1.EnvVar{Name: "ABC_data-1", Value: "value-1"}, corev1.EnvVar{Name: "ABC_x", Value: "cm"},
+		corev1.EnvVar{Name: "1-x", Value: "explicit"})
+	w, _, refusal, pending := p.translate(t.Context(), pod)
+	if refusal != "" || pending != nil {
+		t.Fatalf("refusal %q, pending %v", refusal, pending)
+	}
+	got := map[string]string{}
+	for _, e := range w.Containers[0].Env {
+		if _, dup := got[e.Name]; dup {
+			t.Errorf("variable %s twice", e.Name)
+		}
+		got[e.Name] = e.Value
+	}
+	for name, want := range map[string]string{"1-data-1": "value-1", "1-x": "explicit", "ABC_data-1": "value-1", "$_data-2": "value-2", "A": "1"} {
+		if got[name] != want {
+			t.Errorf("%s=%q, want %q (env %v)", name, got[name], want, got)
+		}
+	}
+	if _, ok := got["$_a=b"]; ok {
+		t.Errorf("a name with '=' was set: %v", got)
+	}
+}
