@@ -8,7 +8,8 @@
 #   hack/conformance.sh --fast     the subset in hack/conformance/fast.txt (CI)
 #
 # Options:
-#   --procs N          parallel ginkgo processes (default 4)
+#   --procs N          parallel ginkgo processes (default 6; the specs mostly wait)
+#   --devices N        device Nodes (default 3)
 #   --with-excluded    also run the specs of hack/conformance/exclusions.txt
 #   --focus REGEX      run only the specs of the set matching REGEX (debugging)
 #   --dir DIR          state, logs and reports there (default: a new /tmp/vkf-conf-*)
@@ -26,11 +27,12 @@ SKIP='\[Serial\]|\[Disruptive\]'
 EXCLUSIONS=hack/conformance/exclusions.txt
 FAST_LIST=hack/conformance/fast.txt
 
-fast=0 procs=4 with_excluded=0 dir="" extra_focus=""
+fast=0 procs=6 devices=3 with_excluded=0 dir="" extra_focus=""
 while [ $# -gt 0 ]; do
   case $1 in
     --fast) fast=1 ;;
     --procs) procs=$2; shift ;;
+    --devices) devices=$2; shift ;;
     --with-excluded) with_excluded=1 ;;
     --focus) extra_focus=$2; shift ;;
     --dir) dir=$2; shift ;;
@@ -49,6 +51,11 @@ regex_of() {
 }
 
 vkf_install_packages
+# The test images' /bin/sh (hack/conformance/images.go says why).
+if [ ! -x /bin/bash-static ]; then
+  vkf_log "installing bash-static"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bash-static >/dev/null
+fi
 vkf_controlplane
 vkf_build
 vkf_log "e2e.test, ginkgo and agnhost (built once from the Go module proxy, then cached)"
@@ -75,7 +82,8 @@ timeout=3h
 vkf_log "running the conformance specs ($([ $fast = 1 ] && echo fast subset || echo full set), $procs processes); logs in $dir"
 start=$(date +%s)
 rc=0
-"$dir/conformance" run -dir "$dir/cluster" -agnhost "$CONF_BIN/agnhost" -- \
+"$dir/conformance" run -dir "$dir/cluster" -agnhost "$CONF_BIN/agnhost" \
+  -devices "$(seq -f 'conf-%g' -s, 1 "$devices")" -- \
   "$CONF_BIN/ginkgo" run --procs="$procs" --timeout="$timeout" \
     --focus="$run_focus" --skip="$run_skip" \
     --junit-report=junit.xml --output-dir="$dir" --no-color --silence-skips \
@@ -89,18 +97,18 @@ took=$(( $(date +%s) - start ))
 vkf_log "specs ran in $((took / 60))m$((took % 60))s (exit $rc); ginkgo output in $dir/ginkgo.log"
 [ -f "$dir/junit.xml" ] || { echo "no JUnit report in $dir; see $dir/ginkgo.log" >&2; tail -50 "$dir/ginkgo.log" >&2; exit 1; }
 
-out=docs/conformance.md title="Conformance of device Nodes"
+out=docs/conformance.md title="Conformance of device Nodes" only_run=false
 if [ $fast = 1 ] || [ -n "$extra_focus" ]; then
-  out=$dir/conformance.md title="Conformance of device Nodes (subset)"
+  out=$dir/conformance.md title="Conformance of device Nodes (subset)" only_run=true
 fi
 header="The \`[Conformance]\` specs of sig-node and sig-storage in k8s.io/kubernetes $K8S_VERSION \`test/e2e\` that are neither \`[Serial]\` nor \`[Disruptive]\`, run unchanged by
-\`hack/conformance.sh\` against two device Nodes (vk-fleet, device-agents on podman
+\`hack/conformance.sh\` against $devices device Nodes (vk-fleet, device-agents on podman
 $(podman --version | awk '{print $3}')) with $procs parallel ginkgo processes in ${took}s.
 The device Nodes are created as always, then the conformance cluster removes their
 \`virtual-kubelet.io/provider=vk-fleet:NoSchedule\` taint (the specs set no tolerations).
 No registry is reachable where it runs: the test images are built locally under the
 names \`e2e.test --list-images\` prints (\`hack/conformance/images.go\` says what stands in for each)."
 "$dir/conformance" report -conformance "$dir/conformance.yaml" -focus "$FOCUS" -skip "$SKIP" \
-  -junit "$dir/junit.xml" -exclusions "$EXCLUSIONS" -out "$out" -title "$title" -header "$header"
+  -junit "$dir/junit.xml" -exclusions "$EXCLUSIONS" -out "$out" -title "$title" -header "$header" -only-run=$only_run
 vkf_log "report: $out"
 exit $rc

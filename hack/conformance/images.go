@@ -42,6 +42,9 @@ var images = []imageSpec{
 		Ref: "registry.k8s.io/e2e-test-images/busybox:1.37.0-2", Busybox: true, Cmd: `["sh"]`,
 	},
 	{
+		Ref: "registry.k8s.io/e2e-test-images/busybox:1.36.1-1", Busybox: true, Cmd: `["sh"]`,
+	},
+	{
 		// registry.k8s.io/pause: a process that sleeps until signalled;
 		// agnhost's pause subcommand is exactly that.
 		Ref: "registry.k8s.io/pause:3.10.2", Agnhost: true,
@@ -117,6 +120,31 @@ func buildImage(ctx context.Context, conf, agnhost string, im imageSpec) error {
 	return podman(ctx, conf, args...)
 }
 
+// bashStatic is Debian's bash-static. It is the images' /bin/sh: Debian
+// 12's busybox (1.35) ash drops environment variables whose names are not
+// shell identifiers ("data-1", which Kubernetes allows since 1.34) before
+// running a command; the upstream busybox image (1.37) passes them on, as
+// bash does. The other busybox applets stay.
+const bashStatic = "/bin/bash-static"
+
+// curlShim stands in for the curl of the upstream agnhost image (alpine's)
+// in the forms the specs use: curl [-s] [-f] [-g] [-q] [-o FILE]
+// [--connect-timeout N] [-m N] URL, over busybox wget.
+const curlShim = `#!/bin/sh
+# vk-fleet conformance stand-in for curl (busybox wget underneath).
+out=- timeout=
+while [ $# -gt 0 ]; do
+  case $1 in
+    -o|--output) out=$2; shift ;;
+    --connect-timeout|-m|--max-time) timeout=$2; shift ;;
+    -*) ;;
+    *) url=$1 ;;
+  esac
+  shift
+done
+exec wget -q ${timeout:+-T "$timeout"} -O "$out" "$url"
+`
+
 // Users and groups of the images: root, nobody, and agnhost's
 // user-defined-in-image (1000) in group-defined-in-image (50000).
 const (
@@ -148,7 +176,7 @@ func writeRootfs(ctx context.Context, path string, im imageSpec, agnhost string)
 	file := func(name string, mode int64, data []byte) {
 		write(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(data))}, data)
 	}
-	for _, d := range []string{"bin", "dev", "etc", "proc", "sys", "root", "var", "usr", "usr/bin", "home"} {
+	for _, d := range []string{"bin", "dev", "etc", "proc", "sys", "root", "var", "usr", "usr/bin", "usr/local", "usr/local/bin", "home"} {
 		dir(d, 0o755)
 	}
 	dir("tmp", 0o1777)
@@ -165,12 +193,21 @@ func writeRootfs(ctx context.Context, path string, im imageSpec, agnhost string)
 		if err != nil {
 			return err
 		}
+		sh, err := os.ReadFile(bashStatic)
+		if err != nil {
+			return fmt.Errorf("reading bash-static (install bash-static): %w", err)
+		}
 		file("bin/busybox", 0o755, bb)
+		file("bin/bash", 0o755, sh)
 		for _, a := range applets {
-			if a != "busybox" {
+			if a != "busybox" && a != "sh" && a != "bash" {
 				write(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + a, Linkname: "busybox", Mode: 0o777}, nil)
 			}
 		}
+		write(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/sh", Linkname: "bash", Mode: 0o777}, nil)
+	}
+	if im.Agnhost && im.Busybox {
+		file("usr/bin/curl", 0o755, []byte(curlShim))
 	}
 	if im.Agnhost {
 		b, err := os.ReadFile(agnhost)

@@ -69,6 +69,7 @@ func reportCmd(args []string) error {
 	out := fs.String("out", "", "where to write the document (default: stdout)")
 	title := fs.String("title", "Conformance of device Nodes", "the document's title")
 	header := fs.String("header", "", "a paragraph put below the title (how the run was made)")
+	onlyRun := fs.Bool("only-run", false, "leave out the specs of the set that did not run (a subset's report)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -94,6 +95,15 @@ func reportCmd(args []string) error {
 		return err
 	}
 	results := join(set, excl, cases)
+	if *onlyRun {
+		var ran []result
+		for _, r := range results {
+			if r.Status != "not run" {
+				ran = append(ran, r)
+			}
+		}
+		results = ran
+	}
 	w := io.Writer(os.Stdout)
 	if *out != "" {
 		f, err := os.Create(*out)
