@@ -2,8 +2,9 @@
 # Builds (once) and caches what hack/conformance.sh runs, from the Go module
 # proxy, at the control plane's Kubernetes version: e2e.test (the upstream
 # end-to-end suite, k8s.io/kubernetes/test/e2e), the ginkgo CLI at the version
-# Kubernetes pins (parallel runs), and agnhost (k8s.io/kubernetes/test/images/agnhost,
-# static, for the test image of that name).
+# Kubernetes pins (parallel runs), and, static, the programs of two test images:
+# agnhost (k8s.io/kubernetes/test/images/agnhost) and nnp
+# (k8s.io/kubernetes/test/images/nonewprivs).
 # Prints the bin directory on stdout. Rebuilds only what is missing.
 set -euo pipefail
 
@@ -15,7 +16,7 @@ BIN=$CACHE/conformance-$K8S_VERSION/bin
 log() { echo "conformance-build: $*" >&2; }
 
 need=0
-for b in e2e.test ginkgo agnhost; do
+for b in e2e.test ginkgo agnhost nnp; do
   [ -x "$BIN/$b" ] || need=1
 done
 if [ $need = 0 ]; then
@@ -73,6 +74,10 @@ fi
 if [ ! -x "$BIN/agnhost" ]; then
   log "building agnhost (static)"
   go build -ldflags "-s -w" -o "$BIN/agnhost" k8s.io/kubernetes/test/images/agnhost >&2
+fi
+if [ ! -x "$BIN/nnp" ]; then
+  log "building nnp (static)"
+  go build -ldflags "-s -w" -o "$BIN/nnp" k8s.io/kubernetes/test/images/nonewprivs >&2
 fi
 if [ ! -x "$BIN/e2e.test" ]; then
   log "building e2e.test $K8S_VERSION (about 6 minutes on 2 cores)"

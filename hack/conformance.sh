@@ -14,7 +14,7 @@
 #   --focus REGEX      run only the specs of the set matching REGEX (debugging)
 #   --dir DIR          state, logs and reports there (default: a new /tmp/vkf-conf-*)
 #
-# The first run builds e2e.test, ginkgo and agnhost from the Go module proxy
+# The first run builds e2e.test, ginkgo, agnhost and nnp from the Go module proxy
 # at the control plane's version (hack/conformance-build.sh, about 8 minutes
 # on 2 cores, cached in ~/.cache/vk-fleet). Exits non-zero when a spec fails.
 set -euo pipefail
@@ -26,6 +26,8 @@ FOCUS='\[sig-node\].*\[Conformance\]|\[sig-storage\].*\[Conformance\]'
 SKIP='\[Serial\]|\[Disruptive\]'
 EXCLUSIONS=hack/conformance/exclusions.txt
 FAST_LIST=hack/conformance/fast.txt
+# hack/conformance/failures.md: the diagnosis of the failures, by cause,
+# kept by hand and put into docs/conformance.md.
 
 fast=0 procs=6 devices=3 with_excluded=0 dir="" extra_focus=""
 while [ $# -gt 0 ]; do
@@ -58,7 +60,7 @@ if [ ! -x /bin/bash-static ]; then
 fi
 vkf_controlplane
 vkf_build
-vkf_log "e2e.test, ginkgo and agnhost (built once from the Go module proxy, then cached)"
+vkf_log "e2e.test, ginkgo, agnhost and nnp (built once from the Go module proxy, then cached)"
 CONF_BIN=$("$VKF_ROOT/hack/conformance-build.sh")
 
 [ -n "$dir" ] || dir=$(mktemp -d /tmp/vkf-conf-XXXX)
@@ -82,7 +84,7 @@ timeout=3h
 vkf_log "running the conformance specs ($([ $fast = 1 ] && echo fast subset || echo full set), $procs processes); logs in $dir"
 start=$(date +%s)
 rc=0
-"$dir/conformance" run -dir "$dir/cluster" -agnhost "$CONF_BIN/agnhost" \
+"$dir/conformance" run -dir "$dir/cluster" -bin "$CONF_BIN" \
   -devices "$(seq -f 'conf-%g' -s, 1 "$devices")" -- \
   "$CONF_BIN/ginkgo" run --procs="$procs" --timeout="$timeout" \
     --focus="$run_focus" --skip="$run_skip" \
@@ -109,6 +111,6 @@ The device Nodes are created as always, then the conformance cluster removes the
 No registry is reachable where it runs: the test images are built locally under the
 names \`e2e.test --list-images\` prints (\`hack/conformance/images.go\` says what stands in for each)."
 "$dir/conformance" report -conformance "$dir/conformance.yaml" -focus "$FOCUS" -skip "$SKIP" \
-  -junit "$dir/junit.xml" -exclusions "$EXCLUSIONS" -out "$out" -title "$title" -header "$header" -only-run=$only_run
+  -junit "$dir/junit.xml" -exclusions "$EXCLUSIONS" -notes hack/conformance/failures.md -out "$out" -title "$title" -header "$header" -only-run=$only_run
 vkf_log "report: $out"
 exit $rc

@@ -25,14 +25,14 @@ import (
 func runCmd(ctx context.Context, args []string) (int, error) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	dir := fs.String("dir", "", "directory for the cluster's state and logs (required; keep it short)")
-	agnhost := fs.String("agnhost", "", "the agnhost binary the test images are built from (required)")
+	bin := fs.String("bin", "", "directory holding agnhost and nnp, which the test images are built from (required)")
 	devices := fs.String("devices", "conf-1,conf-2", "comma-separated device names")
 	if err := fs.Parse(args); err != nil {
 		return 0, err
 	}
 	command := fs.Args()
-	if *dir == "" || *agnhost == "" || len(command) == 0 {
-		return 0, errors.New("usage: conformance run -dir D -agnhost BIN -- command [args]")
+	if *dir == "" || *bin == "" || len(command) == 0 {
+		return 0, errors.New("usage: conformance run -dir D -bin DIR -- command [args]")
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	names := strings.Split(*devices, ",")
@@ -43,7 +43,7 @@ func runCmd(ctx context.Context, args []string) (int, error) {
 		return 0, fmt.Errorf("starting the dev cluster: %w", err)
 	}
 	defer c.Stop()
-	if err := buildImages(ctx, log, c.Podman.Conf, *agnhost); err != nil {
+	if err := buildImages(ctx, log, c.Podman.Conf, *bin); err != nil {
 		return 0, err
 	}
 	if err := c.WaitNodesReady(ctx, 2*time.Minute); err != nil {

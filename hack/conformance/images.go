@@ -63,6 +63,11 @@ var images = []imageSpec{
 		Entrypoint: `["/agnhost", "test-webserver"]`,
 	},
 	{
+		// registry.k8s.io/e2e-test-images/nonewprivs: busybox with the
+		// setuid program nnp, which prints its effective uid.
+		Ref: "registry.k8s.io/e2e-test-images/nonewprivs:1.4", Busybox: true, Nnp: true, Cmd: `["nnp"]`,
+	},
+	{
 		// registry.k8s.io/e2e-test-images/nonroot: busybox whose default
 		// user is 1234.
 		Ref: "registry.k8s.io/e2e-test-images/nonroot:1.5", Busybox: true, User: "1234", Cmd: `["sh"]`,
@@ -74,6 +79,7 @@ type imageSpec struct {
 	Ref        string
 	Agnhost    bool   // /agnhost and /agnhost-2
 	Busybox    bool   // /bin/busybox and its applets
+	Nnp        bool   // /usr/local/bin/nnp, setuid root
 	Entrypoint string // JSON array, or empty
 	Cmd        string // JSON array, or empty
 	User       string
@@ -81,14 +87,14 @@ type imageSpec struct {
 
 // buildImages imports every image of the table into the podman storage
 // that conf (a containers.conf written by podmantest) selects, unless it
-// already exists there.
-func buildImages(ctx context.Context, log *slog.Logger, conf, agnhost string) error {
+// already exists there. bin holds agnhost and nnp (hack/conformance-build.sh).
+func buildImages(ctx context.Context, log *slog.Logger, conf, bin string) error {
 	for _, im := range images {
 		if podman(ctx, conf, "image", "exists", im.Ref) == nil {
 			continue
 		}
 		start := time.Now()
-		if err := buildImage(ctx, conf, agnhost, im); err != nil {
+		if err := buildImage(ctx, conf, bin, im); err != nil {
 			return fmt.Errorf("building image %s: %w", im.Ref, err)
 		}
 		log.Info("test image built", "image", im.Ref, "took", time.Since(start).Round(time.Millisecond))
@@ -96,14 +102,14 @@ func buildImages(ctx context.Context, log *slog.Logger, conf, agnhost string) er
 	return nil
 }
 
-func buildImage(ctx context.Context, conf, agnhost string, im imageSpec) error {
+func buildImage(ctx context.Context, conf, bin string, im imageSpec) error {
 	dir, err := os.MkdirTemp("", "vkf-conf-image-")
 	if err != nil {
 		return fmt.Errorf("creating build dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
 	tarPath := filepath.Join(dir, "rootfs.tar")
-	if err := writeRootfs(ctx, tarPath, im, agnhost); err != nil {
+	if err := writeRootfs(ctx, tarPath, im, bin); err != nil {
 		return err
 	}
 	args := []string{"import", "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -156,7 +162,7 @@ const (
 )
 
 // writeRootfs writes the root file system of im as a tar file at path.
-func writeRootfs(ctx context.Context, path string, im imageSpec, agnhost string) error {
+func writeRootfs(ctx context.Context, path string, im imageSpec, bin string) error {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	now := time.Now()
@@ -210,13 +216,20 @@ func writeRootfs(ctx context.Context, path string, im imageSpec, agnhost string)
 		file("usr/bin/curl", 0o755, []byte(curlShim))
 	}
 	if im.Agnhost {
-		b, err := os.ReadFile(agnhost)
+		b, err := os.ReadFile(filepath.Join(bin, "agnhost"))
 		if err != nil {
 			return fmt.Errorf("reading agnhost: %w", err)
 		}
 		file("agnhost", 0o755, b)
 		write(&tar.Header{Typeflag: tar.TypeSymlink, Name: "agnhost-2", Linkname: "agnhost", Mode: 0o777}, nil)
 		dir("uploads", 0o755)
+	}
+	if im.Nnp {
+		b, err := os.ReadFile(filepath.Join(bin, "nnp"))
+		if err != nil {
+			return fmt.Errorf("reading nnp: %w", err)
+		}
+		file("usr/local/bin/nnp", 0o4755, b)
 	}
 	if werr == nil {
 		werr = tw.Close()

@@ -2,7 +2,7 @@
 // against device Nodes and writes docs/conformance.md. hack/conformance.sh
 // builds what it needs and calls it twice:
 //
-//	conformance run -dir D -agnhost BIN -- <command>   # a dev cluster, then <command> against it
+//	conformance run -dir D -bin DIR -- <command>   # a dev cluster, then <command> against it
 //	conformance report -junit J -exclusions F -out docs/conformance.md
 //
 // run starts a dev cluster (test/framework/devcluster: control plane,

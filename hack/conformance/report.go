@@ -69,6 +69,7 @@ func reportCmd(args []string) error {
 	out := fs.String("out", "", "where to write the document (default: stdout)")
 	title := fs.String("title", "Conformance of device Nodes", "the document's title")
 	header := fs.String("header", "", "a paragraph put below the title (how the run was made)")
+	notesPath := fs.String("notes", "", "a Markdown file put after the summary (the failures' diagnosis)")
 	onlyRun := fs.Bool("only-run", false, "leave out the specs of the set that did not run (a subset's report)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -113,8 +114,14 @@ func reportCmd(args []string) error {
 		defer f.Close()
 		w = f
 	}
+	var notes []byte
+	if *notesPath != "" {
+		if notes, err = os.ReadFile(*notesPath); err != nil {
+			return fmt.Errorf("reading notes: %w", err)
+		}
+	}
 	bw := bufio.NewWriter(w)
-	writeReport(bw, *title, *header, results, excl)
+	writeReport(bw, *title, *header, results, excl, notes)
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("writing report: %w", err)
 	}
@@ -275,7 +282,7 @@ func count(rs []result) map[string]int {
 	return c
 }
 
-func writeReport(w io.Writer, title, header string, rs []result, excl []exclusion) {
+func writeReport(w io.Writer, title, header string, rs []result, excl []exclusion, notes []byte) {
 	c := count(rs)
 	fmt.Fprintf(w, "# %s\n\n", title)
 	fmt.Fprintf(w, "Written by `hack/conformance.sh` on %s from its JUnit report; do not edit.\n\n",
@@ -291,6 +298,10 @@ func writeReport(w io.Writer, title, header string, rs []result, excl []exclusio
 	fmt.Fprintf(w, "| specs in the set | excluded | applicable | passed | failed | not run |\n|---|---|---|---|---|---|\n")
 	fmt.Fprintf(w, "| %d | %d | %d | %d (%.0f %%) | %d | %d |\n\n", len(rs), c["excluded"], applicable, c["passed"], pct, c["failed"], c["not run"])
 
+	if len(notes) > 0 {
+		fmt.Fprintf(w, "%s\n", strings.TrimSpace(string(notes)))
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "## Exclusions\n\nSpecs that cannot apply to a device, from `hack/conformance/exclusions.txt`. ")
 	fmt.Fprintf(w, "They are not run (`--with-excluded` runs them anyway).\n\n")
 	if len(excl) == 0 {
