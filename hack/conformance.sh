@@ -99,18 +99,18 @@ took=$(( $(date +%s) - start ))
 vkf_log "specs ran in $((took / 60))m$((took % 60))s (exit $rc); ginkgo output in $dir/ginkgo.log"
 [ -f "$dir/junit.xml" ] || { echo "no JUnit report in $dir; see $dir/ginkgo.log" >&2; tail -50 "$dir/ginkgo.log" >&2; exit 1; }
 
-out=docs/conformance.md title="Conformance of device Nodes" only_run=false
+out=docs/conformance.md title="Conformance of device Nodes" only_run=false notes=hack/conformance/failures.md
 if [ $fast = 1 ] || [ -n "$extra_focus" ]; then
-  out=$dir/conformance.md title="Conformance of device Nodes (subset)" only_run=true
+  out=$dir/conformance.md title="Conformance of device Nodes (subset)" only_run=true notes=
 fi
 header="The \`[Conformance]\` specs of sig-node and sig-storage in k8s.io/kubernetes $K8S_VERSION \`test/e2e\` that are neither \`[Serial]\` nor \`[Disruptive]\`, run unchanged by
-\`hack/conformance.sh\` against $devices device Nodes (vk-fleet, device-agents on podman
+\`hack/conformance.sh\` (vk-fleet $(vkf_version)) against $devices device Nodes (vk-fleet, device-agents on podman
 $(podman --version | awk '{print $3}')) with $procs parallel ginkgo processes in ${took}s.
 The device Nodes are created as always, then the conformance cluster removes their
 \`virtual-kubelet.io/provider=vk-fleet:NoSchedule\` taint (the specs set no tolerations).
 No registry is reachable where it runs: the test images are built locally under the
 names \`e2e.test --list-images\` prints (\`hack/conformance/images.go\` says what stands in for each)."
 "$dir/conformance" report -conformance "$dir/conformance.yaml" -focus "$FOCUS" -skip "$SKIP" \
-  -junit "$dir/junit.xml" -exclusions "$EXCLUSIONS" -notes hack/conformance/failures.md -out "$out" -title "$title" -header "$header" -only-run=$only_run
+  -junit "$dir/junit.xml" -exclusions "$EXCLUSIONS" ${notes:+-notes "$notes"} -out "$out" -title "$title" -header "$header" -only-run=$only_run
 vkf_log "report: $out"
 exit $rc
