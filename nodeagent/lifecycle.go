@@ -171,6 +171,46 @@ const (
 	fallbackLogBytes = 2048
 )
 
+// logTail reads r to its end and returns its last lines lines, at most
+// max bytes of them, as kubelet's termination message from a log: a last
+// line without a newline counts as a line.
+func logTail(r io.Reader, lines, max int) (string, error) {
+	// Keep a window of the stream large enough for any tail asked for.
+	const window = 64 << 10
+	var buf []byte
+	chunk := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(chunk)
+		buf = append(buf, chunk[:n]...)
+		if len(buf) > 2*window {
+			buf = append(buf[:0:0], buf[len(buf)-window:]...)
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	end := len(buf)
+	if end > 0 && buf[end-1] == '\n' {
+		end-- // the newline ending the last line starts no new one
+	}
+	start := end
+	for n := 0; start > 0; start-- {
+		if buf[start-1] == '\n' {
+			if n++; n == lines {
+				break
+			}
+		}
+	}
+	b := buf[start:]
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return string(b), nil
+}
+
 // fillLogTails reads, for each failed container of p whose termination
 // message falls back to its log and that wrote none, the tail of its log
 // (once per container run).
@@ -195,17 +235,17 @@ func (a *Agent) fillLogTails(ctx context.Context, r *Record, p *PodState, note *
 		tail, cached := a.hooks.tails[key]
 		a.hooks.mu.Unlock()
 		if !cached {
-			n := int64(fallbackLogLines)
-			rc, err := lr.ContainerLogs(ctx, r.Workload.UID, c.Name, LogOptions{TailLines: &n})
+			// The whole log, tailed here: podman's own tail leaves out a
+			// last line without a newline ("echo -n DONE; false").
+			rc, err := lr.ContainerLogs(ctx, r.Workload.UID, c.Name, LogOptions{})
 			if err != nil {
 				continue
 			}
-			b, _ := io.ReadAll(io.LimitReader(rc, 64<<10))
+			tail, err = logTail(rc, fallbackLogLines, fallbackLogBytes)
 			rc.Close()
-			if len(b) > fallbackLogBytes {
-				b = b[len(b)-fallbackLogBytes:]
+			if err != nil {
+				continue
 			}
-			tail = string(b)
 			a.hooks.mu.Lock()
 			if a.hooks.tails == nil {
 				a.hooks.tails = map[string]string{}

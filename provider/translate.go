@@ -124,6 +124,8 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 				env[e.Name] = e.Value
 			}
 		}
+		// $(VAR) references in command and args, as kubelet expands them.
+		bc.Command, bc.Args = expandAll(c.Command, env), expandAll(c.Args, env)
 		for _, port := range c.Ports {
 			bc.Ports = append(bc.Ports, bridge.Port{
 				Name: port.Name, ContainerPort: port.ContainerPort, HostPort: port.HostPort,
@@ -202,6 +204,19 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 	}
 	p.warnMissingPullSecrets(pod, missingPullSecrets)
 	return w, ignored, "", nil
+}
+
+// expandAll expands $(VAR) references in each of args from env (nil stays
+// nil).
+func expandAll(args []string, env map[string]string) []string {
+	if args == nil {
+		return nil
+	}
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = expandEnv(a, env)
+	}
+	return out
 }
 
 func isServiceAccountVolume(p *corev1.ProjectedVolumeSource) bool {

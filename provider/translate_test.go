@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -288,5 +289,32 @@ func TestEnvFromWithRelaxedNames(t *testing.T) {
 	}
 	if _, ok := got["$_a=b"]; ok {
 		t.Errorf("a name with '=' was set: %v", got)
+	}
+}
+
+// Command and args expand $(VAR) from the container's environment, as
+// kubelet does ($$ escapes, unknown names stay as written); the
+// conformance spec "Variable Expansion should allow substituting values
+// in a container's command" runs sh -c 'TEST_VAR=wrong echo "$(TEST_VAR)"'.
+func TestTranslateExpandsCommandAndArgs(t *testing.T) {
+	p := testProvider(t)
+	pod := basePod()
+	c := &pod.Spec.Containers[0]
+	c.Env = []corev1.EnvVar{{Name: "TEST_VAR", Value: "test-value"}}
+	c.Command = []string{"sh", "-c", `TEST_VAR=wrong echo "$(TEST_VAR)"`}
+	c.Args = []string{"$(TEST_VAR)", "$$(TEST_VAR)", "$(UNSET)"}
+	w, _, refusal, _ := p.translate(t.Context(), pod)
+	if refusal != "" {
+		t.Fatal(refusal)
+	}
+	got := w.Containers[0]
+	if want := []string{"sh", "-c", `TEST_VAR=wrong echo "test-value"`}; !slices.Equal(got.Command, want) {
+		t.Errorf("command = %q, want %q", got.Command, want)
+	}
+	if want := []string{"test-value", "$(TEST_VAR)", "$(UNSET)"}; !slices.Equal(got.Args, want) {
+		t.Errorf("args = %q, want %q", got.Args, want)
+	}
+	if c.Command[2] != `TEST_VAR=wrong echo "$(TEST_VAR)"` {
+		t.Error("the pod's own command was changed")
 	}
 }
