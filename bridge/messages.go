@@ -131,6 +131,12 @@ type Workload struct {
 	// TerminationGracePeriodSeconds bounds how long containers get to stop.
 	TerminationGracePeriodSeconds *int64   `json:"terminationGracePeriodSeconds,omitempty"`
 	Volumes                       []Volume `json:"volumes,omitempty"`
+	// ActiveDeadlineSeconds, when set, is how long the pod may be active,
+	// from when the device accepted it (its startTime): then the device
+	// stops its containers for good and reports the pod Failed, reason
+	// DeadlineExceeded, as a kubelet does (protocol 8). A new value takes
+	// effect without restarting anything.
+	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
 
 	// Pod namespaces and networking (protocol 6). HostPID and HostIPC put
 	// every container in the device's PID or IPC namespace;

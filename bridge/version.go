@@ -60,4 +60,8 @@ package bridge
 //     without providerProtocol, or none) it watches its keys as before.
 //     ContainerStatus.probeFailure: what the failing probe said, for the
 //     provider's Unhealthy events.
-const ProtocolVersion = 7
+//   - 8 (2026-11-28): Workload.activeDeadlineSeconds: the device stops the
+//     pod's containers that long after it accepted the pod, and reports it
+//     Failed with reason DeadlineExceeded. The provider refuses such pods
+//     for older devices.
+const ProtocolVersion = 8

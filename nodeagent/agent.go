@@ -93,6 +93,9 @@ type Agent struct {
 	// removing holds the grace period of workloads deleted from the store
 	// whose pods still run.
 	removing map[string]time.Duration
+	// deadlineStops holds the pods past their activeDeadlineSeconds whose
+	// containers are being stopped.
+	deadlineStops map[string]bool
 	// podCount is the number of pods in the runtime at the last pass.
 	podCount int
 	// index is the last DesiredIndex the provider wrote for this device
@@ -157,19 +160,20 @@ func New(cfg Config, rt Runtime, nc *nats.Conn) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{
-		cfg:         cfg,
-		log:         cfg.Logger.With("device", cfg.Device),
-		rt:          rt,
-		nc:          nc,
-		store:       store,
-		lock:        lock,
-		trigger:     make(chan struct{}, 1),
-		rewatch:     make(chan struct{}, 1),
-		createSlots: make(chan struct{}, maxParallelCreates),
-		published:   map[string]*bridge.PodStatus{},
-		dirty:       map[string]bool{},
-		removing:    map[string]time.Duration{},
-		present:     map[string]bool{},
+		cfg:           cfg,
+		log:           cfg.Logger.With("device", cfg.Device),
+		rt:            rt,
+		nc:            nc,
+		store:         store,
+		lock:          lock,
+		trigger:       make(chan struct{}, 1),
+		rewatch:       make(chan struct{}, 1),
+		createSlots:   make(chan struct{}, maxParallelCreates),
+		published:     map[string]*bridge.PodStatus{},
+		dirty:         map[string]bool{},
+		removing:      map[string]time.Duration{},
+		deadlineStops: map[string]bool{},
+		present:       map[string]bool{},
 		// After a restart, check every pod's files once.
 		volumesStale: store.UIDs(),
 		restarts:     restartTracker{next: map[string]time.Time{}, backoff: map[string]time.Duration{}},

@@ -175,6 +175,9 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 		if !creating[w.UID].IsZero() {
 			continue // its status comes when the creation ends
 		}
+		if a.enforceDeadline(ctx, &r, p, now, &next) {
+			continue
+		}
 		if p != nil && !sameSpec(p, w) {
 			a.log.Info("workload changed; recreating pod", "pod", w.Namespace+"/"+w.Name)
 			if err := a.rt.RemovePod(ctx, w.UID, grace(w)); err != nil {

@@ -84,6 +84,10 @@ func buildStatus(r *Record, p *PodState, note *pending, hostIP string, probes re
 	if len(w.InitContainers) > 0 {
 		st.Initialized = ptrBool(initDone)
 	}
+	if r.DeadlineExceeded {
+		st.Phase, st.Reason, st.Message = bridge.PhaseFailed, ReasonDeadlineExceeded, deadlineMessage
+		return st
+	}
 	switch {
 	case initFailed:
 		st.Phase = bridge.PhaseFailed

@@ -23,6 +23,9 @@ type Record struct {
 	Restarts map[string]int32 `json:"restarts,omitempty"`
 	// LastTermination keeps the end of each container's previous run.
 	LastTermination map[string]*bridge.Termination `json:"lastTermination,omitempty"`
+	// DeadlineExceeded: the pod outlived its activeDeadlineSeconds; its
+	// containers stay stopped and it is Failed.
+	DeadlineExceeded bool `json:"deadlineExceeded,omitempty"`
 }
 
 // Store persists workload records in a directory, one JSON file per pod UID,

@@ -41,7 +41,7 @@ var PodFields = []FieldSupport{
 	{"spec.ephemeralContainers", Limited, "kubectl debug's ephemeral containers are not started on devices; the Pod's IgnoredFields condition says so"},
 	{"spec.restartPolicy", Honoured, "containers restart in place (podman restart), with kubelet's back-off"},
 	{"spec.terminationGracePeriodSeconds", Honoured, "preStop, then SIGTERM, SIGKILL after the grace period"},
-	{"spec.activeDeadlineSeconds", Refused, "not enforced on devices yet"},
+	{"spec.activeDeadlineSeconds", Honoured, "enforced by the device from the pod's startTime, also while it is offline (device-agent protocol 8)"},
 	{"spec.dnsPolicy", Limited, "Default and None as a kubelet; ClusterFirst uses the device's resolv.conf (a device has no cluster DNS), as a kubelet without clusterDNS"},
 	{"spec.nodeSelector", ControlPlane, ""},
 	{"spec.serviceAccountName", ControlPlane, "the pod's image pull secrets come from it through the API server's admission"},
@@ -138,9 +138,6 @@ var PodFields = []FieldSupport{
 func checkPodFields(spec *corev1.PodSpec, refuse, ignore func(string, ...any)) {
 	if len(spec.EphemeralContainers) > 0 {
 		ignore("ephemeral containers (kubectl debug) are not started on devices")
-	}
-	if spec.ActiveDeadlineSeconds != nil {
-		refuse("activeDeadlineSeconds is not enforced on devices yet")
 	}
 	if spec.RuntimeClassName != nil && *spec.RuntimeClassName != "" {
 		refuse("runtimeClassName %q: RuntimeClass handlers are not available on devices", *spec.RuntimeClassName)

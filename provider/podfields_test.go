@@ -63,11 +63,9 @@ func TestEveryPodFieldIsClassified(t *testing.T) {
 // A pod using a refused field is refused, with the field in the reason.
 func TestRefusedPodFieldsAreRefused(t *testing.T) {
 	p := testProvider(t)
-	deadline := int64(60)
 	rc := "gvisor"
 	f := false
 	for name, mutate := range map[string]func(*corev1.PodSpec){
-		"activeDeadlineSeconds": func(s *corev1.PodSpec) { s.ActiveDeadlineSeconds = &deadline },
 		"runtimeClassName":      func(s *corev1.PodSpec) { s.RuntimeClassName = &rc },
 		"hostUsers":             func(s *corev1.PodSpec) { s.HostUsers = &f },
 		"resourceClaims":        func(s *corev1.PodSpec) { s.ResourceClaims = []corev1.PodResourceClaim{{Name: "gpu"}} },

@@ -12,6 +12,10 @@ import (
 )
 
 // errInvalidSpec marks what no retry can fix in a pod spec.
+// deadlineProtocol is the first device protocol that enforces a pod's
+// activeDeadlineSeconds.
+const deadlineProtocol = 8
+
 var errInvalidSpec = errors.New("invalid pod spec")
 
 // translate turns a pod into the Workload its device runs. ignored lists
@@ -33,6 +37,9 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 	if v := p.deviceProtocol(spec.NodeName); v > 0 && v < podSemanticsProtocol && (len(spec.InitContainers) > 0 || hasProbes(spec) || hasHooks(spec)) {
 		refuse("device %s runs an agent too old for init containers, probes and lifecycle hooks (protocol %d, needs %d): upgrade its device-agent", spec.NodeName, v, podSemanticsProtocol)
 	}
+	if v := p.deviceProtocol(spec.NodeName); v > 0 && v < deadlineProtocol && spec.ActiveDeadlineSeconds != nil {
+		refuse("device %s runs an agent too old for activeDeadlineSeconds (protocol %d, needs %d): upgrade its device-agent", spec.NodeName, v, deadlineProtocol)
+	}
 	checkPodFields(spec, refuse, ignore)
 	pullKeys, missingPullSecrets, err := p.podKeyring(ctx, pod)
 	if err != nil {
@@ -48,6 +55,7 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 		HostNetwork:                   spec.HostNetwork,
 		Hostname:                      spec.Hostname,
 		TerminationGracePeriodSeconds: spec.TerminationGracePeriodSeconds,
+		ActiveDeadlineSeconds:         spec.ActiveDeadlineSeconds,
 	}
 	if pod.DeletionGracePeriodSeconds != nil {
 		w.TerminationGracePeriodSeconds = pod.DeletionGracePeriodSeconds

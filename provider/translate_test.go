@@ -318,3 +318,20 @@ func TestTranslateExpandsCommandAndArgs(t *testing.T) {
 		t.Error("the pod's own command was changed")
 	}
 }
+
+// activeDeadlineSeconds goes to the device, which enforces it; a device
+// too old to enforce it is refused the pod, with a reason.
+func TestActiveDeadlineGoesToTheDevice(t *testing.T) {
+	p := testProvider(t)
+	pod := basePod()
+	ads := int64(5)
+	pod.Spec.ActiveDeadlineSeconds = &ads
+	w, _, refusal, _ := p.translate(t.Context(), pod)
+	if refusal != "" || w.ActiveDeadlineSeconds == nil || *w.ActiveDeadlineSeconds != 5 {
+		t.Fatalf("refusal %q, workload deadline %v", refusal, w.ActiveDeadlineSeconds)
+	}
+	p.devices = map[string]*device{"pi-1": {name: "pi-1", hb: &bridge.Heartbeat{Time: time.Now(), Inventory: bridge.Inventory{ProtocolVersion: 7}}}}
+	if _, _, refusal, _ = p.translate(t.Context(), pod); !strings.Contains(refusal, "too old for activeDeadlineSeconds") {
+		t.Errorf("refusal for a v7 device: %q", refusal)
+	}
+}
