@@ -66,10 +66,10 @@ func TestRefusedPodFieldsAreRefused(t *testing.T) {
 	rc := "gvisor"
 	f := false
 	for name, mutate := range map[string]func(*corev1.PodSpec){
-		"runtimeClassName":      func(s *corev1.PodSpec) { s.RuntimeClassName = &rc },
-		"hostUsers":             func(s *corev1.PodSpec) { s.HostUsers = &f },
-		"resourceClaims":        func(s *corev1.PodSpec) { s.ResourceClaims = []corev1.PodResourceClaim{{Name: "gpu"}} },
-		"os.name":               func(s *corev1.PodSpec) { s.OS = &corev1.PodOS{Name: corev1.Windows} },
+		"runtimeClassName": func(s *corev1.PodSpec) { s.RuntimeClassName = &rc },
+		"hostUsers":        func(s *corev1.PodSpec) { s.HostUsers = &f },
+		"resourceClaims":   func(s *corev1.PodSpec) { s.ResourceClaims = []corev1.PodResourceClaim{{Name: "gpu"}} },
+		"os.name":          func(s *corev1.PodSpec) { s.OS = &corev1.PodOS{Name: corev1.Windows} },
 	} {
 		pod := basePod()
 		mutate(&pod.Spec)
