@@ -45,3 +45,6 @@ done
 vkf_log "tests"
 # -p 1: the e2e and integration packages each start servers; two cores.
 go test -tags "$VKF_TAGS" -p 1 -count=1 -timeout 45m "$@" ./...
+
+vkf_log "node conformance: the fast subset of the upstream sig-node and sig-storage specs against device Nodes (the full set: hack/conformance.sh)"
+bash hack/conformance.sh --fast
