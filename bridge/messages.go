@@ -131,6 +131,10 @@ type Workload struct {
 	// TerminationGracePeriodSeconds bounds how long containers get to stop.
 	TerminationGracePeriodSeconds *int64   `json:"terminationGracePeriodSeconds,omitempty"`
 	Volumes                       []Volume `json:"volumes,omitempty"`
+	// EphemeralContainers (kubectl debug) are started in the running pod
+	// when they appear, never restarted, and change nothing else: adding
+	// one restarts no container (protocol 8).
+	EphemeralContainers []Container `json:"ephemeralContainers,omitempty"`
 	// ActiveDeadlineSeconds, when set, is how long the pod may be active,
 	// from when the device accepted it (its startTime): then the device
 	// stops its containers for good and reports the pod Failed, reason
@@ -407,6 +411,8 @@ type PodStatus struct {
 	Containers []ContainerStatus `json:"containers"`
 	// InitContainers are the init containers' statuses (v6).
 	InitContainers []ContainerStatus `json:"initContainers,omitempty"`
+	// EphemeralContainers are the ephemeral containers' statuses (v8).
+	EphemeralContainers []ContainerStatus `json:"ephemeralContainers,omitempty"`
 	// Initialized reports whether every init container has succeeded (a
 	// sidecar: started) (v6; nil from older devices, which run none).
 	Initialized *bool `json:"initialized,omitempty"`

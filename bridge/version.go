@@ -63,5 +63,6 @@ package bridge
 //   - 8 (2026-11-28): Workload.activeDeadlineSeconds: the device stops the
 //     pod's containers that long after it accepted the pod, and reports it
 //     Failed with reason DeadlineExceeded. The provider refuses such pods
-//     for older devices.
+//     for older devices. Workload.ephemeralContainers (kubectl debug): started
+//     in the running pod, never restarted; PodStatus.ephemeralContainers.
 const ProtocolVersion = 8

@@ -96,6 +96,9 @@ type Agent struct {
 	// deadlineStops holds the pods past their activeDeadlineSeconds whose
 	// containers are being stopped.
 	deadlineStops map[string]bool
+	// ephemeral holds the last start of each ephemeral container, by
+	// "<pod UID>/<name>".
+	ephemeral map[string]ephemeralStart
 	// podCount is the number of pods in the runtime at the last pass.
 	podCount int
 	// index is the last DesiredIndex the provider wrote for this device
@@ -173,6 +176,7 @@ func New(cfg Config, rt Runtime, nc *nats.Conn) (*Agent, error) {
 		dirty:         map[string]bool{},
 		removing:      map[string]time.Duration{},
 		deadlineStops: map[string]bool{},
+		ephemeral:     map[string]ephemeralStart{},
 		present:       map[string]bool{},
 		// After a restart, check every pod's files once.
 		volumesStale: store.UIDs(),

@@ -104,7 +104,13 @@ func putWorkload(t *testing.T, f *fleet, device string, w *bridge.Workload) {
 // (nil when the key is absent).
 func waitStatus(t *testing.T, f *fleet, device, uid string, cond func(*bridge.PodStatus) bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	waitStatusFor(t, f, device, uid, 15*time.Second, cond)
+}
+
+// waitStatusFor is waitStatus with a deadline of its own.
+func waitStatusFor(t *testing.T, f *fleet, device, uid string, timeout time.Duration, cond func(*bridge.PodStatus) bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	var last *bridge.PodStatus
 	for time.Now().Before(deadline) {
 		last = nil

@@ -31,12 +31,18 @@ func sameSpec(p *PodState, w *bridge.Workload) bool {
 	if p.SpecHash == legacySpecHash(w) {
 		return true
 	}
-	if len(p.Containers) != len(w.Containers) {
-		return false
+	ephemeral := map[string]bool{}
+	for _, c := range w.EphemeralContainers {
+		ephemeral[c.Name] = true
 	}
 	images := make(map[string]string, len(p.Containers))
 	for _, c := range p.Containers {
-		images[c.Name] = c.Image
+		if !ephemeral[c.Name] {
+			images[c.Name] = c.Image
+		}
+	}
+	if len(images) != len(w.Containers) {
+		return false
 	}
 	for _, c := range w.Containers {
 		got, ok := images[c.Name]

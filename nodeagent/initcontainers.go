@@ -17,6 +17,10 @@ const (
 	kindApp = iota
 	kindInit
 	kindSidecar
+	kindEphemeral
+	// kindUnknown: a container the workload does not name (a sidecar of
+	// podman's, or one the workload no longer lists): left alone.
+	kindUnknown
 )
 
 func containerKinds(w *bridge.Workload) map[string]int {
@@ -30,6 +34,9 @@ func containerKinds(w *bridge.Workload) map[string]int {
 	}
 	for _, c := range w.Containers {
 		k[c.Name] = kindApp
+	}
+	for _, c := range w.EphemeralContainers {
+		k[c.Name] = kindEphemeral
 	}
 	return k
 }

@@ -47,6 +47,8 @@ type pending struct {
 	// logTails holds the log tails of failed containers whose
 	// termination message falls back to their log.
 	logTails map[string]string
+	// ephemeral holds why ephemeral containers failed to start, by name.
+	ephemeral map[string]error
 }
 
 func (a *Agent) reconcileLoop(ctx context.Context) {
@@ -161,6 +163,11 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 			delete(a.created, uid)
 		}
 	}
+	for key, st := range a.ephemeral {
+		if uid, _, _ := strings.Cut(key, "/"); !desired[uid] && !st.running {
+			delete(a.ephemeral, key)
+		}
+	}
 	a.mu.Unlock()
 
 	now := time.Now()
@@ -208,6 +215,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 			continue // its status comes when the creation ends
 		}
 		a.updateVolumes(ctx, w)
+		a.startEphemerals(ctx, w, p)
 		if a.advanceInit(ctx, w, p, note) {
 			acted = true
 		}
@@ -250,6 +258,14 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 			note.createErr = res.err
 		}
 		a.fillLogTails(ctx, &r, byUID[uid], note)
+		for _, c := range r.Workload.EphemeralContainers {
+			if err := a.ephemeralError(uid, c.Name); err != nil {
+				if note.ephemeral == nil {
+					note.ephemeral = map[string]error{}
+				}
+				note.ephemeral[c.Name] = err
+			}
+		}
 		a.publish(ctx, buildStatus(&r, byUID[uid], note, a.hostIP(), &a.probes))
 	}
 	a.flushDeletes(ctx, a.store.UIDs())
@@ -268,7 +284,13 @@ func (a *Agent) restartExited(ctx context.Context, r *Record, p *PodState, note 
 		if c.State != ContainerExited {
 			continue
 		}
-		switch kinds[c.Name] {
+		kind, known := kinds[c.Name]
+		if !known {
+			kind = kindUnknown
+		}
+		switch kind {
+		case kindEphemeral, kindUnknown:
+			continue // never restarted
 		case kindSidecar:
 			// Sidecars restart whatever the pod's policy.
 		case kindInit:

@@ -81,6 +81,16 @@ func buildStatus(r *Record, p *PodState, note *pending, hostIP string, probes re
 		}
 		st.Containers = append(st.Containers, cs)
 	}
+	for _, c := range w.EphemeralContainers {
+		// Ephemeral containers are never ready and never restarted; one
+		// that could not be started says why.
+		enote := &pending{waiting: map[string]bool{}, logTails: note.logTails, createErr: note.ephemeral[c.Name]}
+		var ece *ContainerError
+		errors.As(enote.createErr, &ece)
+		cs := containerStatus(r, &c, byName[c.Name], enote, ece)
+		cs.Ready = false
+		st.EphemeralContainers = append(st.EphemeralContainers, cs)
+	}
 	if len(w.InitContainers) > 0 {
 		st.Initialized = ptrBool(initDone)
 	}

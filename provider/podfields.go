@@ -38,7 +38,7 @@ var PodFields = []FieldSupport{
 	{"spec.volumes", Limited, "emptyDir (medium Memory as tmpfs with sizeLimit; disk sizeLimit not enforced), hostPath, configMap, secret, downwardAPI and projected (configMap, secret, downwardAPI) volumes; other volume types and serviceAccountToken projections are refused"},
 	{"spec.initContainers", Honoured, "run in order to success before the app containers; restartPolicy Always makes a native sidecar. After a device reboot the init containers are not run again (their work persists in the pod's volumes)"},
 	{"spec.containers", Honoured, ""},
-	{"spec.ephemeralContainers", Limited, "kubectl debug's ephemeral containers are not started on devices; the Pod's IgnoredFields condition says so"},
+	{"spec.ephemeralContainers", Honoured, "kubectl debug: started in the running pod, never restarted, no container of the pod restarts (device-agent protocol 8); exec, attach and logs reach them"},
 	{"spec.restartPolicy", Honoured, "containers restart in place (podman restart), with kubelet's back-off"},
 	{"spec.terminationGracePeriodSeconds", Honoured, "preStop, then SIGTERM, SIGKILL after the grace period"},
 	{"spec.activeDeadlineSeconds", Honoured, "enforced by the device from the pod's startTime, also while it is offline (device-agent protocol 8)"},
@@ -136,9 +136,6 @@ var PodFields = []FieldSupport{
 // checkPodFields refuses, or notes, the pod spec fields of PodFields that a
 // device does not run and that no other check covers.
 func checkPodFields(spec *corev1.PodSpec, refuse, ignore func(string, ...any)) {
-	if len(spec.EphemeralContainers) > 0 {
-		ignore("ephemeral containers (kubectl debug) are not started on devices")
-	}
 	if spec.RuntimeClassName != nil && *spec.RuntimeClassName != "" {
 		refuse("runtimeClassName %q: RuntimeClass handlers are not available on devices", *spec.RuntimeClassName)
 	}

@@ -147,6 +147,10 @@ func fromDevice(pod *corev1.Pod, ds *bridge.PodStatus, st *corev1.PodStatus, pre
 		}
 		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
 	}
+	st.EphemeralContainerStatuses = nil
+	for _, c := range ds.EphemeralContainers {
+		st.EphemeralContainerStatuses = append(st.EphemeralContainerStatuses, containerStatusOf(&c))
+	}
 	cond := func(t corev1.PodConditionType, ok bool, reason string) corev1.PodCondition {
 		s := corev1.ConditionFalse
 		if ok {

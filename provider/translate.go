@@ -13,8 +13,12 @@ import (
 
 // errInvalidSpec marks what no retry can fix in a pod spec.
 // deadlineProtocol is the first device protocol that enforces a pod's
-// activeDeadlineSeconds.
-const deadlineProtocol = 8
+// activeDeadlineSeconds; ephemeralProtocol the first that starts
+// ephemeral containers.
+const (
+	deadlineProtocol  = 8
+	ephemeralProtocol = 8
+)
 
 var errInvalidSpec = errors.New("invalid pod spec")
 
@@ -85,17 +89,33 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 
 	type specContainer struct {
 		corev1.Container
-		init bool
+		init      bool
+		ephemeral bool
 	}
 	var specContainers []specContainer
 	for _, c := range spec.InitContainers {
-		specContainers = append(specContainers, specContainer{c, true})
+		specContainers = append(specContainers, specContainer{Container: c, init: true})
 	}
 	for _, c := range spec.Containers {
-		specContainers = append(specContainers, specContainer{c, false})
+		specContainers = append(specContainers, specContainer{Container: c})
+	}
+	if v := p.deviceProtocol(spec.NodeName); v > 0 && v < ephemeralProtocol && len(spec.EphemeralContainers) > 0 {
+		ignore("ephemeral containers (kubectl debug) are not started: the device's agent is too old (protocol %d, needs %d)", v, ephemeralProtocol)
+	} else {
+		for _, ec := range spec.EphemeralContainers {
+			specContainers = append(specContainers, specContainer{Container: corev1.Container(ec.EphemeralContainerCommon), ephemeral: true})
+		}
 	}
 	for _, sc := range specContainers {
 		c := sc.Container
+		// What an ephemeral container cannot have does not refuse its
+		// running pod: that one container is not started, and the pod's
+		// IgnoredFields condition says why.
+		refuse := refuse
+		var notStarted []string
+		if sc.ephemeral {
+			refuse = func(format string, a ...any) { notStarted = append(notStarted, fmt.Sprintf(format, a...)) }
+		}
 		bc := bridge.Container{
 			Name:            c.Name,
 			Image:           c.Image,
@@ -191,6 +211,14 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 				bc.RestartPolicy = string(*c.RestartPolicy)
 			}
 			w.InitContainers = append(w.InitContainers, bc)
+			continue
+		}
+		if sc.ephemeral {
+			if len(notStarted) > 0 {
+				ignore("ephemeral container %q is not started: %s", c.Name, strings.Join(notStarted, "; "))
+				continue
+			}
+			w.EphemeralContainers = append(w.EphemeralContainers, bc)
 			continue
 		}
 		w.Containers = append(w.Containers, bc)

@@ -335,3 +335,36 @@ func TestActiveDeadlineGoesToTheDevice(t *testing.T) {
 		t.Errorf("refusal for a v7 device: %q", refusal)
 	}
 }
+
+// Ephemeral containers go to the device beside the pod's containers; one
+// that cannot run is not started (noted), and never refuses its running
+// pod; a device too old for them is told nothing of them (noted).
+func TestEphemeralContainersGoToTheDevice(t *testing.T) {
+	p := testProvider(t)
+	pod := basePod()
+	pod.Spec.EphemeralContainers = []corev1.EphemeralContainer{
+		{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: "busybox", Command: []string{"sh"}, TTY: true, Stdin: true}},
+		{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "bad", Image: "busybox",
+			VolumeMounts: []corev1.VolumeMount{{Name: "v", MountPath: "/x", SubPathExpr: "$(A)/../.."}}}},
+	}
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: "v", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	w, ignored, refusal, _ := p.translate(t.Context(), pod)
+	if refusal != "" {
+		t.Fatalf("refused: %q", refusal)
+	}
+	if len(w.EphemeralContainers) != 1 || w.EphemeralContainers[0].Name != "debugger" || !w.EphemeralContainers[0].TTY {
+		t.Errorf("ephemeral containers %+v", w.EphemeralContainers)
+	}
+	if !strings.Contains(strings.Join(ignored, "; "), `ephemeral container "bad" is not started`) {
+		t.Errorf("ignored %q", ignored)
+	}
+	if bridge.RestartHash(w) != bridge.RestartHash(&bridge.Workload{Containers: w.Containers}) {
+		t.Error("ephemeral containers change the restart hash")
+	}
+
+	p.devices = map[string]*device{"pi-1": {name: "pi-1", hb: &bridge.Heartbeat{Time: time.Now(), Inventory: bridge.Inventory{ProtocolVersion: 7}}}}
+	w, ignored, refusal, _ = p.translate(t.Context(), pod)
+	if refusal != "" || len(w.EphemeralContainers) != 0 || !strings.Contains(strings.Join(ignored, "; "), "too old") {
+		t.Errorf("v7 device: refusal %q, ephemeral %+v, ignored %q", refusal, w.EphemeralContainers, ignored)
+	}
+}

@@ -369,3 +369,28 @@ func (r *Runtime) StopContainer(_ context.Context, podUID, container string, _ t
 	r.ExitContainer(podUID, container, 137)
 	return nil
 }
+
+var _ nodeagent.EphemeralStarter = (*Runtime)(nil)
+
+// StartEphemeral adds ephemeral container c to w's pod, running.
+func (r *Runtime) StartEphemeral(_ context.Context, w *bridge.Workload, c *bridge.Container) error {
+	if err := r.check(); err != nil {
+		return err
+	}
+	if r.Images != nil && !r.Images[c.Image] {
+		return &nodeagent.ContainerError{Container: c.Name, Reason: nodeagent.ReasonErrImagePull, Err: fmt.Errorf("image %q not found", c.Image)}
+	}
+	r.mu.Lock()
+	p := r.pods[w.UID]
+	if p == nil {
+		r.mu.Unlock()
+		return fmt.Errorf("%w: pod %s", nodeagent.ErrNoContainer, w.UID)
+	}
+	p.Containers = append(p.Containers, nodeagent.ContainerState{
+		Name: c.Name, ID: fmt.Sprintf("sim%012d", r.nextID.Add(1)), Image: c.Image, ImageID: "sha256:sim",
+		State: nodeagent.ContainerRunning, StartedAt: time.Now(),
+	})
+	r.mu.Unlock()
+	r.emit(w.UID)
+	return nil
+}

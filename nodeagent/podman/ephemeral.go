@@ -1,0 +1,75 @@
+//go:build remote
+
+package podman
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/containers/podman/v5/pkg/bindings/containers"
+	entities "github.com/containers/podman/v5/pkg/domain/entities/types"
+
+	"github.com/vk-fleet/vk-fleet/bridge"
+	"github.com/vk-fleet/vk-fleet/nodeagent"
+)
+
+var _ nodeagent.EphemeralStarter = (*Runtime)(nil)
+
+// StartEphemeral creates ephemeral container c (kubectl debug) in w's
+// running podman pod and starts it. The pod's other containers are not
+// touched; c mounts the pod's volumes as they are.
+func (r *Runtime) StartEphemeral(ctx context.Context, w *bridge.Workload, c *bridge.Container) error {
+	if err := r.connect(); err != nil {
+		return err
+	}
+	p, err := r.findPod(ctx, w.UID)
+	if err != nil {
+		return fmt.Errorf("starting ephemeral container %s: %w", c.Name, err)
+	}
+	if p == nil {
+		return fmt.Errorf("starting ephemeral container %s: %w: pod %s", c.Name, nodeagent.ErrNoContainer, w.UID)
+	}
+	ref, err := r.ensureImage(ctx, w, c)
+	if err != nil {
+		return err
+	}
+	name := containerName(podName(w), c.Name)
+	s, err := containerSpec(w, c, p.Id, name, ref, podLabels(r.device, w, p.Labels[nodeagent.LabelSpecHash]), r.podVolumes(w))
+	if err == nil {
+		err = r.secureContainer(ctx, s, w, c, ref)
+	}
+	if err == nil {
+		err = r.mountTerminationLog(w, c, s)
+	}
+	var resp entities.ContainerCreateResponse
+	if err == nil {
+		resp, err = containers.CreateWithSpec(r.ctx(ctx), s, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("creating ephemeral container %s: %w", c.Name, containerError(c.Name, nodeagent.ReasonCreateContainerError, err))
+	}
+	if err := containers.Start(r.ctx(ctx), resp.ID, nil); err != nil {
+		return fmt.Errorf("starting ephemeral container %s: %w", c.Name, containerError(c.Name, nodeagent.ReasonRunContainerError, err))
+	}
+	return nil
+}
+
+// podVolumes describes the volumes of w's existing pod, as prepareVolumes
+// made them, without touching them.
+func (r *Runtime) podVolumes(w *bridge.Workload) map[string]volumeSource {
+	base := r.podVolumesDir(w.UID)
+	out := make(map[string]volumeSource, len(w.Volumes))
+	for _, v := range w.Volumes {
+		switch {
+		case v.HostPath != "":
+			out[v.Name] = volumeSource{path: v.HostPath}
+		case v.Files != nil:
+			out[v.Name] = volumeSource{path: filepath.Join(base, safeSegment(v.Name)), readOnly: true, owned: true, files: true,
+				subPathDir: filepath.Join(base, subPathsDir)}
+		default:
+			out[v.Name] = volumeSource{path: filepath.Join(base, safeSegment(v.Name)), owned: true}
+		}
+	}
+	return out
+}
