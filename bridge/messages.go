@@ -317,6 +317,17 @@ type Volume struct {
 	Medium string `json:"medium,omitempty"`
 	// SizeLimitBytes bounds a Memory EmptyDir (the tmpfs size).
 	SizeLimitBytes int64 `json:"sizeLimitBytes,omitempty"`
+
+	// Image mounts the file system of an OCI image, read-only (protocol 8).
+	Image *ImageVolume `json:"image,omitempty"`
+}
+
+// ImageVolume is an image volume's image, pulled as its policy says with
+// the credentials that match it, as a container's image.
+type ImageVolume struct {
+	Reference  string         `json:"reference"`
+	PullPolicy string         `json:"pullPolicy,omitempty"`
+	PullAuth   []RegistryAuth `json:"pullAuth,omitempty"`
 }
 
 // MediumMemory is Volume.Medium for a tmpfs emptyDir, spelled as in

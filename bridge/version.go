@@ -65,4 +65,5 @@ package bridge
 //     Failed with reason DeadlineExceeded. The provider refuses such pods
 //     for older devices. Workload.ephemeralContainers (kubectl debug): started
 //     in the running pod, never restarted; PodStatus.ephemeralContainers.
+//     Volume.image (ImageVolume): an OCI image's file system, read-only.
 const ProtocolVersion = 8

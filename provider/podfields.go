@@ -35,7 +35,7 @@ type FieldSupport struct {
 // not listed, so no new field can slip through unnoticed; docs/pod-support.md
 // is generated from this list.
 var PodFields = []FieldSupport{
-	{"spec.volumes", Limited, "emptyDir (medium Memory as tmpfs with sizeLimit; disk sizeLimit not enforced), hostPath, configMap, secret, downwardAPI and projected (configMap, secret, downwardAPI) volumes; other volume types and serviceAccountToken projections are refused"},
+	{"spec.volumes", Limited, "emptyDir (medium Memory as tmpfs with sizeLimit; disk sizeLimit not enforced), hostPath, configMap, secret, downwardAPI, projected (configMap, secret, downwardAPI) and image volumes (read-only, pulled with the pod's pull secrets; device-agent protocol 8); other volume types and serviceAccountToken projections are refused"},
 	{"spec.initContainers", Honoured, "run in order to success before the app containers; restartPolicy Always makes a native sidecar. After a device reboot the init containers are not run again (their work persists in the pod's volumes)"},
 	{"spec.containers", Honoured, ""},
 	{"spec.ephemeralContainers", Honoured, "kubectl debug: started in the running pod, never restarted, no container of the pod restarts (device-agent protocol 8); exec, attach and logs reach them"},

@@ -310,4 +310,12 @@ func applyPullAuth(w *bridge.Workload, k *keyring) {
 	for i := range w.Containers {
 		w.Containers[i].PullAuth = k.lookup(w.Containers[i].Image)
 	}
+	for i := range w.EphemeralContainers {
+		w.EphemeralContainers[i].PullAuth = k.lookup(w.EphemeralContainers[i].Image)
+	}
+	for i := range w.Volumes {
+		if iv := w.Volumes[i].Image; iv != nil {
+			iv.PullAuth = k.lookup(iv.Reference)
+		}
+	}
 }

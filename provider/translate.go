@@ -16,8 +16,9 @@ import (
 // activeDeadlineSeconds; ephemeralProtocol the first that starts
 // ephemeral containers.
 const (
-	deadlineProtocol  = 8
-	ephemeralProtocol = 8
+	deadlineProtocol    = 8
+	ephemeralProtocol   = 8
+	imageVolumeProtocol = 8
 )
 
 var errInvalidSpec = errors.New("invalid pod spec")

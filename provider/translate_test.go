@@ -368,3 +368,30 @@ func TestEphemeralContainersGoToTheDevice(t *testing.T) {
 		t.Errorf("v7 device: refusal %q, ephemeral %+v, ignored %q", refusal, w.EphemeralContainers, ignored)
 	}
 }
+
+// An image volume goes to the device with the pod's credentials for its
+// image; a device too old for it is refused the pod, with a reason.
+func TestImageVolumeGoesToTheDevice(t *testing.T) {
+	p := testProvider(t)
+	pod := basePod()
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: "model", VolumeSource: corev1.VolumeSource{
+		Image: &corev1.ImageVolumeSource{Reference: "registry.example/model:1", PullPolicy: corev1.PullAlways}}})
+	pod.Spec.Containers[0].VolumeMounts = append(pod.Spec.Containers[0].VolumeMounts, corev1.VolumeMount{Name: "model", MountPath: "/model"})
+	w, _, refusal, pending := p.translate(t.Context(), pod)
+	if refusal != "" || pending != nil {
+		t.Fatalf("refusal %q, pending %v", refusal, pending)
+	}
+	var got *bridge.ImageVolume
+	for _, v := range w.Volumes {
+		if v.Name == "model" {
+			got = v.Image
+		}
+	}
+	if got == nil || got.Reference != "registry.example/model:1" || got.PullPolicy != "Always" {
+		t.Errorf("image volume %+v", got)
+	}
+	p.devices = map[string]*device{"pi-1": {name: "pi-1", hb: &bridge.Heartbeat{Time: time.Now(), Inventory: bridge.Inventory{ProtocolVersion: 7}}}}
+	if _, _, refusal, _ = p.translate(t.Context(), pod); !strings.Contains(refusal, "too old for image volumes") {
+		t.Errorf("refusal for a v7 device: %q", refusal)
+	}
+}

@@ -92,6 +92,13 @@ func (p *Provider) translateVolume(ctx context.Context, pod *corev1.Pod, v *core
 	case v.HostPath != nil:
 		out.HostPath = v.HostPath.Path
 		return out, false, nil
+	case v.Image != nil:
+		if dv := p.deviceProtocol(pod.Spec.NodeName); dv > 0 && dv < imageVolumeProtocol {
+			refuse("volume %q: the device's agent is too old for image volumes (protocol %d, needs %d): upgrade its device-agent", v.Name, dv, imageVolumeProtocol)
+			return nil, false, nil
+		}
+		out.Image = &bridge.ImageVolume{Reference: v.Image.Reference, PullPolicy: string(v.Image.PullPolicy)}
+		return out, false, nil
 	case v.ConfigMap != nil:
 		err = p.addConfigMap(ctx, pod.Namespace, fs, v.ConfigMap.Name, v.ConfigMap.Items, v.ConfigMap.DefaultMode, v.ConfigMap.Optional)
 	case v.Secret != nil:
@@ -125,7 +132,7 @@ func (p *Provider) translateVolume(ctx context.Context, pod *corev1.Pod, v *core
 			}
 		}
 	default:
-		refuse("volume %q: only emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes are supported", v.Name)
+		refuse("volume %q: only emptyDir, hostPath, configMap, secret, downwardAPI, projected and image volumes are supported", v.Name)
 		return nil, false, nil
 	}
 	if err != nil {

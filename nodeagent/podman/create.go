@@ -85,6 +85,9 @@ func (r *Runtime) CreatePod(ctx context.Context, w *bridge.Workload, specHash st
 		}
 	}()
 
+	if err := r.ensureVolumeImages(ctx, w); err != nil {
+		return fmt.Errorf("creating pod %s: %w", name, err)
+	}
 	volumes, err := r.prepareVolumes(w)
 	if err != nil {
 		return fmt.Errorf("creating pod %s: %w", name, &nodeagent.ContainerError{

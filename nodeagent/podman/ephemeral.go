@@ -62,6 +62,8 @@ func (r *Runtime) podVolumes(w *bridge.Workload) map[string]volumeSource {
 	out := make(map[string]volumeSource, len(w.Volumes))
 	for _, v := range w.Volumes {
 		switch {
+		case v.Image != nil:
+			out[v.Name] = volumeSource{image: normalizeImage(v.Image.Reference), readOnly: true}
 		case v.HostPath != "":
 			out[v.Name] = volumeSource{path: v.HostPath}
 		case v.Files != nil:
@@ -72,4 +74,31 @@ func (r *Runtime) podVolumes(w *bridge.Workload) map[string]volumeSource {
 		}
 	}
 	return out
+}
+
+// ensureVolumeImages makes sure the images of w's image volumes exist
+// locally, pulled as their pull policies say, as a container's image.
+func (r *Runtime) ensureVolumeImages(ctx context.Context, w *bridge.Workload) error {
+	for _, v := range w.Volumes {
+		if v.Image == nil {
+			continue
+		}
+		c := bridge.Container{Name: "volume " + v.Name, Image: v.Image.Reference, ImagePullPolicy: v.Image.PullPolicy, PullAuth: v.Image.PullAuth}
+		ref, err := r.ensureImage(ctx, w, &c)
+		if err != nil {
+			return err
+		}
+		if ref != normalizeImage(v.Image.Reference) {
+			// Found under the name as written (an image built on the
+			// device): mount that one.
+			for i := range w.Volumes {
+				if w.Volumes[i].Name == v.Name {
+					img := *v.Image
+					img.Reference = ref
+					w.Volumes[i].Image = &img
+				}
+			}
+		}
+	}
+	return nil
 }

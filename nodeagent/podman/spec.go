@@ -158,6 +158,11 @@ func containerSpec(w *bridge.Workload, c *bridge.Container, podID, name, image s
 		if !ok {
 			return nil, fmt.Errorf("mount of unknown volume %q", m.Volume)
 		}
+		if src.image != "" {
+			// Read-only, whatever the mount says (as a kubelet's).
+			s.ImageVolumes = append(s.ImageVolumes, &specgen.ImageVolume{Source: src.image, Destination: m.Path, SubPath: m.SubPath})
+			continue
+		}
 		source, err := src.mountSource(c.Name, i, m.SubPath)
 		if err != nil {
 			return nil, &nodeagent.ContainerError{Container: c.Name, Reason: nodeagent.ReasonCreateContainerConfigError,

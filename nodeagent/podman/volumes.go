@@ -25,6 +25,9 @@ type volumeSource struct {
 	files bool
 	// subPathDir holds the copies of subPath mounts of Files volumes.
 	subPathDir string
+	// image is the local reference of an image volume's image (path is
+	// then empty): mounted read-only as podman's image mount.
+	image string
 }
 
 // subPathsDir is the directory, beside a pod's volumes, that holds the
@@ -55,6 +58,9 @@ func (r *Runtime) prepareVolumes(w *bridge.Workload) (map[string]volumeSource, e
 			return nil, fmt.Errorf("volume %q defined twice", v.Name)
 		}
 		switch {
+		case v.Image != nil:
+			out[v.Name] = volumeSource{image: normalizeImage(v.Image.Reference), readOnly: true}
+			continue // pulled by ensureVolumeImages
 		case v.HostPath != "":
 			if !filepath.IsAbs(v.HostPath) {
 				return nil, fmt.Errorf("volume %q: host path %q is not absolute", v.Name, v.HostPath)
