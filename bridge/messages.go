@@ -306,6 +306,8 @@ type Volume struct {
 	// projected volume: file name (a relative path) → bytes. The device
 	// writes a new set atomically, as kubelet does: a "..data" symlink
 	// swapped to a new directory, so readers never see half an update.
+	// A volume with neither EmptyDir nor HostPath is a Files volume, with
+	// no files when Files is empty (see IsFiles).
 	Files map[string][]byte `json:"files,omitempty"`
 
 	// Since protocol 6.
@@ -329,6 +331,14 @@ type ImageVolume struct {
 	PullPolicy string         `json:"pullPolicy,omitempty"`
 	PullAuth   []RegistryAuth `json:"pullAuth,omitempty"`
 }
+
+// IsFiles reports whether v is a Files volume (ConfigMap, Secret,
+// downwardAPI, projected): neither an emptyDir, a host path nor an image.
+// Its Files may be empty — an optional ConfigMap or Secret that does not
+// exist (or was deleted), one without keys — and an empty map is not
+// encoded, so a decoded volume with no source at all is a Files volume with
+// no files: the device empties it, as kubelet's atomic writer does.
+func (v *Volume) IsFiles() bool { return !v.EmptyDir && v.HostPath == "" && v.Image == nil }
 
 // MediumMemory is Volume.Medium for a tmpfs emptyDir, spelled as in
 // Kubernetes.

@@ -60,6 +60,11 @@ package bridge
 //     without providerProtocol, or none) it watches its keys as before.
 //     ContainerStatus.probeFailure: what the failing probe said, for the
 //     provider's Unhealthy events.
+//     (2026-11-28) A Volume with neither emptyDir nor hostPath (its files
+//     left out because there are none) is a Files volume with no files
+//     (Volume.IsFiles): devices empty it in place, as kubelet does when an
+//     optional ConfigMap or Secret is deleted. Older devices kept the last
+//     files, and made it a writable empty directory at creation.
 //   - 8 (2026-11-28): Workload.activeDeadlineSeconds: the device stops the
 //     pod's containers that long after it accepted the pod, and reports it
 //     Failed with reason DeadlineExceeded. The provider refuses such pods

@@ -66,7 +66,9 @@ func (r *Runtime) prepareVolumes(w *bridge.Workload) (map[string]volumeSource, e
 				return nil, fmt.Errorf("volume %q: host path %q is not absolute", v.Name, v.HostPath)
 			}
 			out[v.Name] = volumeSource{path: v.HostPath}
-		case v.Files != nil:
+		case v.IsFiles():
+			// Files may be empty: an optional ConfigMap or Secret that
+			// does not exist gives an empty read-only volume, as kubelet's.
 			dir := filepath.Join(base, safeSegment(v.Name))
 			files, err := payload(v.Files, v.FileModes)
 			if err != nil {
@@ -81,10 +83,7 @@ func (r *Runtime) prepareVolumes(w *bridge.Workload) (map[string]volumeSource, e
 			out[v.Name] = volumeSource{path: dir, readOnly: true, owned: true, files: true,
 				subPathDir: filepath.Join(base, subPathsDir)}
 			continue // owned by fsGroup already
-		default:
-			if !v.EmptyDir {
-				r.log.Warn("volume without a source, using an empty directory", "pod", w.Namespace+"/"+w.Name, "volume", v.Name)
-			}
+		default: // an emptyDir
 			dir := filepath.Join(base, safeSegment(v.Name))
 			if err := os.RemoveAll(dir); err != nil {
 				return nil, fmt.Errorf("volume %q: clearing %s: %w", v.Name, dir, err)
@@ -141,9 +140,11 @@ var _ nodeagent.VolumeUpdater = (*Runtime)(nil)
 
 // UpdateVolumes brings the files of w's Files volumes (ConfigMap, Secret,
 // downwardAPI, projected) up to date in place, each as one atomic update
-// (see writeAtomic), as kubelet does. Nothing restarts; subPath copies keep
-// their content. A pod not created yet is left alone. It also mounts the
-// tmpfs of a Memory emptyDir that is missing (a device that rebooted).
+// (see writeAtomic), as kubelet does: files whose keys went away are
+// removed, and a volume whose optional source was deleted is emptied.
+// Nothing restarts; subPath copies keep their content. A pod not created
+// yet is left alone. It also mounts the tmpfs of a Memory emptyDir that is
+// missing (a device that rebooted).
 func (r *Runtime) UpdateVolumes(_ context.Context, w *bridge.Workload) error {
 	base := r.podVolumesDir(w.UID)
 	var errs []error
@@ -153,7 +154,13 @@ func (r *Runtime) UpdateVolumes(_ context.Context, w *bridge.Workload) error {
 			continue // not created yet, or not by this runtime
 		}
 		switch {
-		case v.Files != nil:
+		case v.IsFiles():
+			if len(v.Files) == 0 && !hasDataLink(dir) {
+				// Made a writable empty directory by an agent before
+				// Volume.IsFiles: it holds no files to remove, and what a
+				// container may have written there stays.
+				continue
+			}
 			files, err := payload(v.Files, v.FileModes)
 			if err == nil {
 				var changed bool
@@ -171,4 +178,11 @@ func (r *Runtime) UpdateVolumes(_ context.Context, w *bridge.Workload) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// hasDataLink reports whether dir has the "..data" link of a Files volume
+// (see writeAtomic).
+func hasDataLink(dir string) bool {
+	_, err := os.Readlink(filepath.Join(dir, dataDirName))
+	return err == nil
 }

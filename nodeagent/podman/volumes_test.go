@@ -4,6 +4,7 @@ package podman
 
 import (
 	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -144,6 +145,15 @@ func TestLiveVolumesSubPathAndTmpfs(t *testing.T) {
 	if got := run("cat /conf/app.conf; echo; cat /etc/app.conf; echo; ls /conf"); got != "v2\nv1\napp.conf\n" {
 		t.Errorf("after the update (the subPath keeps v1, as kubelet's): %q", got)
 	}
+	// Its source deleted (an optional ConfigMap), the volume is emptied in
+	// place; the subPath copy stays.
+	w.Volumes[0].Files = map[string][]byte{}
+	if err := e.rt.UpdateVolumes(t.Context(), roundTrip(t, w)); err != nil {
+		t.Fatalf("UpdateVolumes: %v", err)
+	}
+	if got := run("ls /conf; cat /etc/app.conf"); got != "v1" {
+		t.Errorf("after the source went away (only the subPath copy stays): %q", got)
+	}
 	after := waitState(t, e.rt, w.UID, "main", nodeagent.ContainerRunning)
 	if after.ID != before.ID || !after.StartedAt.Equal(before.StartedAt) {
 		t.Errorf("the container restarted: %+v → %+v", before, after)
@@ -166,4 +176,89 @@ func TestLiveVolumesSubPathAndTmpfs(t *testing.T) {
 	if m, err := mountsUnder(e.rt.podVolumesDir(w.UID)); err != nil || len(m) != 0 {
 		t.Errorf("mounts left: %v %v", m, err)
 	}
+}
+
+// A Files volume whose source has no files any more (an optional ConfigMap
+// or Secret deleted, every key removed) is emptied in place, as kubelet's
+// atomic writer empties it. On the wire its Files map is absent: an empty
+// map and none encode alike.
+func TestUpdateVolumesEmptiesAFilesVolume(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(t.Output(), nil))
+	rt, err := New(t.Context(), "unix:///nonexistent/podman.sock", "dev", WithStateDir(t.TempDir()), WithLogger(logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := workload("emptied")
+	w.Volumes = []bridge.Volume{
+		{Name: "opt", Files: map[string][]byte{"data-1": []byte("value-1"), "dir/x": []byte("x")}},
+		{Name: "later", Files: map[string][]byte{}}, // an optional ConfigMap not created yet
+	}
+	srcs, err := rt.prepareVolumes(roundTrip(t, w))
+	if err != nil {
+		t.Fatalf("prepareVolumes: %v", err)
+	}
+	base := rt.podVolumesDir(w.UID)
+	if s := srcs["later"]; !s.files || !s.readOnly {
+		t.Errorf("a Files volume with no files is mounted as %+v, want a read-only Files volume", s)
+	}
+	if names := volumeNames(t, filepath.Join(base, "later")); len(names) != 0 {
+		t.Errorf("the empty volume holds %v", names)
+	}
+
+	// An agent before Volume.IsFiles made "legacy" a writable directory:
+	// what a container wrote there stays while it has no files.
+	legacy := filepath.Join(base, "legacy")
+	if err := os.MkdirAll(legacy, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(legacy, "written"), []byte("w"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w.Volumes = append(w.Volumes, bridge.Volume{Name: "legacy"})
+
+	w.Volumes[0].Files = map[string][]byte{}
+	w.Volumes[1].Files = map[string][]byte{"data-3": []byte("value-3")}
+	if err := rt.UpdateVolumes(t.Context(), roundTrip(t, w)); err != nil {
+		t.Fatalf("UpdateVolumes: %v", err)
+	}
+	if names := volumeNames(t, filepath.Join(base, "opt")); len(names) != 0 {
+		t.Errorf("after its source went away the volume still holds %v", names)
+	}
+	if got, err := os.ReadFile(filepath.Join(base, "later", "data-3")); err != nil || string(got) != "value-3" {
+		t.Errorf("data-3 = %q, %v", got, err)
+	}
+	if names := volumeNames(t, legacy); len(names) != 1 || names[0] != "written" {
+		t.Errorf("the legacy directory holds %v, want [written]", names)
+	}
+}
+
+// roundTrip returns w as a device receives it: encoded and decoded.
+func roundTrip(t *testing.T, w *bridge.Workload) *bridge.Workload {
+	t.Helper()
+	data, err := bridge.Encode(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := bridge.Decode[bridge.Workload](data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// volumeNames lists what a reader of volume dir sees (not the "..data"
+// machinery).
+func volumeNames(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "..") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
 }

@@ -152,3 +152,78 @@ func TestVolumeRefusals(t *testing.T) {
 		return strings.Contains(p.Status.Message, `volume "vault": serviceAccountToken projections are not supported`), p.Status.Message
 	})
 }
+
+// TestOptionalSourcesDeletedAndCreated: as the conformance specs "optional
+// updates should be reflected in volume": an optional ConfigMap or Secret
+// deleted while mounted (plain and projected) takes its files away; one
+// created later brings them; the container keeps running.
+func TestOptionalSourcesDeletedAndCreated(t *testing.T) {
+	needCluster(t)
+	t.Parallel()
+	ns := createNamespace(t, "optvol")
+	ctx := t.Context()
+	cms, secrets := cluster.Client.CoreV1().ConfigMaps(ns), cluster.Client.CoreV1().Secrets(ns)
+	if _, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "delete-cm"},
+		Data: map[string]string{"data-1": "value-1"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := secrets.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "delete-sec"},
+		Data: map[string][]byte{"data-1": []byte("value-1")}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	opt := true
+	pod := sleeper(ns, "optional", devA)
+	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{
+		{Name: "cm", MountPath: "/cm", ReadOnly: true},
+		{Name: "sec", MountPath: "/sec", ReadOnly: true},
+		{Name: "projected", MountPath: "/projected", ReadOnly: true},
+		{Name: "create", MountPath: "/create", ReadOnly: true},
+	}
+	pod.Spec.Volumes = []corev1.Volume{
+		{Name: "cm", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "delete-cm"}, Optional: &opt}}},
+		{Name: "sec", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "delete-sec", Optional: &opt}}},
+		{Name: "projected", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+			{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "delete-cm"}, Optional: &opt,
+				Items: []corev1.KeyToPath{{Key: "data-1", Path: "cm-data-1"}}}},
+			{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "delete-sec"}, Optional: &opt,
+				Items: []corev1.KeyToPath{{Key: "data-1", Path: "sec-data-1"}}}},
+		}}}},
+		{Name: "create", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "create-cm"}, Optional: &opt}}},
+	}
+	if _, err := cluster.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := waitRunning(t, ns, "optional").Status.ContainerStatuses[0]
+	const script = `ls /cm /sec /projected /create`
+	// Polled: a pod can be Running before its Node has the address that
+	// kubectl exec goes to.
+	eventually(t, time.Minute, "the optional sources' files, the missing one's empty volume", func(ctx context.Context) (bool, string) {
+		out, errOut, _ := kubectl(t, ctx, "", "exec", "-n", ns, "optional", "--", "sh", "-c", script)
+		return out == "/cm:\ndata-1\n\n/create:\n\n/projected:\ncm-data-1\nsec-data-1\n\n/sec:\ndata-1\n", fmt.Sprintf("%q %q", out, errOut)
+	})
+
+	if err := cms.Delete(ctx, "delete-cm", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := secrets.Delete(ctx, "delete-sec", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "create-cm"},
+		Data: map[string]string{"data-3": "value-3"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "the deleted sources' files gone, the created one's there", func(ctx context.Context) (bool, string) {
+		out, errOut, _ := kubectl(t, ctx, "", "exec", "-n", ns, "optional", "--", "sh", "-c", script)
+		return out == "/cm:\n\n/create:\ndata-3\n\n/projected:\n\n/sec:\n", fmt.Sprintf("%q %q", out, errOut)
+	})
+
+	after, err := cluster.Client.CoreV1().Pods(ns).Get(ctx, "optional", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs := after.Status.ContainerStatuses[0]; cs.ContainerID != before.ContainerID || cs.RestartCount != 0 {
+		t.Errorf("the container restarted: %s → %s, restarts %d", before.ContainerID, cs.ContainerID, cs.RestartCount)
+	}
+}
