@@ -142,6 +142,11 @@ func fromDevice(pod *corev1.Pod, ds *bridge.PodStatus, st *corev1.PodStatus, pre
 		if cs.ContainerID != "" {
 			anyCreated = true
 		}
+		if !sidecars[c.Name] {
+			// As a kubelet: an init container that succeeded is ready
+			// (devices before this said false).
+			cs.Ready = c.State == bridge.StateTerminated && c.ExitCode == 0
+		}
 		if sidecars[c.Name] && !c.Ready {
 			allReady = false // a sidecar's readiness counts for the Pod's
 		}
