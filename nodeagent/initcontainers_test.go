@@ -35,6 +35,7 @@ func (l *startLog) get() []string {
 
 // Init containers run one after the other, each to success, before the
 // app containers start; a sidecar starts before them and keeps running.
+// An init container that succeeded is ready, as a kubelet reports it.
 func TestInitContainersRunInOrderBeforeTheApp(t *testing.T) {
 	f := startFleet(t, t.TempDir())
 	var log startLog
@@ -59,9 +60,9 @@ func TestInitContainersRunInOrderBeforeTheApp(t *testing.T) {
 			return false
 		}
 		first, proxy, second := s.InitContainers[0], s.InitContainers[1], s.InitContainers[2]
-		return first.State == bridge.StateTerminated && first.Reason == "Completed" && !first.Ready &&
+		return first.State == bridge.StateTerminated && first.Reason == "Completed" && first.Ready &&
 			proxy.State == bridge.StateRunning && proxy.Ready &&
-			second.State == bridge.StateTerminated && s.Containers[0].State == bridge.StateRunning && s.Containers[0].Ready
+			second.State == bridge.StateTerminated && second.Ready && s.Containers[0].State == bridge.StateRunning && s.Containers[0].Ready
 	})
 	if got := log.get(); len(got) != 4 || got[0] != "first" || got[1] != "proxy" || got[2] != "second" || got[3] != "main" {
 		t.Fatalf("start order %v, want [first proxy second main]", got)
@@ -86,7 +87,7 @@ func TestFailedInitContainerFailsANeverRestartPod(t *testing.T) {
 	putWorkload(t, f, "dev-a", w)
 	waitStatus(t, f, "dev-a", "u1", func(s *bridge.PodStatus) bool {
 		return s != nil && s.Phase == bridge.PhaseFailed && len(s.InitContainers) == 1 &&
-			s.InitContainers[0].State == bridge.StateTerminated && s.InitContainers[0].ExitCode == 3 &&
+			s.InitContainers[0].State == bridge.StateTerminated && s.InitContainers[0].ExitCode == 3 && !s.InitContainers[0].Ready &&
 			s.Containers[0].State == bridge.StateWaiting && s.Containers[0].Reason == "PodInitializing"
 	})
 	for _, c := range log.get() {

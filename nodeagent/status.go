@@ -53,8 +53,9 @@ func buildStatus(r *Record, p *PodState, note *pending, hostIP string, probes re
 				initDone = false
 			}
 		default:
-			cs.Ready = false
+			// As a kubelet: an init container that ran to success is ready.
 			done := cs.State == bridge.StateTerminated && cs.ExitCode == 0
+			cs.Ready = done
 			if !done {
 				initDone = false
 				if cs.State == bridge.StateTerminated && w.RestartPolicy == bridge.RestartNever {

@@ -16,8 +16,9 @@ import (
 const startedEventWindow = 2 * time.Minute
 
 // podEvents records on pod the Events a kubelet records, for what changed
-// between two reports of its device: Started (not Created as well: one
-// Event per container start is what a fleet's API server pays), image pull
+// between two reports of its device: Started for every new run, also one
+// that ended between two reports (not Created as well: one Event per
+// container start is what a fleet's API server pays), image pull
 // failures (Failed, BackOff), crash loops (BackOff), configuration errors
 // (Failed), failing probes (Unhealthy) and OOM kills.
 func (p *Provider) podEvents(pod *corev1.Pod, old, cur *bridge.PodStatus) {
@@ -39,9 +40,12 @@ func (p *Provider) podEvents(pod *corev1.Pod, old, cur *bridge.PodStatus) {
 		warn := func(reason, format string, args ...any) {
 			p.recorder.Eventf(pod, corev1.EventTypeWarning, reason, format, args...)
 		}
-		if c.State == bridge.StateRunning && c.StartedAt != nil && time.Since(*c.StartedAt) < startedEventWindow &&
-			(o.StartedAt == nil || !o.StartedAt.Equal(*c.StartedAt)) {
-			p.recorder.Eventf(pod, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
+		// A start is announced even if the device never reported the
+		// container running: a quick one has exited by its next report.
+		if t := lastStart(&c); t != nil && time.Since(*t) < startedEventWindow {
+			if ot := lastStart(&o); ot == nil || !ot.Equal(*t) {
+				p.recorder.Eventf(pod, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
+			}
 		}
 		if c.State == bridge.StateWaiting && (c.Reason != o.Reason || c.Message != o.Message) {
 			pulling := func(r string) bool { return r == "ErrImagePull" || r == "ImagePullBackOff" }
@@ -69,6 +73,19 @@ func (p *Provider) podEvents(pod *corev1.Pod, old, cur *bridge.PodStatus) {
 			warn("OOMKilled", "Container %s was killed for using more memory than its limit (OOMKilled); restart count %d", c.Name, c.RestartCount)
 		}
 	}
+}
+
+// lastStart is when c's latest run started: the current run, running or
+// exited, or while c waits to restart, the run that ended; nil if it never
+// ran.
+func lastStart(c *bridge.ContainerStatus) *time.Time {
+	if c.State != bridge.StateWaiting {
+		return c.StartedAt
+	}
+	if c.LastTermination != nil {
+		return c.LastTermination.StartedAt
+	}
+	return nil
 }
 
 // vkChatter are virtual-kubelet's Events for what a kubelet does silently:

@@ -19,6 +19,13 @@ func TestDeviceReportsBecomeKubeletEvents(t *testing.T) {
 	now := time.Now()
 	earlier := now.Add(-time.Hour)
 	running := &bridge.PodStatus{Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateRunning, StartedAt: &now}}}
+	later := now.Add(time.Second)
+	exited := &bridge.PodStatus{Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateTerminated, Reason: "Completed",
+		StartedAt: &now, FinishedAt: &now}}}
+	crashLoop := func(started *time.Time) *bridge.PodStatus {
+		return &bridge.PodStatus{Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateWaiting, Reason: "CrashLoopBackOff",
+			RestartCount: 1, LastTermination: &bridge.Termination{ExitCode: 1, Reason: "Error", StartedAt: started, FinishedAt: started}}}}
+	}
 	steps := []struct {
 		old, cur *bridge.PodStatus
 		want     []string
@@ -42,6 +49,13 @@ func TestDeviceReportsBecomeKubeletEvents(t *testing.T) {
 		{nil, &bridge.PodStatus{Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateRunning, StartedAt: &earlier, RestartCount: 2,
 			LastTermination: &bridge.Termination{Reason: "OOMKilled", ExitCode: 137, FinishedAt: &earlier}}}},
 			[]string{"Warning OOMKilled Container c was killed for using more memory than its limit (OOMKilled); restart count 2"}},
+		// A container that exited before the device's first report of it
+		// started all the same (kubelet's Started, which e2e waits for).
+		{nil, exited, []string{"Normal Started Started container c"}},
+		{exited, exited, nil},
+		{exited, crashLoop(&now), []string{"Warning BackOff Back-off restarting failed container c in pod web_ns(uid-1)"}},
+		// A restart that ended between two reports.
+		{crashLoop(&now), crashLoop(&later), []string{"Normal Started Started container c"}},
 	}
 	// virtual-kubelet's own chatter is dropped, its failures kept.
 	quiet := kubeletLikeRecorder{rec}

@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
@@ -142,6 +143,11 @@ func fromDevice(pod *corev1.Pod, ds *bridge.PodStatus, st *corev1.PodStatus, pre
 		if cs.ContainerID != "" {
 			anyCreated = true
 		}
+		if !sidecars[c.Name] {
+			// As a kubelet: an init container that succeeded is ready
+			// (devices before this said false).
+			cs.Ready = c.State == bridge.StateTerminated && c.ExitCode == 0
+		}
 		if sidecars[c.Name] && !c.Ready {
 			allReady = false // a sidecar's readiness counts for the Pod's
 		}
@@ -151,42 +157,45 @@ func fromDevice(pod *corev1.Pod, ds *bridge.PodStatus, st *corev1.PodStatus, pre
 	for _, c := range ds.EphemeralContainers {
 		st.EphemeralContainerStatuses = append(st.EphemeralContainerStatuses, containerStatusOf(&c))
 	}
-	cond := func(t corev1.PodConditionType, ok bool, reason string) corev1.PodCondition {
+	cond := func(t corev1.PodConditionType, ok bool, reason, message string) corev1.PodCondition {
 		s := corev1.ConditionFalse
 		if ok {
 			s = corev1.ConditionTrue
-			reason = ""
+			reason, message = "", ""
 		}
-		return corev1.PodCondition{Type: t, Status: s, Reason: reason, LastTransitionTime: transitionTime(prev, t, s, now)}
+		return corev1.PodCondition{Type: t, Status: s, Reason: reason, Message: message, LastTransitionTime: transitionTime(prev, t, s, now)}
 	}
 	terminal := st.Phase == corev1.PodSucceeded || st.Phase == corev1.PodFailed
 	containersReady := allReady && st.Phase == corev1.PodRunning
+	crReason, crMessage := containersNotReady(&pod.Spec, st)
 	// Readiness gates: conditions others set on the Pod; it is Ready only
 	// when every one is True, and they are kept as they are.
-	ready, gateReason := containersReady, readyReason(terminal)
+	readyReason, readyMessage := crReason, crMessage
 	var gates []corev1.PodCondition
+	var gateMessages []string
 	for _, g := range pod.Spec.ReadinessGates {
 		found := false
 		for _, c := range prev.Conditions {
 			if c.Type == g.ConditionType {
 				gates, found = append(gates, c), true
 				if c.Status != corev1.ConditionTrue {
-					ready = false
+					gateMessages = append(gateMessages, fmt.Sprintf("the status of pod readiness gate %q is not \"True\", but %v", g.ConditionType, c.Status))
 				}
 			}
 		}
 		if !found {
-			ready = false
-		}
-		if !found || !ready && containersReady {
-			gateReason = "ReadinessGatesNotReady"
+			gateMessages = append(gateMessages, fmt.Sprintf("corresponding condition of pod readiness gate %q does not exist.", g.ConditionType))
 		}
 	}
+	ready := containersReady && len(gateMessages) == 0
+	if containersReady && !ready {
+		readyReason, readyMessage = "ReadinessGatesNotReady", strings.Join(gateMessages, ", ")
+	}
 	st.Conditions = []corev1.PodCondition{
-		cond(corev1.PodReadyToStartContainers, anyCreated && !terminal, ""),
-		cond(corev1.PodInitialized, initialized, "ContainersNotInitialized"),
-		cond(corev1.PodReady, ready, gateReason),
-		cond(corev1.ContainersReady, containersReady, readyReason(terminal)),
+		cond(corev1.PodReadyToStartContainers, anyCreated && !terminal, "", ""),
+		cond(corev1.PodInitialized, initialized, "ContainersNotInitialized", notInitialized(&pod.Spec, st)),
+		cond(corev1.PodReady, ready, readyReason, readyMessage),
+		cond(corev1.ContainersReady, containersReady, crReason, crMessage),
 		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: scheduledAt(prev, now)},
 	}
 	st.Conditions = append(st.Conditions, gates...)
@@ -225,11 +234,82 @@ func containerStatusOf(c *bridge.ContainerStatus) corev1.ContainerStatus {
 	return cs
 }
 
-func readyReason(terminal bool) string {
-	if terminal {
-		return "PodCompleted"
+// containersNotReady is the reason and message of a False ContainersReady
+// condition, as a kubelet words them (GenerateContainersReadyCondition):
+// the pod is done, or these containers (sidecars among them) are not
+// ready or not reported.
+func containersNotReady(spec *corev1.PodSpec, st *corev1.PodStatus) (reason, message string) {
+	var unknown, unready []string
+	check := func(c *corev1.Container, statuses []corev1.ContainerStatus) {
+		cs, ok := statusOf(statuses, c.Name)
+		switch {
+		case !ok:
+			unknown = append(unknown, c.Name)
+		case !cs.Ready:
+			unready = append(unready, c.Name)
+		}
 	}
-	return "ContainersNotReady"
+	for i := range spec.InitContainers {
+		if isSidecar(&spec.InitContainers[i]) {
+			check(&spec.InitContainers[i], st.InitContainerStatuses)
+		}
+	}
+	for i := range spec.Containers {
+		check(&spec.Containers[i], st.ContainerStatuses)
+	}
+	switch {
+	case st.Phase == corev1.PodSucceeded && len(unknown) == 0:
+		return "PodCompleted", ""
+	case st.Phase == corev1.PodFailed:
+		return "PodFailed", ""
+	}
+	return "ContainersNotReady", statusLists("unready", unknown, unready)
+}
+
+// notInitialized is the message of a False Initialized condition, as a
+// kubelet words it (GeneratePodInitializedCondition): the init containers
+// that have not succeeded (a sidecar: not started) or are not reported.
+func notInitialized(spec *corev1.PodSpec, st *corev1.PodStatus) string {
+	var unknown, incomplete []string
+	for i := range spec.InitContainers {
+		c := &spec.InitContainers[i]
+		cs, ok := statusOf(st.InitContainerStatuses, c.Name)
+		switch {
+		case !ok:
+			unknown = append(unknown, c.Name)
+		case isSidecar(c) && (cs.Started == nil || !*cs.Started), !isSidecar(c) && !cs.Ready:
+			incomplete = append(incomplete, c.Name)
+		}
+	}
+	return statusLists("incomplete", unknown, incomplete)
+}
+
+// statusLists says which containers are unknown and which are what, as
+// "containers with unknown status: [a], containers with unready status: [b c]".
+func statusLists(what string, unknown, others []string) string {
+	var parts []string
+	if len(unknown) > 0 {
+		parts = append(parts, fmt.Sprintf("containers with unknown status: %s", unknown))
+	}
+	if len(others) > 0 {
+		parts = append(parts, fmt.Sprintf("containers with %s status: %s", what, others))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func statusOf(statuses []corev1.ContainerStatus, name string) (corev1.ContainerStatus, bool) {
+	for _, cs := range statuses {
+		if cs.Name == name {
+			return cs, true
+		}
+	}
+	return corev1.ContainerStatus{}, false
+}
+
+// isSidecar reports whether an init container keeps running beside the
+// app (restartPolicy Always).
+func isSidecar(c *corev1.Container) bool {
+	return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
 }
 
 // terminateAll marks every container of a deleted pod terminated, which

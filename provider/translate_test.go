@@ -345,9 +345,8 @@ func TestEphemeralContainersGoToTheDevice(t *testing.T) {
 	pod.Spec.EphemeralContainers = []corev1.EphemeralContainer{
 		{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: "busybox", Command: []string{"sh"}, TTY: true, Stdin: true}},
 		{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "bad", Image: "busybox",
-			VolumeMounts: []corev1.VolumeMount{{Name: "v", MountPath: "/x", SubPathExpr: "$(A)/../.."}}}},
+			VolumeDevices: []corev1.VolumeDevice{{Name: "v", DevicePath: "/dev/x"}}}},
 	}
-	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: "v", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
 	w, ignored, refusal, _ := p.translate(t.Context(), pod)
 	if refusal != "" {
 		t.Fatalf("refused: %q", refusal)

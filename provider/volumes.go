@@ -475,17 +475,33 @@ func translateMount(m corev1.VolumeMount, env map[string]string) (bridge.Mount, 
 	if sub == "" {
 		return bm, nil
 	}
+	if err := checkSubPath(sub); err != nil {
+		if m.SubPathExpr != "" {
+			// As a kubelet: an expansion that leaves the volume fails
+			// the container (CreateContainerConfigError), not the pod.
+			// The device checks every subPath as it creates the
+			// container and reports that, as it does runAsNonRoot.
+			bm.SubPath = sub
+			return bm, nil
+		}
+		return bm, fmt.Errorf("volume mount %q: %w", m.Name, err)
+	}
+	bm.SubPath = path.Clean(sub)
+	return bm, nil
+}
+
+// checkSubPath reports whether sub is a relative path inside its volume.
+func checkSubPath(sub string) error {
 	clean := path.Clean(sub)
 	if path.IsAbs(sub) || clean == ".." || strings.HasPrefix(clean, "../") {
-		return bm, fmt.Errorf("volume mount %q: subPath %q must be a relative path inside the volume", m.Name, sub)
+		return fmt.Errorf("subPath %q must be a relative path inside the volume", sub)
 	}
 	for _, seg := range strings.Split(sub, "/") {
 		if seg == ".." {
-			return bm, fmt.Errorf("volume mount %q: subPath %q must not contain '..'", m.Name, sub)
+			return fmt.Errorf("subPath %q must not contain '..'", sub)
 		}
 	}
-	bm.SubPath = clean
-	return bm, nil
+	return nil
 }
 
 // expandEnv expands $(VAR) references as kubelet does for subPathExpr:

@@ -170,7 +170,6 @@ func TestTranslateSubPathAndEmptyDir(t *testing.T) {
 	for _, bad := range []corev1.VolumeMount{
 		{Name: "disk", MountPath: "/x", SubPath: "../etc"},
 		{Name: "disk", MountPath: "/x", SubPath: "/etc"},
-		{Name: "disk", MountPath: "/x", SubPathExpr: "$(POD)/../.."},
 		{Name: "disk", MountPath: "/x", MountPropagation: ptrTo(corev1.MountPropagationBidirectional)},
 		{Name: "disk", MountPath: "/x", RecursiveReadOnly: ptrTo(corev1.RecursiveReadOnlyEnabled)},
 	} {
@@ -183,6 +182,27 @@ func TestTranslateSubPathAndEmptyDir(t *testing.T) {
 	pod.Spec.Volumes[1].EmptyDir.Medium = corev1.StorageMediumHugePages
 	if _, _, refusal, _ := p.translate(t.Context(), pod); !strings.Contains(refusal, `emptyDir medium "HugePages" is not supported`) {
 		t.Errorf("refusal = %q", refusal)
+	}
+}
+
+// A subPathExpr whose expansion leaves the volume (absolute, or with
+// "..") does not refuse the pod: as a kubelet, it is that container's
+// CreateContainerConfigError, which the device reports when it checks the
+// subPath as it creates the container.
+func TestInvalidSubPathExprIsLeftToTheContainer(t *testing.T) {
+	p := testProvider(t)
+	for value, want := range map[string]string{"/tmp": "/tmp", "..": "..", "../..": "../..", "a/../b": "a/../b"} {
+		pod := volumePod([]corev1.Volume{{Name: "disk", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+			[]corev1.VolumeMount{{Name: "disk", MountPath: "/x", SubPathExpr: "$(POD_NAME)"}})
+		pod.Spec.Containers[0].Env = append(pod.Spec.Containers[0].Env, corev1.EnvVar{Name: "POD_NAME", Value: value})
+		w, _, refusal, pending := p.translate(t.Context(), pod)
+		if refusal != "" || pending != nil {
+			t.Errorf("subPathExpr giving %q: refusal %q, pending %v; want the pod handed over", value, refusal, pending)
+			continue
+		}
+		if m := w.Containers[0].Mounts; len(m) != 1 || m[0].SubPath != want {
+			t.Errorf("subPathExpr giving %q: mounts %+v, want subPath %q for the device to refuse", value, m, want)
+		}
 	}
 }
 

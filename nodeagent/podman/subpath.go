@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,8 +28,16 @@ func (src volumeSource) mountSource(container string, index int, subPath string)
 	if subPath == "" {
 		return src.path, nil
 	}
+	// kubelet's checks and messages (makeMounts): no absolute path, no
+	// ".." anywhere, even where cleaning would remove it.
+	if filepath.IsAbs(filepath.FromSlash(subPath)) {
+		return "", fmt.Errorf("error SubPath `%s` must not be an absolute path", subPath)
+	}
+	if slices.Contains(strings.Split(filepath.ToSlash(subPath), "/"), "..") {
+		return "", fmt.Errorf("unable to provision SubPath `%s`: must not contain '..'", subPath)
+	}
 	rel := filepath.Clean(filepath.FromSlash(subPath))
-	if rel == "." || filepath.IsAbs(rel) || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+	if rel == "." {
 		return "", fmt.Errorf("subPath %q must be a relative path inside the volume", subPath)
 	}
 	root, err := filepath.EvalSymlinks(src.path)

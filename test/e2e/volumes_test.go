@@ -227,3 +227,33 @@ func TestOptionalSourcesDeletedAndCreated(t *testing.T) {
 		t.Errorf("the container restarted: %s → %s, restarts %d", before.ContainerID, cs.ContainerID, cs.RestartCount)
 	}
 }
+
+// A subPathExpr whose expansion is an absolute path fails the container as
+// a kubelet fails it: waiting with CreateContainerConfigError, the pod
+// Pending (not refused as unsupported).
+func TestInvalidSubPathExprFailsTheContainer(t *testing.T) {
+	needCluster(t)
+	t.Parallel()
+	ns := createNamespace(t, "subpathexpr")
+	pod := sleeper(ns, "abs", devA)
+	c := &pod.Spec.Containers[0]
+	c.Env = []corev1.EnvVar{{Name: "SUB", Value: "/tmp"}}
+	c.VolumeMounts = []corev1.VolumeMount{{Name: "scratch", MountPath: "/x", SubPathExpr: "$(SUB)"}}
+	pod.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	if _, err := cluster.Client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Minute, "container waiting with CreateContainerConfigError", func(ctx context.Context) (bool, string) {
+		p, err := cluster.Client.CoreV1().Pods(ns).Get(ctx, "abs", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		seen := fmt.Sprintf("phase %s reason %q", p.Status.Phase, p.Status.Reason)
+		if len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].State.Waiting == nil {
+			return false, seen
+		}
+		w := p.Status.ContainerStatuses[0].State.Waiting
+		seen += fmt.Sprintf(", waiting %s: %s", w.Reason, w.Message)
+		return p.Status.Phase == corev1.PodPending && w.Reason == "CreateContainerConfigError", seen
+	})
+}
