@@ -68,6 +68,15 @@ var images = []imageSpec{
 		Ref: "registry.k8s.io/e2e-test-images/nonewprivs:1.4", Busybox: true, Nnp: true, Cmd: `["nnp"]`,
 	},
 	{
+		// registry.k8s.io/e2e-test-images/kitten: the agnhost image plus
+		// test/images/kitten/html (kitten.jpg, data.json), copied here
+		// from that directory of the suite's own module. The image volume
+		// spec also reads the upstream base's /etc/os-release, Alpine's:
+		// the stand-in's says what it is.
+		Ref: "registry.k8s.io/e2e-test-images/kitten:1.8", Agnhost: true, Busybox: true, Kitten: true,
+		Entrypoint: `["/agnhost"]`, Cmd: `["test-webserver"]`,
+	},
+	{
 		// registry.k8s.io/e2e-test-images/nonroot: busybox whose default
 		// user is 1234.
 		Ref: "registry.k8s.io/e2e-test-images/nonroot:1.5", Busybox: true, User: "1234", Cmd: `["sh"]`,
@@ -80,6 +89,7 @@ type imageSpec struct {
 	Agnhost    bool   // /agnhost and /agnhost-2
 	Busybox    bool   // /bin/busybox and its applets
 	Nnp        bool   // /usr/local/bin/nnp, setuid root
+	Kitten     bool   // /kitten.jpg, /data.json and an /etc/os-release
 	Entrypoint string // JSON array, or empty
 	Cmd        string // JSON array, or empty
 	User       string
@@ -212,6 +222,22 @@ func writeRootfs(ctx context.Context, path string, im imageSpec, bin string) err
 		}
 		write(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/sh", Linkname: "bash", Mode: 0o777}, nil)
 	}
+	if im.Kitten {
+		dir, err := kittenDir(ctx)
+		if err != nil {
+			return err
+		}
+		for _, name := range []string{"kitten.jpg", "data.json"} {
+			b, err := os.ReadFile(filepath.Join(dir, name))
+			if err != nil {
+				return fmt.Errorf("reading the kitten image's %s: %w", name, err)
+			}
+			file(name, 0o644, b)
+		}
+		file("etc/os-release", 0o644, []byte(`NAME="vk-fleet conformance stand-in for Alpine Linux, the base of the upstream agnhost image"
+ID=vkfleet-standin
+`))
+	}
 	if im.Agnhost && im.Busybox {
 		file("usr/bin/curl", 0o755, []byte(curlShim))
 	}
@@ -270,4 +296,19 @@ func podman(ctx context.Context, conf string, args ...string) error {
 		return fmt.Errorf("podman %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}
 	return nil
+}
+
+// kittenDir is test/images/kitten/html of k8s.io/kubernetes at the suite's
+// version ($K8S_VERSION) in the Go module cache, which the e2e.test build
+// filled.
+func kittenDir(ctx context.Context) (string, error) {
+	version := os.Getenv("K8S_VERSION")
+	if version == "" {
+		return "", fmt.Errorf("K8S_VERSION is not set (hack/conformance.sh sets it)")
+	}
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMODCACHE").Output()
+	if err != nil {
+		return "", fmt.Errorf("finding the Go module cache: %w", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "k8s.io", "kubernetes@"+version, "test", "images", "kitten", "html"), nil
 }
