@@ -60,4 +60,8 @@ package bridge
 //     without providerProtocol, or none) it watches its keys as before.
 //     ContainerStatus.probeFailure: what the failing probe said, for the
 //     provider's Unhealthy events.
-const ProtocolVersion = 7
+//   - 8 (2026-11-28): EnvVar.FieldRef: env from the downward API fields
+//     status.podIP(s) and status.hostIP(s), which the device fills in when
+//     it creates the container (the pod's IP once its infra container
+//     runs). The provider refuses such pods for devices older than 8.
+const ProtocolVersion = 8
