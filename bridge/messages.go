@@ -280,11 +280,26 @@ type HTTPProbe struct {
 	Headers map[string]string `json:"headers,omitempty"`
 }
 
-// EnvVar is a resolved environment variable.
+// EnvVar is a resolved environment variable, or one the device fills in.
 type EnvVar struct {
 	Name  string `json:"name"`
 	Value string `json:"value"`
+	// FieldRef, when set, is the downward API field whose value the device
+	// puts in Value when it creates the container, because only the device
+	// knows it: FieldPodIP, FieldPodIPs, FieldHostIP or FieldHostIPs
+	// (protocol 8; the provider never sends it to an older device, which
+	// would set an empty Value).
+	FieldRef string `json:"fieldRef,omitempty"`
 }
+
+// Fields of EnvVar.FieldRef, spelled as Kubernetes' field paths. The
+// plural ones are comma-separated lists, the first address first.
+const (
+	FieldPodIP   = "status.podIP"
+	FieldPodIPs  = "status.podIPs"
+	FieldHostIP  = "status.hostIP"
+	FieldHostIPs = "status.hostIPs"
+)
 
 // Port is a container port, optionally published on the device.
 type Port struct {

@@ -71,4 +71,8 @@ package bridge
 //     for older devices. Workload.ephemeralContainers (kubectl debug): started
 //     in the running pod, never restarted; PodStatus.ephemeralContainers.
 //     Volume.image (ImageVolume): an OCI image's file system, read-only.
+//     EnvVar.FieldRef: env from the downward API fields status.podIP(s) and
+//     status.hostIP(s), which the device fills in when it creates the
+//     container (the pod's IP once its infra container runs). The provider
+//     refuses such pods for devices older than 8.
 const ProtocolVersion = 8

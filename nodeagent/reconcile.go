@@ -477,7 +477,9 @@ func (a *Agent) startCreate(ctx context.Context, w *bridge.Workload, hash string
 	a.log.Info("creating pod", "pod", w.Namespace+"/"+w.Name, "uid", w.UID)
 	// A pass once the creation counts as slow reports ContainerCreating.
 	time.AfterFunc(creatingReportDelay+50*time.Millisecond, a.kick)
-	wc := *w
+	// The host's IPs are the agent's to give; the pod's IP the runtime
+	// fills in once the pod's sandbox has one.
+	wc := *FillFieldRefs(w, hostFieldValues(a.hostIP(), w.HostNetwork))
 	go func() {
 		select {
 		case a.createSlots <- struct{}{}:

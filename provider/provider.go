@@ -151,9 +151,9 @@ type Provider struct {
 	// which read through the client.
 	cmLister     corelisters.ConfigMapLister
 	secretLister corelisters.SecretLister
-	// podLister reads pods as written in the API (under mu): the pod
-	// controller hands over pods with env resolved and some of it dropped.
-	podLister corelisters.PodLister
+	// svcLister reads services for pods' service variables (under mu);
+	// nil in unit tests, which read through the client.
+	svcLister corelisters.ServiceLister
 	// recorder records events on pods; nil in unit tests.
 	recorder  record.EventRecorder
 	notifyPod func(*corev1.Pod)
@@ -273,8 +273,8 @@ func (p *Provider) Run(ctx context.Context) error {
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "vk-fleet"})
 	p.recorder = recorder
 	// Register the informers before starting the factory: it starts only
-	// informers that exist. The pod controllers read them through listers
-	// to resolve env from ConfigMaps, Secrets and Services.
+	// informers that exist. translate reads them through listers to
+	// resolve env from ConfigMaps, Secrets and Services.
 	cmInformer.Informer()
 	secretInformer.Informer()
 	svcInformer.Informer()
@@ -289,6 +289,9 @@ func (p *Provider) Run(ctx context.Context) error {
 		}
 	}
 	p.cmLister, p.secretLister = cmInformer.Lister(), secretInformer.Lister()
+	p.mu.Lock()
+	p.svcLister = svcInformer.Lister()
+	p.mu.Unlock()
 
 	for {
 		restart, err := p.runPodController(ctx, recorder, cmInformer, secretInformer, svcInformer)
@@ -312,14 +315,19 @@ func (p *Provider) runPodController(ctx context.Context, recorder record.EventRe
 			o.FieldSelector = fields.OneTermNotEqualSelector("spec.nodeName", "").String()
 		}))
 	pc, err := node.NewPodController(node.PodControllerConfig{
-		PodClient:                             p.cfg.Client.CoreV1(),
-		PodInformer:                           podFactory.Core().V1().Pods(),
-		EventRecorder:                         kubeletLikeRecorder{recorder},
-		Provider:                              p,
-		ConfigMapInformer:                     cm,
-		SecretInformer:                        sec,
-		ServiceInformer:                       svc,
-		PodEventFilterFunc:                    p.servesPod,
+		PodClient:          p.cfg.Client.CoreV1(),
+		PodInformer:        podFactory.Core().V1().Pods(),
+		EventRecorder:      kubeletLikeRecorder{recorder},
+		Provider:           p,
+		ConfigMapInformer:  cm,
+		SecretInformer:     sec,
+		ServiceInformer:    svc,
+		PodEventFilterFunc: p.servesPod,
+		// translate resolves env as a kubelet does; the pod controller's
+		// resolution fails on status.podIP and status.hostIP(s), which
+		// only the device knows, and drops names Kubernetes allows since
+		// 1.34.
+		SkipDownwardAPIResolution:             true,
 		SyncPodsFromKubernetesShouldRetryFunc: retryWaitingForDevice,
 		// Not client-go's default controller limiter: its overall bucket
 		// (10/s, burst 100) throttles status updates of a large rollout
@@ -341,9 +349,6 @@ func (p *Provider) runPodController(ctx context.Context, recorder record.EventRe
 	case <-ctx.Done():
 		return false, nil
 	}
-	p.mu.Lock()
-	p.podLister = podFactory.Core().V1().Pods().Lister()
-	p.mu.Unlock()
 	go p.writeIndexes(gctx, podFactory.Core().V1().Pods().Lister())
 	p.readyOnce.Do(func() {
 		p.log.Info("provider ready", "devices", len(p.deviceNames()))

@@ -27,8 +27,8 @@ var errInvalidSpec = errors.New("invalid pod spec")
 // spec fields that are accepted but not honoured; refusal, when not empty,
 // says why the pod cannot run on a device at all.
 //
-// Env is already resolved by the pod controller (values from ConfigMaps,
-// Secrets and the downward API).
+// Env is resolved here, as a kubelet resolves it (containerEnv): the pod
+// controller leaves it alone (SkipDownwardAPIResolution).
 //
 // pending, when not nil, says why the pod cannot be handed over yet but may
 // be later: a ConfigMap or Secret it mounts does not exist (yet), or could
@@ -86,7 +86,6 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 			w.Volumes = append(w.Volumes, *bv)
 		}
 	}
-	specPod := p.specPod(pod)
 
 	type specContainer struct {
 		corev1.Container
@@ -127,34 +126,22 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 			TTY:             c.TTY,
 			Stdin:           c.Stdin,
 		}
-		env := make(map[string]string, len(c.Env))
-		for _, e := range c.Env {
-			if e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil {
-				continue // resolved below
-			}
-			bc.Env = append(bc.Env, bridge.EnvVar{Name: e.Name, Value: e.Value})
-			env[e.Name] = e.Value
+		env, mapping, err := p.containerEnv(ctx, pod, &c)
+		switch {
+		case errors.Is(err, errInvalidSpec):
+			refuse("container %q: %v", c.Name, err)
+		case err != nil:
+			pending = errors.Join(pending, fmt.Errorf("container %q: %w", c.Name, err))
 		}
-		if sc, ok := containerByName(specPod, c.Name); ok {
-			renv, err := p.resourceEnv(specPod, sc)
-			if err != nil {
-				refuse("container %q: %v", c.Name, err)
-			}
-			for _, e := range renv {
-				bc.Env = append(bc.Env, e)
-				env[e.Name] = e.Value
-			}
-			fenv, err := p.relaxedEnvFrom(ctx, specPod, sc, env)
-			if err != nil {
-				pending = errors.Join(pending, fmt.Errorf("container %q: %w", c.Name, err))
-			}
-			for _, e := range fenv {
-				bc.Env = append(bc.Env, e)
-				env[e.Name] = e.Value
-			}
-		}
+		bc.Env = env
 		// $(VAR) references in command and args, as kubelet expands them.
-		bc.Command, bc.Args = expandAll(c.Command, env), expandAll(c.Args, env)
+		var ok bool
+		if bc.Command, ok = expandAllKnown(c.Command, mapping); !ok {
+			refuse("container %q: command: %s", c.Name, errDeferredRef)
+		}
+		if bc.Args, ok = expandAllKnown(c.Args, mapping); !ok {
+			refuse("container %q: args: %s", c.Name, errDeferredRef)
+		}
 		for _, port := range c.Ports {
 			bc.Ports = append(bc.Ports, bridge.Port{
 				Name: port.Name, ContainerPort: port.ContainerPort, HostPort: port.HostPort,
@@ -168,7 +155,7 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 			if skipMounts[m.Name] {
 				continue
 			}
-			bm, err := translateMount(m, env)
+			bm, err := translateMount(m, mapping)
 			if err != nil {
 				refuse("container %q: %v", c.Name, err)
 				continue
@@ -233,6 +220,16 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 			refuse("the device's agent is too old for %s (protocol %d, needs %d): upgrade its device-agent", used, v, securityProtocol)
 		}
 	}
+	if used := usesDeviceEnv(w); used != "" {
+		switch v := p.deviceProtocol(spec.NodeName); {
+		case v == 0:
+			// An older agent would set the variable empty: wait until the
+			// device says what it runs.
+			pending = errors.Join(pending, fmt.Errorf("%s: waiting for device %s to report its agent's protocol (needs %d)", used, spec.NodeName, podIPEnvProtocol))
+		case v < podIPEnvProtocol:
+			refuse("the device's agent is too old for %s (protocol %d, needs %d): upgrade its device-agent", used, v, podIPEnvProtocol)
+		}
+	}
 	if len(refusals) > 0 {
 		return nil, ignored, strings.Join(refusals, "; "), nil
 	}
@@ -243,17 +240,21 @@ func (p *Provider) translate(ctx context.Context, pod *corev1.Pod) (w *bridge.Wo
 	return w, ignored, "", nil
 }
 
-// expandAll expands $(VAR) references in each of args from env (nil stays
-// nil).
-func expandAll(args []string, env map[string]string) []string {
+// expandAllKnown expands $(VAR) references in each of args from mapping
+// (nil stays nil), and reports false when one refers to a variable the
+// device fills in (expandKnown).
+func expandAllKnown(args []string, mapping map[string]string) ([]string, bool) {
 	if args == nil {
-		return nil
+		return nil, true
 	}
 	out := make([]string, len(args))
+	all := true
 	for i, a := range args {
-		out[i] = expandEnv(a, env)
+		var ok bool
+		out[i], ok = expandKnown(a, mapping)
+		all = all && ok
 	}
-	return out
+	return out, all
 }
 
 func isServiceAccountVolume(p *corev1.ProjectedVolumeSource) bool {
@@ -263,19 +264,4 @@ func isServiceAccountVolume(p *corev1.ProjectedVolumeSource) bool {
 		}
 	}
 	return false
-}
-
-// containerByName returns the container or init container name of pod.
-func containerByName(pod *corev1.Pod, name string) (*corev1.Container, bool) {
-	for i := range pod.Spec.Containers {
-		if pod.Spec.Containers[i].Name == name {
-			return &pod.Spec.Containers[i], true
-		}
-	}
-	for i := range pod.Spec.InitContainers {
-		if pod.Spec.InitContainers[i].Name == name {
-			return &pod.Spec.InitContainers[i], true
-		}
-	}
-	return nil, false
 }

@@ -252,8 +252,8 @@ func TestTranslateInitContainersAndProbes(t *testing.T) {
 }
 
 // envFrom prefixes and keys that are not C identifiers ("1-", "$") give
-// variables as in a kubelet since 1.34; the pod controller resolved only
-// the others. Explicit env wins; a missing optional source gives nothing.
+// variables as in a kubelet since 1.34. Explicit env wins; a missing
+// optional source gives nothing.
 func TestEnvFromWithRelaxedNames(t *testing.T) {
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "cfg"}, Data: map[string]string{"data-1": "value-1", "x": "cm"}}
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "sec"}, Data: map[string][]byte{"data-2": []byte("value-2"), "a=b": []byte("no")}}
@@ -267,10 +267,8 @@ func TestEnvFromWithRelaxedNames(t *testing.T) {
 		{Prefix: "$_", SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "sec"}}},
 		{Prefix: "9", ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "gone"}, Optional: &yes}},
 	}
-	// As the pod controller hands it over: the C-identifier names resolved,
-	// and an explicit variable that also comes from envFrom.
-	c.Env = append(c.Env, corev1.EnvVar{Name: "ABC_data-1", Value: "value-1"}, corev1.EnvVar{Name: "ABC_x", Value: "cm"},
-		corev1.EnvVar{Name: "1-x", Value: "explicit"})
+	// An explicit variable that also comes from envFrom wins.
+	c.Env = append(c.Env, corev1.EnvVar{Name: "1-x", Value: "explicit"})
 	w, _, refusal, pending := p.translate(t.Context(), pod)
 	if refusal != "" || pending != nil {
 		t.Fatalf("refusal %q, pending %v", refusal, pending)

@@ -421,40 +421,6 @@ func (p *Provider) deviceCapacity(device string, rn corev1.ResourceName) (resour
 	return resource.Quantity{}, false
 }
 
-// resourceEnv returns the env vars of container c (as written in the pod,
-// before the pod controller resolved them) that take their value from a
-// resourceFieldRef, resolved: the pod controller drops them.
-func (p *Provider) resourceEnv(pod *corev1.Pod, c *corev1.Container) ([]bridge.EnvVar, error) {
-	var out []bridge.EnvVar
-	for _, e := range c.Env {
-		if e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil {
-			continue
-		}
-		v, err := p.resourceFieldValue(pod, e.ValueFrom.ResourceFieldRef, c.Name)
-		if err != nil {
-			return nil, fmt.Errorf("env %s: %w", e.Name, err)
-		}
-		out = append(out, bridge.EnvVar{Name: e.Name, Value: v})
-	}
-	return out, nil
-}
-
-// specPod returns pod as written in the API (env not yet resolved by the
-// pod controller), from the pod informer; pod itself if it is not there.
-func (p *Provider) specPod(pod *corev1.Pod) *corev1.Pod {
-	p.mu.Lock()
-	l := p.podLister
-	p.mu.Unlock()
-	if l == nil {
-		return pod
-	}
-	got, err := l.Pods(pod.Namespace).Get(pod.Name)
-	if err != nil || got.UID != pod.UID {
-		return pod
-	}
-	return got
-}
-
 // translateMount turns volume mount m of container c into the device's
 // mount, expanding subPathExpr from env (the container's resolved env).
 func translateMount(m corev1.VolumeMount, env map[string]string) (bridge.Mount, error) {

@@ -109,12 +109,34 @@ func (r *Runtime) CreatePod(ctx context.Context, w *bridge.Workload, specHash st
 	}
 	podID = rep.Id
 
+	// The sandbox first, as kubelet: its IP goes into the containers' env
+	// and /etc/hosts.
+	var podIP string
+	if !w.HostNetwork {
+		if podIP, err = r.startSandbox(ctx, podID); err != nil {
+			return fmt.Errorf("creating pod %s: %w", name, containerError("", nodeagent.ReasonCreatePodSandboxError, err))
+		}
+		if podIP != "" {
+			w = nodeagent.FillFieldRefs(w, map[string]string{bridge.FieldPodIP: podIP, bridge.FieldPodIPs: podIP})
+			all = append(slices.Clone(w.InitContainers), w.Containers...)
+		}
+	}
+	if ref := nodeagent.UnfilledFieldRef(w); ref != "" {
+		return fmt.Errorf("creating pod %s: %w", name, &nodeagent.ContainerError{Reason: nodeagent.ReasonCreatePodSandboxError,
+			Err: fmt.Errorf("%s: the value is not known on this device", ref)})
+	}
+	hostsPath, err := r.writeHostsFile(w, podIP)
+	if err != nil {
+		return fmt.Errorf("creating pod %s: %w", name, &nodeagent.ContainerError{
+			Reason: nodeagent.ReasonCreatePodSandboxError, Err: err})
+	}
+
 	ids := make([]string, len(all))
 	for i := range all {
 		c := &all[i]
 		s, err := containerSpec(w, c, podID, containerName(name, c.Name), imageRefs[i], labels, volumes)
 		if err == nil {
-			err = r.secureContainer(ctx, s, w, c, imageRefs[i])
+			err = r.secureContainer(ctx, s, w, c, imageRefs[i], hostsPath)
 		}
 		if err == nil {
 			err = r.mountTerminationLog(w, c, s)
@@ -141,6 +163,27 @@ func (r *Runtime) CreatePod(ctx context.Context, w *bridge.Workload, specHash st
 	created = true
 	log.Info("created pod", "podman_pod", name, "id", podID)
 	return nil
+}
+
+// startSandbox starts the infra container of the podman pod podID, the
+// pod's sandbox, and returns its IP ("" if it has none).
+func (r *Runtime) startSandbox(ctx context.Context, podID string) (string, error) {
+	pctx := r.ctx(ctx)
+	rep, err := pods.Start(pctx, podID, nil)
+	if err != nil {
+		return "", fmt.Errorf("starting the pod's infra container: %w", err)
+	}
+	if rep != nil && len(rep.Errs) > 0 {
+		return "", fmt.Errorf("starting the pod's infra container: %w", errors.Join(rep.Errs...))
+	}
+	data, err := pods.Inspect(pctx, podID, nil)
+	if err != nil {
+		return "", fmt.Errorf("inspecting pod %s: %w", podID, err)
+	}
+	if data.InfraContainerID == "" {
+		return "", nil
+	}
+	return r.podIP(ctx, data.InfraContainerID)
 }
 
 // containerError wraps err as a *nodeagent.ContainerError of container,

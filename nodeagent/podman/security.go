@@ -27,12 +27,15 @@ import (
 // so it never collides with one.
 const resolvConfName = ".resolv.conf"
 
-// hostsName is the file, beside a pod's volumes, that holds the /etc/hosts
-// of a pod on the host's network.
+// hostsName is the file, beside a pod's volumes, that holds the pod's
+// /etc/hosts.
 const hostsName = ".hosts"
 
-// podNamespaces sets the namespaces, /etc/hosts entries and sysctls of w's
-// podman pod. Containers of a pod share its infra container's network, UTS
+// etcHosts is where a container finds its hosts file.
+const etcHosts = "/etc/hosts"
+
+// podNamespaces sets the namespaces and sysctls of w's podman pod (its
+// /etc/hosts is the agent's: writeHostsFile). Containers of a pod share its infra container's network, UTS
 // and IPC namespaces, as in a Kubernetes pod; the PID namespace too with
 // ShareProcessNamespace (the infra process is PID 1, as kubelet's pause).
 // With HostIPC the pod shares no IPC namespace: each container joins the
@@ -46,14 +49,6 @@ func podNamespaces(ps *specgen.PodSpecGenerator, w *bridge.Workload) {
 		shared = append(shared, "pid")
 	}
 	ps.SharedNamespaces = shared
-	for _, a := range w.HostAliases {
-		if w.HostNetwork {
-			break // podHostsFile
-		}
-		for _, h := range a.Hostnames {
-			ps.HostAdd = append(ps.HostAdd, h+":"+a.IP)
-		}
-	}
 	if len(w.Sysctls) > 0 {
 		ps.Sysctl = w.Sysctls
 	}
@@ -72,14 +67,13 @@ func containerNamespaces(s *specgen.SpecGenerator, w *bridge.Workload) {
 
 // secureContainer applies c's security context and w's pod-level settings
 // that depend on the device — the image's user, the seccomp directory, the
-// device's resolv.conf — to s, the podman spec of c built from image. An
-// error a retry with the same spec cannot fix is a *nodeagent.ContainerError
-// with kubelet's reason and message.
-func (r *Runtime) secureContainer(ctx context.Context, s *specgen.SpecGenerator, w *bridge.Workload, c *bridge.Container, image string) error {
+// device's resolv.conf, the pod's hosts file at hostsPath — to s, the
+// podman spec of c built from image. An error a retry with the same spec
+// cannot fix is a *nodeagent.ContainerError with kubelet's reason and
+// message.
+func (r *Runtime) secureContainer(ctx context.Context, s *specgen.SpecGenerator, w *bridge.Workload, c *bridge.Container, image, hostsPath string) error {
 	containerNamespaces(s, w)
-	if err := r.podHostsFile(s, w); err != nil {
-		return &nodeagent.ContainerError{Container: c.Name, Reason: nodeagent.ReasonCreateContainerError, Err: err}
-	}
+	mountHostsFile(s, c, hostsPath)
 	if err := r.podResolvConf(s, w, c); err != nil {
 		return &nodeagent.ContainerError{Container: c.Name, Reason: nodeagent.ReasonCreateContainerError, Err: err}
 	}
@@ -249,31 +243,85 @@ func (r *Runtime) podResolvConf(s *specgen.SpecGenerator, w *bridge.Workload, c 
 	return nil
 }
 
-// podHostsFile mounts kubelet's /etc/hosts of a pod on the host's network
-// in s: the device's, followed by the pod's host aliases.
-func (r *Runtime) podHostsFile(s *specgen.SpecGenerator, w *bridge.Workload) error {
-	if !w.HostNetwork {
-		return nil // podman writes the pod's, with the aliases (podNamespaces)
+// writeHostsFile writes the /etc/hosts of w's containers beside its
+// volumes and returns its path: kubelet's (managedHostsFileContent) for a
+// pod on the pod network, whose IP is podIP ("" when it has none); for a
+// pod on the host's network the device's own, followed by the pod's host
+// aliases.
+func (r *Runtime) writeHostsFile(w *bridge.Workload, podIP string) (string, error) {
+	var content []byte
+	if w.HostNetwork {
+		host, err := os.ReadFile(etcHosts)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("reading the device's /etc/hosts: %w", err)
+		}
+		content = hostNetworkHosts(host, w.HostAliases)
+	} else {
+		hostname := w.Hostname
+		if hostname == "" {
+			hostname = w.Name // as podSpec names the pod's host
+		}
+		content = managedHosts(podIP, hostname, w.HostAliases)
 	}
-	host, err := os.ReadFile("/etc/hosts")
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("reading the device's /etc/hosts: %w", err)
+	path, err := r.writePodFile(w, hostsName, content)
+	if err != nil {
+		return "", fmt.Errorf("writing the pod's /etc/hosts: %w", err)
 	}
+	return path, nil
+}
+
+// managedHosts is kubelet's /etc/hosts of a pod on the pod network, in
+// kubelet's words (pkg/kubelet/kubelet_pods.go managedHostsFileContent; a
+// device has no cluster domain, so the pod has no FQDN).
+func managedHosts(podIP, hostname string, aliases []bridge.HostAlias) []byte {
+	var b bytes.Buffer
+	b.WriteString("# Kubernetes-managed hosts file.\n")
+	b.WriteString("127.0.0.1\tlocalhost\n")
+	b.WriteString("::1\tlocalhost ip6-localhost ip6-loopback\n")
+	b.WriteString("fe00::0\tip6-localnet\n")
+	b.WriteString("fe00::0\tip6-mcastprefix\n")
+	b.WriteString("fe00::1\tip6-allnodes\n")
+	b.WriteString("fe00::2\tip6-allrouters\n")
+	if podIP != "" {
+		fmt.Fprintf(&b, "%s\t%s\n", podIP, hostname)
+	}
+	writeHostAliases(&b, aliases)
+	return b.Bytes()
+}
+
+// hostNetworkHosts is kubelet's /etc/hosts of a pod on the host's
+// network: the device's, followed by the pod's host aliases.
+func hostNetworkHosts(host []byte, aliases []bridge.HostAlias) []byte {
 	var b bytes.Buffer
 	b.WriteString("# Kubernetes-managed hosts file (host network).\n")
 	b.Write(host)
-	if len(w.HostAliases) > 0 {
-		b.WriteString("\n# Entries added by HostAliases.\n")
-		for _, a := range w.HostAliases {
-			fmt.Fprintf(&b, "%s\t%s\n", a.IP, strings.Join(a.Hostnames, "\t"))
+	writeHostAliases(&b, aliases)
+	return b.Bytes()
+}
+
+func writeHostAliases(b *bytes.Buffer, aliases []bridge.HostAlias) {
+	if len(aliases) == 0 {
+		return
+	}
+	b.WriteString("\n# Entries added by HostAliases.\n")
+	for _, a := range aliases {
+		fmt.Fprintf(b, "%s\t%s\n", a.IP, strings.Join(a.Hostnames, "\t"))
+	}
+}
+
+// mountHostsFile bind-mounts the pod's hosts file at path over /etc/hosts
+// in s, unless container c mounts something there itself (kubelet then
+// leaves it alone) or path is "".
+func mountHostsFile(s *specgen.SpecGenerator, c *bridge.Container, path string) {
+	if path == "" {
+		return
+	}
+	for _, m := range c.Mounts {
+		if filepath.Clean(m.Path) == etcHosts {
+			return
 		}
 	}
-	path, err := r.writePodFile(w, hostsName, b.Bytes())
-	if err != nil {
-		return fmt.Errorf("writing the pod's /etc/hosts: %w", err)
-	}
-	s.Mounts = append(s.Mounts, spec.Mount{Type: "bind", Source: path, Destination: "/etc/hosts", Options: []string{"rbind", "rw"}})
-	return nil
+	s.Mounts = append(s.Mounts, spec.Mount{Type: "bind", Source: path, Destination: etcHosts, Options: []string{"rbind", "rw"}})
 }
 
 // writePodFile writes a file of w's own beside its volumes and returns

@@ -255,3 +255,77 @@ func TestSplitImageUser(t *testing.T) {
 		}
 	}
 }
+
+// kubelet's /etc/hosts, byte for byte (managedHostsFileContent), and the
+// host network's.
+func TestHostsFileContent(t *testing.T) {
+	aliases := []bridge.HostAlias{{IP: "123.45.67.89", Hostnames: []string{"foo", "bar"}}, {IP: "10.0.0.1", Hostnames: []string{"baz"}}}
+	want := "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
+		"fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n" +
+		"10.88.0.7\tweb\n\n# Entries added by HostAliases.\n123.45.67.89\tfoo\tbar\n10.0.0.1\tbaz\n"
+	if got := string(managedHosts("10.88.0.7", "web", aliases)); got != want {
+		t.Errorf("managed hosts =\n%q\nwant\n%q", got, want)
+	}
+	if got := string(managedHosts("10.88.0.7", "web", nil)); !strings.HasSuffix(got, "fe00::2\tip6-allrouters\n10.88.0.7\tweb\n") {
+		t.Errorf("without aliases =\n%q", got)
+	}
+	got := string(hostNetworkHosts([]byte("127.0.0.1 localhost\n"), aliases[1:]))
+	if want := "# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost\n\n# Entries added by HostAliases.\n10.0.0.1\tbaz\n"; got != want {
+		t.Errorf("host network hosts =\n%q\nwant\n%q", got, want)
+	}
+}
+
+// A pod on the pod network: its sandbox starts first, its IP fills
+// status.podIP(s) in env and is the hostname's line of the kubelet-managed
+// /etc/hosts that every container gets — except one that mounts its own
+// (the conformance spec "KubeletManagedEtcHosts").
+func TestPodIPEnvAndManagedHosts(t *testing.T) {
+	e := setup(t)
+	own := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(own, []byte("1.2.3.4 mine\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	main := sh("main", e.image, "sleep 3600")
+	main.Env = []bridge.EnvVar{{Name: "POD_IP", FieldRef: bridge.FieldPodIP}, {Name: "POD_IPS", FieldRef: bridge.FieldPodIPs}, {Name: "A", Value: "1"}}
+	other := sh("own", e.image, "sleep 3600")
+	other.Mounts = []bridge.Mount{{Volume: "etc", Path: "/etc/hosts"}}
+	w := workload("hosts", main, other)
+	w.Hostname = "web-0"
+	w.HostAliases = []bridge.HostAlias{{IP: "123.45.67.89", Hostnames: []string{"foo", "bar"}}}
+	w.Volumes = []bridge.Volume{{Name: "etc", HostPath: own}}
+	create(t, e.rt, w, "h")
+	waitState(t, e.rt, w.UID, "main", nodeagent.ContainerRunning)
+	waitState(t, e.rt, w.UID, "own", nodeagent.ContainerRunning)
+
+	ip := podState(t, e.rt, w.UID).PodIP
+	if ip == "" {
+		t.Fatal("the pod has no IP")
+	}
+	if got := run(t, e.rt, w.UID, "main", false, "sh", "-c", `echo "$POD_IP $POD_IPS $A"`); got != ip+" "+ip+" 1\n" {
+		t.Errorf("env = %q, want the pod's IP %s twice", got, ip)
+	}
+	if got, want := run(t, e.rt, w.UID, "main", false, "cat", "/etc/hosts"), string(managedHosts(ip, "web-0", w.HostAliases)); got != want {
+		t.Errorf("main: /etc/hosts =\n%s\nwant\n%s", got, want)
+	}
+	if got := run(t, e.rt, w.UID, "own", false, "cat", "/etc/hosts"); got != "1.2.3.4 mine\n" {
+		t.Errorf("own: /etc/hosts = %q, want the file it mounts", got)
+	}
+	// The workload given is not changed: the next creation fills it anew.
+	if w.Containers[0].Env[0].FieldRef != bridge.FieldPodIP || w.Containers[0].Env[0].Value != "" {
+		t.Errorf("the workload was changed: %+v", w.Containers[0].Env[0])
+	}
+
+	// A variable nobody filled (the agent fills the host's IPs) is never
+	// set empty: the pod is not created.
+	bad := sh("main", e.image, "sleep 3600")
+	bad.Env = []bridge.EnvVar{{Name: "HOST_IP", FieldRef: bridge.FieldHostIP}}
+	wb := workload("unfilled", bad)
+	err := e.rt.CreatePod(t.Context(), wb, "h")
+	var ce *nodeagent.ContainerError
+	if !errors.As(err, &ce) || ce.Reason != nodeagent.ReasonCreatePodSandboxError || !strings.Contains(err.Error(), "env HOST_IP (status.hostIP)") {
+		t.Errorf("CreatePod with an unfilled variable: %v", err)
+	}
+	if p, err := e.rt.findPod(t.Context(), wb.UID); err != nil || p != nil {
+		t.Errorf("the pod is left behind: %v %v", p, err)
+	}
+}

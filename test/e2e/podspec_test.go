@@ -104,11 +104,14 @@ func TestPodSpecFieldsAreHonouredOrExplained(t *testing.T) {
 	}
 	configured := devicePod(ns, "configured", func(s *corev1.PodSpec) {
 		c := &s.Containers[0]
-		c.Command = []string{"sh", "-c", `echo "$MODE $PASSWORD $NODE $(cat /etc/app/app.conf)" > /out/result; sleep 3600`}
+		c.Command = []string{"sh", "-c", `echo "$POD_IP $HOST_IP $(head -1 /etc/hosts)" > /out/ips; echo "$MODE $PASSWORD $NODE $(cat /etc/app/app.conf)" > /out/result; sleep 3600`}
 		c.Env = []corev1.EnvVar{
 			{Name: "MODE", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "settings"}, Key: "mode"}}},
 			{Name: "PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "creds"}, Key: "password"}}},
 			{Name: "NODE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
+			// Filled in by the device (protocol 8).
+			{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
+			{Name: "HOST_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
 		}
 		c.VolumeMounts = []corev1.VolumeMount{{Name: "out", MountPath: "/out"}, {Name: "app", MountPath: "/etc/app"}}
 		hostPathType := corev1.HostPathDirectory
@@ -123,6 +126,17 @@ func TestPodSpecFieldsAreHonouredOrExplained(t *testing.T) {
 	eventually(t, time.Minute, "the container to see its env and files", func(context.Context) (bool, string) {
 		b, err := os.ReadFile(filepath.Join(out, "result"))
 		return err == nil && strings.TrimSpace(string(b)) == "edge hunter2 "+devB+" level=3", fmt.Sprintf("%q %v", b, err)
+	})
+	// The pod's and the host's IP as its status gives them, and kubelet's
+	// /etc/hosts.
+	eventually(t, time.Minute, "the container to see the pod's IPs", func(ctx context.Context) (bool, string) {
+		b, err := os.ReadFile(filepath.Join(out, "ips"))
+		p, perr := pods.Get(ctx, "configured", metav1.GetOptions{})
+		if err != nil || perr != nil {
+			return false, fmt.Sprint(err, perr)
+		}
+		want := p.Status.PodIP + " " + p.Status.HostIP + " # Kubernetes-managed hosts file."
+		return p.Status.PodIP != "" && p.Status.PodIP != p.Status.HostIP && strings.TrimSpace(string(b)) == want, fmt.Sprintf("%q, want %q", b, want)
 	})
 	for _, name := range []string{"needs-deadline", "probed", "missing-image", "configured"} {
 		if err := pods.Delete(t.Context(), name, metav1.DeleteOptions{}); err != nil {
