@@ -50,7 +50,8 @@ func (a *Agent) startEphemerals(ctx context.Context, w *bridge.Workload, p *PodS
 		}
 		a.ephemeral[key] = ephemeralStart{at: time.Now(), running: true}
 		a.mu.Unlock()
-		wc := *w
+		wc := *FillFieldRefs(w, hostFieldValues(a.hostIP(), w.HostNetwork))
+		c = wc.EphemeralContainers[i]
 		go func() {
 			err := st.StartEphemeral(ctx, &wc, &c)
 			if err != nil {

@@ -17,11 +17,12 @@ func FillFieldRefs(w *bridge.Workload, values map[string]string) *bridge.Workloa
 	}
 	wc := *w
 	wc.InitContainers, wc.Containers = fillEnv(w.InitContainers, values), fillEnv(w.Containers, values)
+	wc.EphemeralContainers = fillEnv(w.EphemeralContainers, values)
 	return &wc
 }
 
 func hasFieldRef(w *bridge.Workload, values map[string]string) bool {
-	for _, cs := range [][]bridge.Container{w.InitContainers, w.Containers} {
+	for _, cs := range [][]bridge.Container{w.InitContainers, w.Containers, w.EphemeralContainers} {
 		for _, c := range cs {
 			for _, e := range c.Env {
 				if _, ok := values[e.FieldRef]; ok && e.FieldRef != "" {
@@ -53,7 +54,7 @@ func fillEnv(cs []bridge.Container, values map[string]string) []bridge.Container
 // UnfilledFieldRef names a variable of w whose FieldRef is still unfilled,
 // as "env NAME (status.podIP)", or "".
 func UnfilledFieldRef(w *bridge.Workload) string {
-	for _, cs := range [][]bridge.Container{w.InitContainers, w.Containers} {
+	for _, cs := range [][]bridge.Container{w.InitContainers, w.Containers, w.EphemeralContainers} {
 		for _, c := range cs {
 			for _, e := range c.Env {
 				if e.FieldRef != "" {

@@ -5,6 +5,7 @@ package podman
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/containers/podman/v5/pkg/bindings/containers"
@@ -30,6 +31,23 @@ func (r *Runtime) StartEphemeral(ctx context.Context, w *bridge.Workload, c *bri
 	if p == nil {
 		return fmt.Errorf("starting ephemeral container %s: %w: pod %s", c.Name, nodeagent.ErrNoContainer, w.UID)
 	}
+	if !w.HostNetwork && p.InfraId != "" {
+		// The pod's IP, for env that asks for it (the host's is filled in
+		// by the agent).
+		ip, err := r.podIP(ctx, p.InfraId)
+		if err != nil {
+			return fmt.Errorf("starting ephemeral container %s: %w", c.Name, err)
+		}
+		if ip != "" {
+			one := bridge.Workload{EphemeralContainers: []bridge.Container{*c}}
+			c = &nodeagent.FillFieldRefs(&one, map[string]string{bridge.FieldPodIP: ip, bridge.FieldPodIPs: ip}).EphemeralContainers[0]
+		}
+	}
+	one := bridge.Workload{EphemeralContainers: []bridge.Container{*c}}
+	if ref := nodeagent.UnfilledFieldRef(&one); ref != "" {
+		return &nodeagent.ContainerError{Container: c.Name, Reason: nodeagent.ReasonCreateContainerConfigError,
+			Err: fmt.Errorf("%s: the value is not known on this device", ref)}
+	}
 	ref, err := r.ensureImage(ctx, w, c)
 	if err != nil {
 		return err
@@ -37,7 +55,12 @@ func (r *Runtime) StartEphemeral(ctx context.Context, w *bridge.Workload, c *bri
 	name := containerName(podName(w), c.Name)
 	s, err := containerSpec(w, c, p.Id, name, ref, podLabels(r.device, w, p.Labels[nodeagent.LabelSpecHash]), r.podVolumes(w))
 	if err == nil {
-		err = r.secureContainer(ctx, s, w, c, ref)
+		// The pod's /etc/hosts, written when the pod was created.
+		hosts := filepath.Join(r.podVolumesDir(w.UID), hostsName)
+		if _, serr := os.Stat(hosts); serr != nil {
+			hosts = ""
+		}
+		err = r.secureContainer(ctx, s, w, c, ref, hosts)
 	}
 	if err == nil {
 		err = r.mountTerminationLog(w, c, s)
