@@ -114,9 +114,10 @@ type Agent struct {
 	localAt  time.Time
 	present  map[string]bool
 	orphans  map[string]bool
-	// volumesStale holds UIDs whose volume files may differ from the
-	// stored workload's.
-	volumesStale map[string]bool
+	// volumesStale counts, per UID, the workloads received whose volume
+	// files the pod may not have yet (a count, so that a pass applying an
+	// older workload does not clear the mark of one received meanwhile).
+	volumesStale map[string]int
 
 	rejects  rejections
 	sessions sessions
@@ -179,7 +180,7 @@ func New(cfg Config, rt Runtime, nc *nats.Conn) (*Agent, error) {
 		ephemeral:     map[string]ephemeralStart{},
 		present:       map[string]bool{},
 		// After a restart, check every pod's files once.
-		volumesStale: store.UIDs(),
+		volumesStale: staleMarks(store.UIDs()),
 		restarts:     restartTracker{next: map[string]time.Time{}, backoff: map[string]time.Duration{}},
 	}
 	a.probes.a = a
@@ -460,7 +461,7 @@ func (a *Agent) applyEntry(e jetstream.KeyValueEntry, initial bool) {
 		if changed {
 			a.log.Info("workload received", "pod", w.Namespace+"/"+w.Name, "uid", uid, "generation", w.Generation)
 			a.mu.Lock()
-			a.volumesStale[uid] = true
+			a.volumesStale[uid]++
 			a.mu.Unlock()
 		}
 	default: // delete or purge: the provider withdrew the workload
@@ -547,4 +548,13 @@ func (a *Agent) waitConnected(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// staleMarks marks every UID of uids once.
+func staleMarks(uids map[string]bool) map[string]int {
+	m := make(map[string]int, len(uids))
+	for uid := range uids {
+		m[uid] = 1
+	}
+	return m
 }

@@ -405,8 +405,13 @@ func (a *Agent) updateVolumes(ctx context.Context, w *bridge.Workload) {
 	a.mu.Lock()
 	stale := a.volumesStale[w.UID]
 	a.mu.Unlock()
-	if !stale {
+	if stale == 0 {
 		return
+	}
+	// The stored workload now, not the pass's copy: one received while
+	// this pass ran is stored before it is marked.
+	if r, ok := a.store.Get(w.UID); ok {
+		w = &r.Workload
 	}
 	if vu, ok := a.rt.(VolumeUpdater); ok {
 		if err := vu.UpdateVolumes(ctx, w); err != nil {
@@ -415,7 +420,9 @@ func (a *Agent) updateVolumes(ctx context.Context, w *bridge.Workload) {
 		}
 	}
 	a.mu.Lock()
-	delete(a.volumesStale, w.UID)
+	if a.volumesStale[w.UID] == stale {
+		delete(a.volumesStale, w.UID)
+	}
 	a.mu.Unlock()
 }
 
