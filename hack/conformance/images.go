@@ -136,11 +136,15 @@ func buildImage(ctx context.Context, conf, bin string, im imageSpec) error {
 	return podman(ctx, conf, args...)
 }
 
-// bashStatic is Debian's bash-static. It is the images' /bin/sh: Debian
-// 12's busybox (1.35) ash drops environment variables whose names are not
-// shell identifiers ("data-1", which Kubernetes allows since 1.34) before
-// running a command; the upstream busybox image (1.37) passes them on, as
-// bash does. The other busybox applets stay.
+// bashStatic is Debian's bash-static. Debian 12's busybox (1.35) ash
+// drops environment variables whose names are not shell identifiers
+// ("data-1", which Kubernetes allows since 1.34) before running a command;
+// the upstream busybox image (1.37) passes them on, as bash does, and
+// otherwise behaves as ash (its error messages, which one spec compares
+// word for word). So the stand-ins keep both: "sh" found through PATH is
+// bash (/usr/local/bin/sh, first in PATH), which the specs that print
+// such variables run; /bin/sh, which the specs name when they compare a
+// shell's words, is busybox ash. The other busybox applets stay.
 const bashStatic = "/bin/bash-static"
 
 // curlShim stands in for the curl of the upstream agnhost image (alpine's)
@@ -220,7 +224,8 @@ func writeRootfs(ctx context.Context, path string, im imageSpec, bin string) err
 				write(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + a, Linkname: "busybox", Mode: 0o777}, nil)
 			}
 		}
-		write(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/sh", Linkname: "bash", Mode: 0o777}, nil)
+		write(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/sh", Linkname: "busybox", Mode: 0o777}, nil)
+		write(&tar.Header{Typeflag: tar.TypeSymlink, Name: "usr/local/bin/sh", Linkname: "/bin/bash", Mode: 0o777}, nil)
 	}
 	if im.Kitten {
 		dir, err := kittenDir(ctx)
