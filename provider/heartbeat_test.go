@@ -363,4 +363,22 @@ func firstLease(t *testing.T, created time.Duration, patches int) {
 	if n := countActions(cs, "patch", "leases", "pi-1"); n != patches {
 		t.Errorf("%d lease patches before the lease was created, want %d", n, patches)
 	}
+
+	// Renewals after that are one patch each, never another create.
+	p.cfg.LeaseDurationSeconds = 1 // renewed every 250 ms from now on
+	p.mu.Lock()
+	d := p.devices["pi-1"]
+	p.mu.Unlock()
+	d.mu.Lock()
+	d.leaseAt = time.Time{}.Add(time.Nanosecond) // due, and not the first
+	d.mu.Unlock()
+	p.nodes.Add("pi-1")
+	renewals := countActions(cs, "patch", "leases", "pi-1")
+	poll(t, "three renewals", func() bool {
+		p.handleHeartbeat(ctx, heartbeat(t, "pi-1", 4))
+		return countActions(cs, "patch", "leases", "pi-1") >= renewals+3
+	})
+	if n := countActions(cs, "create", "leases", ""); n != 1 {
+		t.Errorf("%d lease creates, want the first one only", n)
+	}
 }

@@ -272,7 +272,10 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 		}
 	}
 	if leaseDue {
-		err := p.renewLease(ctx, name, now)
+		d.mu.Lock()
+		firstLease := d.leaseAt.IsZero()
+		d.mu.Unlock()
+		err := p.renewLease(ctx, name, now, firstLease)
 		metrics.NodeWrites.WithLabelValues("lease", result(err)).Inc()
 		if err != nil {
 			return 0, err
@@ -329,11 +332,11 @@ func (p *Provider) writeNodeStatus(ctx context.Context, name string, hb *bridge.
 }
 
 // renewLease renews device's node lease, creating it (owned by the Node,
-// as a kubelet's) when it does not exist. The lease of a Node created since
-// this process started is created at once (there is none to renew: a fleet
-// enrolling saves a request per device); else it is renewed, and created
-// when missing.
-func (p *Provider) renewLease(ctx context.Context, name string, now time.Time) error {
+// as a kubelet's) when it does not exist. The first lease this process
+// writes for a Node created since it started is created at once (there is
+// none to renew: a fleet enrolling saves a request per device); else it is
+// renewed, and created when missing.
+func (p *Provider) renewLease(ctx context.Context, name string, now time.Time, first bool) error {
 	leases := p.cfg.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease)
 	renewTime := metav1.NewMicroTime(now)
 	spec := coordinationv1.LeaseSpec{HolderIdentity: &name, LeaseDurationSeconds: &p.cfg.LeaseDurationSeconds, RenewTime: &renewTime}
@@ -354,7 +357,7 @@ func (p *Provider) renewLease(ctx context.Context, name string, now time.Time) e
 		}
 		return false, nil
 	}
-	if r, ok := p.cfg.Registry.(nodeIdentities); ok {
+	if r, ok := p.cfg.Registry.(nodeIdentities); ok && first {
 		if uid, created, ok := r.Identity(name); ok && created.After(p.started) {
 			if exists, err := create(uid); err != nil || !exists {
 				return err
