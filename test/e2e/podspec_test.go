@@ -40,33 +40,37 @@ func TestPodSpecFieldsAreHonouredOrExplained(t *testing.T) {
 	ns := createNamespace(t, "podspec")
 	pods := cluster.Client.CoreV1().Pods(ns)
 
-	deadline := int64(600)
-	refused := devicePod(ns, "needs-deadline", func(s *corev1.PodSpec) {
-		s.ActiveDeadlineSeconds = &deadline
+	noHostUsers := false
+	refused := devicePod(ns, "needs-userns", func(s *corev1.PodSpec) {
+		s.HostUsers = &noHostUsers // user namespaces: not on devices yet
 	})
 	probed := devicePod(ns, "probed", func(s *corev1.PodSpec) {
 		s.Subdomain = "web"
+	})
+	deadline := int64(3)
+	limited := devicePod(ns, "deadline", func(s *corev1.PodSpec) {
+		s.ActiveDeadlineSeconds = &deadline // honoured by the device (protocol 8)
 	})
 	missing := devicePod(ns, "missing-image", func(s *corev1.PodSpec) {
 		s.Containers[0].Image = "localhost/does-not-exist:v1"
 		s.Containers[0].ImagePullPolicy = corev1.PullNever
 	})
-	for _, p := range []*corev1.Pod{refused, probed, missing} {
+	for _, p := range []*corev1.Pod{refused, probed, limited, missing} {
 		if _, err := pods.Create(t.Context(), p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, time.Minute, "the activeDeadlineSeconds pod to say it is unsupported, with an Event", func(ctx context.Context) (bool, string) {
-		p, err := pods.Get(ctx, "needs-deadline", metav1.GetOptions{})
+	eventually(t, time.Minute, "the hostUsers: false pod to say it is unsupported, with an Event", func(ctx context.Context) (bool, string) {
+		p, err := pods.Get(ctx, "needs-userns", metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
-		events, err := cluster.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=needs-deadline,reason=UnsupportedPodSpec"})
+		events, err := cluster.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=needs-userns,reason=UnsupportedPodSpec"})
 		if err != nil {
 			return false, err.Error()
 		}
 		return p.Status.Phase == corev1.PodPending && p.Status.Reason == "UnsupportedPodSpec" && len(events.Items) > 0 &&
-			strings.Contains(p.Status.Message, "activeDeadlineSeconds"), fmt.Sprintf("%s %q %q, %d events", p.Status.Phase, p.Status.Reason, p.Status.Message, len(events.Items))
+			strings.Contains(p.Status.Message, "hostUsers"), fmt.Sprintf("%s %q %q, %d events", p.Status.Phase, p.Status.Reason, p.Status.Message, len(events.Items))
 	})
 	eventually(t, time.Minute, "the pod with a subdomain Running with it listed as ignored", func(ctx context.Context) (bool, string) {
 		p, err := pods.Get(ctx, "probed", metav1.GetOptions{})
@@ -80,6 +84,15 @@ func TestPodSpecFieldsAreHonouredOrExplained(t *testing.T) {
 			}
 		}
 		return p.Status.Phase == corev1.PodRunning && ignored, fmt.Sprintf("%s %v", p.Status.Phase, p.Status.Conditions)
+	})
+	eventually(t, time.Minute, "the pod past its activeDeadlineSeconds Failed, reason DeadlineExceeded", func(ctx context.Context) (bool, string) {
+		p, err := pods.Get(ctx, "deadline", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		stopped := len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].State.Terminated != nil
+		return p.Status.Phase == corev1.PodFailed && p.Status.Reason == "DeadlineExceeded" && stopped,
+			fmt.Sprintf("%s %q %q", p.Status.Phase, p.Status.Reason, p.Status.Message)
 	})
 	eventually(t, time.Minute, "the missing image reported", func(ctx context.Context) (bool, string) {
 		p, err := pods.Get(ctx, "missing-image", metav1.GetOptions{})
@@ -138,7 +151,7 @@ func TestPodSpecFieldsAreHonouredOrExplained(t *testing.T) {
 		want := p.Status.PodIP + " " + p.Status.HostIP + " # Kubernetes-managed hosts file."
 		return p.Status.PodIP != "" && p.Status.PodIP != p.Status.HostIP && strings.TrimSpace(string(b)) == want, fmt.Sprintf("%q, want %q", b, want)
 	})
-	for _, name := range []string{"needs-deadline", "probed", "missing-image", "configured"} {
+	for _, name := range []string{"needs-userns", "probed", "deadline", "missing-image", "configured"} {
 		if err := pods.Delete(t.Context(), name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}

@@ -370,6 +370,7 @@ func (c *Cluster) Stop() {
 		_ = c.Podman.Stop()
 	}
 	c.removeDevicePods()
+	unmountUnder(c.cfg.Dir)
 	if c.Registry != nil {
 		c.Registry.Close()
 	}

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package devcluster
+
+// unmountUnder is a no-op where agents mount nothing.
+func unmountUnder(string) {}
