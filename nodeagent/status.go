@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"slices"
 	"time"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
@@ -95,7 +96,11 @@ func buildStatus(r *Record, p *PodState, note *pending, hostIP string, probes re
 	if len(w.InitContainers) > 0 {
 		st.Initialized = ptrBool(initDone)
 	}
-	if r.DeadlineExceeded {
+	if r.DeadlineExceeded && !anyRunning(st) {
+		// Failed once its containers have stopped (within the grace
+		// period): a terminal phase is final, and virtual-kubelet writes
+		// no later status of a Failed pod, so the containers' last states
+		// must be in this one.
 		st.Phase, st.Reason, st.Message = bridge.PhaseFailed, ReasonDeadlineExceeded, deadlineMessage
 		return st
 	}
@@ -323,4 +328,14 @@ func sameStatus(x, y *bridge.PodStatus) bool {
 	cx, cy := *x, *y
 	cx.ObservedAt, cy.ObservedAt = time.Time{}, time.Time{}
 	return reflect.DeepEqual(cx, cy)
+}
+
+// anyRunning reports whether a container of st runs.
+func anyRunning(st *bridge.PodStatus) bool {
+	for _, cs := range append(slices.Clone(st.InitContainers), st.Containers...) {
+		if cs.State == bridge.StateRunning {
+			return true
+		}
+	}
+	return false
 }
