@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/vk-fleet/vk-fleet/nodeagent"
 	"github.com/vk-fleet/vk-fleet/test/framework/devcluster"
@@ -116,12 +117,17 @@ func TestLinkDownLongerThanTheGracePeriod(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tag := range []string{"v2", "v3"} {
-		ds, err := cluster.Client.AppsV1().DaemonSets(ns).Get(ctx, "edge", metav1.GetOptions{})
+		// The DaemonSet controller writes the object's status meanwhile: retry a conflict, as kubectl edit would.
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			ds, err := cluster.Client.AppsV1().DaemonSets(ns).Get(ctx, "edge", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			ds.Spec.Template.Spec.Containers[0].Image = strings.TrimSuffix(cluster.Image, ":v1") + ":" + tag
+			_, err = cluster.Client.AppsV1().DaemonSets(ns).Update(ctx, ds, metav1.UpdateOptions{})
+			return err
+		})
 		if err != nil {
-			t.Fatal(err)
-		}
-		ds.Spec.Template.Spec.Containers[0].Image = strings.TrimSuffix(cluster.Image, ":v1") + ":" + tag
-		if _, err := cluster.Client.AppsV1().DaemonSets(ns).Update(ctx, ds, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

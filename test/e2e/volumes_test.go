@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 )
 
 // TestLiveConfigAndVolumes: a ConfigMap edit reaches the mounted file on
@@ -106,12 +107,17 @@ func TestLiveConfigAndVolumes(t *testing.T) {
 		t.Errorf("after the edit: subPath file, env, link = %q; want v1, v1 (as kubelet) and the ..data link", got)
 	}
 	// Labels edited: the downwardAPI files follow too.
-	p, err := cluster.Client.CoreV1().Pods(ns).Get(ctx, "live", metav1.GetOptions{})
+	// vk-fleet writes the pod's status meanwhile: retry a conflict.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p, err := cluster.Client.CoreV1().Pods(ns).Get(ctx, "live", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		p.Labels["tier"] = "core"
+		_, err = cluster.Client.CoreV1().Pods(ns).Update(ctx, p, metav1.UpdateOptions{})
+		return err
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	p.Labels["tier"] = "core"
-	if _, err := cluster.Client.CoreV1().Pods(ns).Update(ctx, p, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, time.Minute, "the edited label in /info/labels", func(ctx context.Context) (bool, string) {
