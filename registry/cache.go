@@ -20,13 +20,28 @@ import (
 type Cache struct {
 	informer cache.SharedIndexInformer
 
-	mu       sync.RWMutex
-	byNKey   map[string]string
-	byZUser  map[string]string
-	devices  map[string]*corev1.Node
+	mu      sync.RWMutex
+	byNKey  map[string]string
+	byZUser map[string]string
+	devices map[string]*corev1.Node
+	// pending holds the devices Enrolled added before the informer saw
+	// their Nodes, until when the entry stands without it.
+	pending map[string]time.Time
+	// removed holds the UIDs of Nodes the informer saw deleted, for
+	// pendingFor: Enrolled must not bring back a device deleted (revoked)
+	// between its enrollment and the call.
+	removed  map[types.UID]time.Time
+	now      func() time.Time
 	onDelete []func(name string)
 	onAdd    []func(node *corev1.Node)
 }
+
+// pendingFor is how long a device Enrolled added counts as enrolled
+// without the informer confirming its Node: far longer than an informer
+// lags, short enough that a Node deleted while its watch was re-listed
+// (so that the informer saw neither its creation nor its deletion) does
+// not stay enrolled.
+const pendingFor = time.Minute
 
 // NewCache returns a Cache over every Node labelled vk-fleet.io/managed=true.
 // Call Run to start it.
@@ -39,6 +54,9 @@ func NewCache(client kubernetes.Interface) *Cache {
 		byNKey:   map[string]string{},
 		byZUser:  map[string]string{},
 		devices:  map[string]*corev1.Node{},
+		pending:  map[string]time.Time{},
+		removed:  map[types.UID]time.Time{},
+		now:      time.Now,
 	}
 	// The cache answers who a device is: it keeps each Node's identity,
 	// labels and annotations and drops the rest (status, managed fields),
@@ -110,7 +128,61 @@ func (c *Cache) put(o any) {
 	if !ok {
 		return
 	}
+	c.add(n, false)
+}
+
+// Enrolled adds the Node of a device this process has just enrolled, before
+// the informer sees it: the device connects the moment its enrollment is
+// answered, and the callout, which asks this cache, would refuse its key
+// while the informer lags (under load, for seconds). The informer's view
+// replaces the entry when it arrives; without it, the entry lapses after
+// pendingFor.
+func (c *Cache) Enrolled(n *corev1.Node) {
+	slim, _ := slimNode(n)
+	n = slim.(*corev1.Node)
+	now := c.now()
+	var lapsed []string
 	c.mu.Lock()
+	for name, until := range c.pending {
+		if now.After(until) {
+			lapsed = append(lapsed, name)
+		}
+	}
+	for uid, at := range c.removed {
+		if now.Sub(at) > pendingFor {
+			delete(c.removed, uid)
+		}
+	}
+	_, known := c.devices[n.Name]
+	_, deleted := c.removed[n.UID]
+	c.mu.Unlock()
+	for _, name := range lapsed {
+		c.removeIf(name, true)
+	}
+	if !known && !deleted {
+		c.add(n, true)
+	}
+}
+
+// live reports whether the entry of device name stands: it is the
+// informer's, or Enrolled's and not lapsed. The caller holds c.mu.
+func (c *Cache) live(name string) bool {
+	until, pending := c.pending[name]
+	return !pending || !c.now().After(until)
+}
+
+func (c *Cache) add(n *corev1.Node, pending bool) {
+	c.mu.Lock()
+	if pending {
+		if _, known := c.devices[n.Name]; known {
+			// The informer was first after all.
+			c.mu.Unlock()
+			return
+		}
+		c.pending[n.Name] = c.now().Add(pendingFor)
+	} else {
+		delete(c.pending, n.Name)
+	}
 	if old := c.devices[n.Name]; old != nil {
 		delete(c.byNKey, old.Annotations[AnnotationNKey])
 		delete(c.byZUser, old.Annotations[AnnotationZitadelUser])
@@ -129,14 +201,28 @@ func (c *Cache) put(o any) {
 	}
 }
 
-func (c *Cache) remove(name string) {
+func (c *Cache) remove(name string) { c.removeIf(name, false) }
+
+// removeIf removes device name, if lapsed only while its entry is still
+// Enrolled's and past its time.
+func (c *Cache) removeIf(name string, lapsed bool) {
 	c.mu.Lock()
 	old := c.devices[name]
-	if old == nil {
+	if old == nil || lapsed && c.live(name) {
 		c.mu.Unlock()
 		return
 	}
+	if lapsed {
+		if _, pending := c.pending[name]; !pending {
+			c.mu.Unlock()
+			return
+		}
+	}
 	delete(c.devices, name)
+	delete(c.pending, name)
+	if old.UID != "" {
+		c.removed[old.UID] = c.now()
+	}
 	delete(c.byNKey, old.Annotations[AnnotationNKey])
 	delete(c.byZUser, old.Annotations[AnnotationZitadelUser])
 	fns := c.onDelete
@@ -151,7 +237,10 @@ func (c *Cache) DeviceByNKey(pub string) (string, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	name, ok := c.byNKey[pub]
-	return name, ok
+	if !ok || !c.live(name) {
+		return "", false
+	}
+	return name, true
 }
 
 // DeviceByZitadelUser returns the device of a Zitadel machine user.
@@ -159,7 +248,10 @@ func (c *Cache) DeviceByZitadelUser(id string) (string, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	name, ok := c.byZUser[id]
-	return name, ok
+	if !ok || !c.live(name) {
+		return "", false
+	}
+	return name, true
 }
 
 // Has reports whether name is an enrolled device.
@@ -167,7 +259,7 @@ func (c *Cache) Has(name string) bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	_, ok := c.devices[name]
-	return ok
+	return ok && c.live(name)
 }
 
 // Identity returns the UID and creation time of device name's Node.
@@ -175,7 +267,7 @@ func (c *Cache) Identity(name string) (types.UID, time.Time, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	n, ok := c.devices[name]
-	if !ok || n.UID == "" {
+	if !ok || n.UID == "" || !c.live(name) {
 		return "", time.Time{}, false
 	}
 	return n.UID, n.CreationTimestamp.Time, true
@@ -187,7 +279,9 @@ func (c *Cache) Names() []string {
 	defer c.mu.RUnlock()
 	out := make([]string, 0, len(c.devices))
 	for n := range c.devices {
-		out = append(out, n)
+		if c.live(n) {
+			out = append(out, n)
+		}
 	}
 	return out
 }

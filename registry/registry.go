@@ -54,6 +54,7 @@ type Registry struct {
 	tokenNamespace string
 	now            func() time.Time
 	deviceByNKey   func(nkey string) (name string, ok bool)
+	enrolled       func(*corev1.Node)
 	shared         *shared
 }
 
@@ -72,6 +73,16 @@ func New(client kubernetes.Interface) *Registry {
 func (r *Registry) WithTokenNamespace(ns string) *Registry {
 	c := *r
 	c.tokenNamespace = ns
+	return &c
+}
+
+// WithEnrolledHook returns a copy of r whose Enroll calls fn with each
+// Node it creates, before the Node's informer event: (*Cache).Enrolled, so
+// that the callout knows a device's key the moment its enrollment is
+// answered.
+func (r *Registry) WithEnrolledHook(fn func(*corev1.Node)) *Registry {
+	c := *r
+	c.enrolled = fn
 	return &c
 }
 
@@ -172,6 +183,9 @@ func (r *Registry) Enroll(ctx context.Context, e Enrollment) (*corev1.Node, erro
 		if updated, err := r.client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err == nil {
 			created = updated
 		}
+	}
+	if r.enrolled != nil {
+		r.enrolled(created)
 	}
 	return created, nil
 }

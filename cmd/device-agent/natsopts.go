@@ -44,5 +44,11 @@ func deviceNATSOptions(name, inboxPrefix string) []nats.Option {
 		nats.MaxReconnects(-1),
 		nats.CustomReconnectDelay(reconnectDelay),
 		nats.CustomInboxPrefix(inboxPrefix),
+		// nats.go gives up for good when a server refuses the same
+		// credentials twice in a row. A device is unattended: a refusal
+		// can pass (vk-fleet starting, its device cache behind an
+		// enrollment, a revoked device enrolled again), so it keeps
+		// trying, backing off as above.
+		nats.IgnoreAuthErrorAbort(),
 	}
 }
