@@ -43,7 +43,7 @@ type Introspector interface {
 
 // MaxInFlight is how many enrollment requests Serve handles at once. More
 // wait, in order, in the subscription's pending buffer.
-const MaxInFlight = 64
+const MaxInFlight = 256
 
 // Serve answers enrollment requests on nc until ctx ends, up to
 // MaxInFlight at a time, and returns once the requests it took are

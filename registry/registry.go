@@ -55,6 +55,7 @@ type Registry struct {
 	now            func() time.Time
 	deviceByNKey   func(nkey string) (name string, ok bool)
 	enrolled       func(*corev1.Node)
+	deviceNamed    func(name string) bool
 	shared         *shared
 }
 
@@ -73,6 +74,16 @@ func New(client kubernetes.Interface) *Registry {
 func (r *Registry) WithTokenNamespace(ns string) *Registry {
 	c := *r
 	c.tokenNamespace = ns
+	return &c
+}
+
+// WithDeviceNames returns a copy of r whose Enroll asks has, rather than
+// the API server, whether a device's name is taken by an enrolled device:
+// (*Cache).Has. A name taken by another Node (a kubelet's) is found when
+// the Node is created, and the use of the token taken for it given back.
+func (r *Registry) WithDeviceNames(has func(name string) bool) *Registry {
+	c := *r
+	c.deviceNamed = has
 	return &c
 }
 
@@ -138,7 +149,11 @@ func (r *Registry) Enroll(ctx context.Context, e Enrollment) (*corev1.Node, erro
 	}
 	// Checked before a use is taken, so that a device retrying under a
 	// taken name does not use up the token.
-	if _, err := r.client.CoreV1().Nodes().Get(ctx, e.Name, metav1.GetOptions{}); err == nil {
+	if r.deviceNamed != nil {
+		if r.deviceNamed(e.Name) {
+			return nil, fmt.Errorf("%w: %s", ErrNameTaken, e.Name)
+		}
+	} else if _, err := r.client.CoreV1().Nodes().Get(ctx, e.Name, metav1.GetOptions{}); err == nil {
 		return nil, fmt.Errorf("%w: %s", ErrNameTaken, e.Name)
 	} else if !apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("checking device name: %w", err)

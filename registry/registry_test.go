@@ -173,3 +173,35 @@ func TestEnrollNameTaken(t *testing.T) {
 		t.Errorf("%d token updates, want 0", n)
 	}
 }
+
+// With the device cache answering for names, an enrolled device's name is
+// refused without a use taken and without an API read, and another Node's
+// (a kubelet's, not in the cache) when its Node is created, the use given
+// back; the enrolled-hook sees each Node created.
+func TestEnrollNamesFromTheCache(t *testing.T) {
+	cs, st := newSecretStore(t)
+	var created []string
+	r := New(cs).WithDeviceLookup(noDevices).
+		WithDeviceNames(func(name string) bool { return name == "pi-known" }).
+		WithEnrolledHook(func(n *corev1.Node) { created = append(created, n.Name) })
+	tok := createToken(t, r, 1)
+	if _, err := cs.CoreV1().Nodes().Create(t.Context(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker-1"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Enroll(t.Context(), Enrollment{Token: tok.String(), Name: "pi-known", NKey: newNKey(t)}); !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("an enrolled device's name: %v, want %v", err, ErrNameTaken)
+	}
+	if _, err := r.Enroll(t.Context(), Enrollment{Token: tok.String(), Name: "worker-1", NKey: newNKey(t)}); !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("a kubelet's Node's name: %v, want %v", err, ErrNameTaken)
+	}
+	waitFor(t, "the use to be given back", func() bool { return st.usesLeft(t, tok.ID) == 1 })
+	if n := countActions(cs, "get", "nodes"); n != 0 {
+		t.Errorf("%d Node reads, want 0", n)
+	}
+	if _, err := r.Enroll(t.Context(), Enrollment{Token: tok.String(), Name: "pi-1", NKey: newNKey(t)}); err != nil {
+		t.Fatal(err)
+	}
+	if len(created) != 1 || created[0] != "pi-1" {
+		t.Errorf("enrolled hook saw %v, want [pi-1]", created)
+	}
+}

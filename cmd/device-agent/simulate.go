@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,43 @@ type simulateOptions struct {
 	EnrollConcurrency int
 	LogLevel          string
 	CPUProfile        string
+
+	phases enrollPhases
+}
+
+// enrollPhases collects how long the simulated devices' enrollments took,
+// step by step, for the summary logged once all have enrolled.
+type enrollPhases struct {
+	mu              sync.Mutex
+	waited, connect []time.Duration
+	request, key    []time.Duration
+	log             *slog.Logger
+	want            int
+	start           time.Time
+}
+
+// add records one device's enrollment: how long it waited for a slot, for
+// the token connection (TLS, auth callout) and for the answer to its
+// request, and then for its own connection with its key.
+func (p *enrollPhases) add(waited, connect, request, key time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.waited, p.connect = append(p.waited, waited), append(p.connect, connect)
+	p.request, p.key = append(p.request, request), append(p.key, key)
+	if len(p.connect) != p.want {
+		return
+	}
+	q := func(ds []time.Duration) string {
+		ds = slices.Clone(ds)
+		slices.Sort(ds)
+		at := func(f float64) time.Duration {
+			return ds[min(len(ds)-1, int(f*float64(len(ds))))].Round(time.Millisecond)
+		}
+		return fmt.Sprintf("p50 %v p90 %v max %v", at(0.5), at(0.9), ds[len(ds)-1].Round(time.Millisecond))
+	}
+	p.log.Warn("simulated devices enrolled and connected", "count", p.want, "took", time.Since(p.start).Round(time.Millisecond),
+		"waiting for a slot", q(p.waited), "token connection", q(p.connect), "enrollment request", q(p.request),
+		"connection with the device key", q(p.key))
 }
 
 func (o *simulateOptions) Bind(fs *pflag.FlagSet) {
@@ -92,6 +130,12 @@ func (o *simulateOptions) Run(ctx context.Context) error {
 		go profileCPU(ctx, o.CPUProfile, 30*time.Second, log)
 	}
 	start := time.Now()
+	o.phases.log, o.phases.start = log, start
+	for i := range o.Count {
+		if _, err := os.Stat(filepath.Join(o.StateDir, o.Prefix+strconv.Itoa(i)+".nk")); err != nil {
+			o.phases.want++
+		}
+	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, o.EnrollConcurrency)
 	errs := make(chan error, o.Count)
@@ -144,14 +188,20 @@ func profileCPU(ctx context.Context, path string, d time.Duration, log *slog.Log
 // runDevice enrolls name if it has no key yet, then runs its agent.
 func (o *simulateOptions) runDevice(ctx context.Context, name string, labels map[string]string, sem chan struct{}, log *slog.Logger) error {
 	keyPath := filepath.Join(o.StateDir, name+".nk")
+	var waited, connect, request time.Duration
+	enrolling := false
 	if _, err := os.Stat(keyPath); err != nil {
+		enrolling = true
+		t0 := time.Now()
 		sem <- struct{}{}
-		err := o.enroll(ctx, name, keyPath, labels)
+		waited = time.Since(t0)
+		connect, request, err = o.enroll(ctx, name, keyPath, labels)
 		<-sem
 		if err != nil {
 			return err
 		}
 	}
+	t0 := time.Now()
 	nkeyOpt, err := nats.NkeyOptionFromSeed(keyPath)
 	if err != nil {
 		return err
@@ -161,6 +211,9 @@ func (o *simulateOptions) runDevice(ctx context.Context, name string, labels map
 		return fmt.Errorf("dialing nats: %w", err)
 	}
 	defer nc.Close()
+	if enrolling {
+		o.phases.add(waited, connect, request, time.Since(t0))
+	}
 	a, err := nodeagent.New(nodeagent.Config{
 		Device: name, StateDir: filepath.Join(o.StateDir, name), AgentVersion: version.Version + "-sim",
 		HeartbeatInterval: o.HeartbeatInterval, ResyncInterval: o.ResyncInterval,
@@ -172,17 +225,19 @@ func (o *simulateOptions) runDevice(ctx context.Context, name string, labels map
 	return a.Run(ctx)
 }
 
-func (o *simulateOptions) enroll(ctx context.Context, name, keyPath string, labels map[string]string) error {
+// enroll enrolls name with the token and writes its key to keyPath; it
+// returns how long the token connection and the enrollment request took.
+func (o *simulateOptions) enroll(ctx context.Context, name, keyPath string, labels map[string]string) (connect, request time.Duration, err error) {
 	if o.Token == "" {
-		return errors.New("not enrolled yet and no --token given")
+		return 0, 0, errors.New("not enrolled yet and no --token given")
 	}
+	t0 := time.Now()
 	kp, _ := nkeys.CreateUser()
 	seed, _ := kp.Seed()
 	pub, _ := kp.PublicKey()
 	// Thousands enrolling at once keep the server busy: a connection that
 	// cannot be made in time is tried again, as a person would.
 	var nc *nats.Conn
-	var err error
 	for attempt := 0; ; attempt++ {
 		nc, err = nats.Connect(o.NATSURL, o.natsOptions(nats.Token(o.Token), nats.CustomInboxPrefix("_INBOX_enroll"),
 			nats.NoReconnect(), nats.Timeout(10*time.Second))...)
@@ -190,21 +245,24 @@ func (o *simulateOptions) enroll(ctx context.Context, name, keyPath string, labe
 			break
 		}
 		if attempt == 9 || ctx.Err() != nil {
-			return fmt.Errorf("connecting to enroll: %w", err)
+			return 0, 0, fmt.Errorf("connecting to enroll: %w", err)
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, 0, ctx.Err()
 		case <-time.After(time.Duration(attempt+1) * time.Second):
 		}
 	}
 	defer nc.Close()
+	connect = time.Since(t0)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	t1 := time.Now()
 	if _, err := nodeagent.Enroll(ctx, nc, &bridge.EnrollRequest{Token: o.Token, Name: name, NKey: pub, Labels: labels}); err != nil {
-		return err
+		return 0, 0, err
 	}
-	return os.WriteFile(keyPath, append(seed, '\n'), 0o600)
+	request = time.Since(t1)
+	return connect, request, os.WriteFile(keyPath, append(seed, '\n'), 0o600)
 }
 
 func newSimulateCommand() *cobra.Command {

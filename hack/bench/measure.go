@@ -163,55 +163,75 @@ func deleteDaemonSet(ctx context.Context, cs kubernetes.Interface, name string, 
 	}
 }
 
-// countNodes counts Nodes with labels sel whose Ready status is want.
-func countNodes(ctx context.Context, cs kubernetes.Interface, sel string, want corev1.ConditionStatus) (int, error) {
-	l, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: sel})
-	if err != nil {
-		return 0, err
+// nodeMatches reports whether node's Ready status is want: True, not True
+// (any other want), or, with want "", whether it exists.
+func nodeMatches(node *corev1.Node, want corev1.ConditionStatus) bool {
+	if want == "" {
+		return true
 	}
-	n := 0
-	for _, node := range l.Items {
-		if want == "" {
-			n++ // every Node counts
-			continue
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == want || want != corev1.ConditionTrue && c.Status != corev1.ConditionTrue
 		}
-		for _, c := range node.Status.Conditions {
-			if c.Type == corev1.NodeReady && (c.Status == want || want != corev1.ConditionTrue && c.Status != corev1.ConditionTrue) {
-				n++
-			}
-		}
-
 	}
-	return n, nil
+	return false
 }
 
 // waitNodes waits until n Nodes matching sel are Ready (want=True), not
-// Ready (any other status), or exist (want="").
+// Ready (any other status), or exist (want=""). It follows the Nodes with
+// a watch: listing thousands of Nodes again and again would load the API
+// server the benchmark measures.
 func waitNodes(ctx context.Context, cs kubernetes.Interface, sel string, n int, want corev1.ConditionStatus, timeout time.Duration) (time.Duration, error) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	reported := start
-	for {
-		got, err := countNodes(ctx, cs, sel, want)
-		if err == nil && got >= n {
-			return time.Since(start), nil
+	var (
+		mu      sync.Mutex
+		matched = map[string]bool{}
+		enough  = make(chan struct{})
+		closed  bool
+	)
+	set := func(o any, deleted bool) {
+		if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
+			o = t.Obj
 		}
-		if time.Since(reported) > 5*time.Second {
-			slog.Info("waiting for nodes", "want", want, "got", got, "of", n, "after", time.Since(start).Round(time.Second))
-			reported = time.Now()
+		node, ok := o.(*corev1.Node)
+		if !ok {
+			return
 		}
-		select {
-		case <-ctx.Done():
-			return 0, fmt.Errorf("%d of %d nodes %s=%s: %w", got, n, sel, want, ctx.Err())
-		case <-time.After(pollEvery(n)):
+		mu.Lock()
+		defer mu.Unlock()
+		if !deleted && nodeMatches(node, want) {
+			matched[node.Name] = true
+		} else {
+			delete(matched, node.Name)
+		}
+		if len(matched) >= n && !closed {
+			closed = true
+			close(enough)
 		}
 	}
-}
-
-// pollEvery is how often the benchmark lists n Nodes while it waits.
-func pollEvery(n int) time.Duration {
-	return time.Duration(max(500, n/5)) * time.Millisecond
+	lw := cache.NewFilteredListWatchFromClient(cs.CoreV1().RESTClient(), "nodes", "", func(o *metav1.ListOptions) { o.LabelSelector = sel })
+	inf := cache.NewSharedIndexInformer(lw, &corev1.Node{}, 0, cache.Indexers{})
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { set(o, false) },
+		UpdateFunc: func(_, o any) { set(o, false) },
+		DeleteFunc: func(o any) { set(o, true) },
+	})
+	go inf.Run(ctx.Done())
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(matched) }
+	progress := time.NewTicker(5 * time.Second)
+	defer progress.Stop()
+	for {
+		select {
+		case <-enough:
+			return time.Since(start), nil
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%d of %d nodes %s=%s: %w", count(), n, sel, want, ctx.Err())
+		case <-progress.C:
+			slog.Info("waiting for nodes", "want", want, "got", count(), "of", n, "after", time.Since(start).Round(time.Second))
+		}
+	}
 }
 
 // procStat reads a process's RSS (bytes) and CPU time.

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -208,6 +209,14 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 		return res, fmt.Errorf("devices ready: %w\n%s", err, sim.Tail(10))
 	}
 	res.ReadyAfterEnroll = time.Since(simStart)
+	// The simulator's own account of where the enrollments' time went.
+	if b, err := os.ReadFile(filepath.Join(rc.Dir, "simulate.log")); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "simulated devices enrolled and connected") {
+				log.Info("vk-fleet: enrollment phases", "simulator", l)
+			}
+		}
+	}
 
 	// Idle.
 	pid := vkf.PID()

@@ -199,7 +199,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cache.Run(ctx); err != nil {
 		return err
 	}
-	reg := registry.New(cfg.Client).WithTokenNamespace(cfg.TokenNamespace).WithDeviceLookup(cache.DeviceByNKey).WithEnrolledHook(cache.Enrolled)
+	reg := registry.New(cfg.Client).WithTokenNamespace(cfg.TokenNamespace).WithDeviceLookup(cache.DeviceByNKey).WithEnrolledHook(cache.Enrolled).WithDeviceNames(cache.Has)
 
 	inproc := func(name, user, pass string) (*nats.Conn, error) {
 		nc, err := nats.Connect("", nats.InProcessServer(srv.Inner()), nats.UserInfo(user, pass), nats.Name(name),
@@ -350,7 +350,7 @@ func runExternal(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := cache.Run(ctx); err != nil {
 		return err
 	}
-	reg := registry.New(cfg.Client).WithTokenNamespace(cfg.TokenNamespace).WithDeviceLookup(cache.DeviceByNKey).WithEnrolledHook(cache.Enrolled)
+	reg := registry.New(cfg.Client).WithTokenNamespace(cfg.TokenNamespace).WithDeviceLookup(cache.DeviceByNKey).WithEnrolledHook(cache.Enrolled).WithDeviceNames(cache.Has)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
