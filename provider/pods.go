@@ -34,8 +34,11 @@ type podEntry struct {
 	refusal *corev1.PodStatus // set when the pod cannot run on a device
 	// waiting says why a pod never handed over yet waits (a ConfigMap it
 	// mounts does not exist yet); it is retried.
-	waiting  string
-	ignored  []string // spec fields accepted but not honoured
+	waiting string
+	ignored []string // spec fields accepted but not honoured
+	// resize says which in-place resize the device does not apply (see
+	// holdResize); "" when none.
+	resize   string
 	deleting bool
 }
 
@@ -325,6 +328,17 @@ func (p *Provider) syncPod(ctx context.Context, pod *corev1.Pod) error {
 		}
 		p.log.Info("pod waits for its configuration", "pod", key, "node", device, "reason", pending)
 		return fmt.Errorf("pod %s: %w: %v", key, errConfigPending, pending)
+	}
+	resize := holdResize(w, prev)
+	p.mu.Lock()
+	oldResize := ent.resize
+	ent.resize = resize
+	p.mu.Unlock()
+	if resize != "" && resize != oldResize {
+		p.log.Info("in-place resize not applied", "pod", key, "node", device, "resize", resize)
+		if r := p.recorder; r != nil {
+			r.Event(pod, corev1.EventTypeWarning, "ResizeInfeasible", resize)
+		}
 	}
 	data, err := bridge.Encode(w)
 	if err != nil {

@@ -55,6 +55,13 @@ func (p *Provider) podWithStatus(ent *podEntry) *corev1.Pod {
 			LastTransitionTime: transitionTime(&prev, ConditionIgnoredFields, corev1.ConditionTrue, now),
 		})
 	}
+	if ent.resize != "" && ent.refusal == nil {
+		st.Conditions = append(st.Conditions, corev1.PodCondition{
+			Type: corev1.PodResizePending, Status: corev1.ConditionTrue, Reason: corev1.PodReasonInfeasible,
+			Message:            ent.resize,
+			LastTransitionTime: transitionTime(&prev, corev1.PodResizePending, corev1.ConditionTrue, now),
+		})
+	}
 	observeGeneration(pod.Generation, st, &prev)
 	return pod
 }
