@@ -121,7 +121,7 @@ func runBaseline(ctx context.Context, cs kubernetes.Interface, rc runConfig, res
 		return fmt.Errorf("warm-up: %w", err)
 	}
 	_ = deleteDaemonSet(ctx, cs, "bench-warmup", rollTimeout)
-	if res.Base, err = measureRollout(ctx, cs, "bench-baseline", map[string]string{"bench": "baseline"}, rc.N, rollTimeout); err != nil {
+	if res.Base, err = measureRollouts(ctx, cs, "bench-baseline", map[string]string{"bench": "baseline"}, rc.N, rolloutRepeats(rc.N), rollTimeout); err != nil {
 		bcancel()
 		return fmt.Errorf("baseline: %w", err)
 	}
@@ -268,7 +268,7 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 				}
 			}
 		}()
-		res.Ours, err = measureRollout(ctx, cs, "bench-vkfleet", map[string]string{"bench": "sim"}, rc.N, rollTimeout)
+		res.Ours, err = measureRollouts(ctx, cs, "bench-vkfleet", map[string]string{"bench": "sim"}, rc.N, rolloutRepeats(rc.N), rollTimeout)
 		close(stop)
 		res.RolloutRSS = <-peak
 		_, cpu1 = procStat(pid)
