@@ -14,6 +14,8 @@ CACHE=${VKF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-fleet}
 BIN=$CACHE/conformance-$K8S_VERSION/bin
 
 log() { echo "conformance-build: $*" >&2; }
+# shellcheck source=hack/k8s-module.sh
+source "$(dirname "$0")/k8s-module.sh"
 
 need=0
 for b in e2e.test ginkgo agnhost nnp; do
@@ -28,31 +30,16 @@ mkdir -p "$BIN"
 export GOFLAGS=-mod=mod
 export CGO_ENABLED=0
 
-# A wrapper module, as hack/controlplane-build.sh does: k8s.io/kubernetes
-# replaces its staging modules with ./staging/..., which only a module that
-# replaces them with their published versions can build.
+# A wrapper module (hack/k8s-module.sh), as the control plane's.
 d=$CACHE/src/e2e-$K8S_VERSION
 mkdir -p "$d"
 cd "$d"
-modjson=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION")
-kdir=$(printf '%s\n' "$modjson" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')
-[ -n "$kdir" ] || { log "cannot locate k8s.io/kubernetes source"; exit 1; }
+kdir=$(k8s_source_dir "$K8S_VERSION")
 ginkgo_version=$(awk '$1 == "github.com/onsi/ginkgo/v2" {print $2; exit}' "$kdir/go.mod")
 [ -n "$ginkgo_version" ] || { log "cannot read the ginkgo version from k8s.io/kubernetes's go.mod"; exit 1; }
 if [ ! -f go.mod ]; then
-  {
-    echo "module vkfleet.local/e2ebuild"
-    echo
-    echo "go 1.26"
-    echo
-    echo "require ("
-    echo "	k8s.io/kubernetes $K8S_VERSION"
-    echo "	github.com/onsi/ginkgo/v2 $ginkgo_version"
-    echo ")"
-    echo
-    grep -E '^[[:space:]]*k8s.io/[^ ]+ => \./staging/src/' "$kdir/go.mod" |
-      awk -v v="$STAGING_VERSION" '{print "replace " $1 " => " $1 " " v}'
-  } > go.mod
+  k8s_wrapper_gomod vkfleet.local/e2ebuild "$kdir" "$STAGING_VERSION" \
+    "k8s.io/kubernetes $K8S_VERSION" "github.com/onsi/ginkgo/v2 $ginkgo_version" > go.mod
   cat > tools.go <<T
 //go:build tools
 

@@ -11,6 +11,8 @@ CACHE=${VKF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vk-fleet}
 BIN=$CACHE/controlplane-$K8S_VERSION-etcd-$ETCD_VERSION/bin
 
 log() { echo "controlplane-build: $*" >&2; }
+# shellcheck source=hack/k8s-module.sh
+source "$(dirname "$0")/k8s-module.sh"
 
 need=()
 for b in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd; do
@@ -53,19 +55,8 @@ if [ $k8s_missing = 1 ]; then
   mkdir -p "$d"
   cd "$d"
   [ -f go.mod ] || go mod init vkfleet.local/k8sbuild >/dev/null 2>&1
-  modjson=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION")
-  kdir=$(printf '%s\n' "$modjson" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')
-  [ -n "$kdir" ] || { log "cannot locate k8s.io/kubernetes source"; exit 1; }
-  {
-    echo "module vkfleet.local/k8sbuild"
-    echo
-    echo "go 1.26"
-    echo
-    echo "require k8s.io/kubernetes $K8S_VERSION"
-    echo
-    grep -E '^[[:space:]]*k8s.io/[^ ]+ => \./staging/src/' "$kdir/go.mod" |
-      awk -v v="$STAGING_VERSION" '{print "replace " $1 " => " $1 " " v}'
-  } > go.mod
+  kdir=$(k8s_source_dir "$K8S_VERSION")
+  k8s_wrapper_gomod vkfleet.local/k8sbuild "$kdir" "$STAGING_VERSION" "k8s.io/kubernetes $K8S_VERSION" > go.mod
   cat > tools.go <<T
 //go:build tools
 

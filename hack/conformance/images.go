@@ -2,7 +2,6 @@ package main
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -177,39 +176,21 @@ const (
 
 // writeRootfs writes the root file system of im as a tar file at path.
 func writeRootfs(ctx context.Context, path string, im imageSpec, bin string) error {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	now := time.Now()
-	var werr error
-	write := func(h *tar.Header, data []byte) {
-		h.ModTime = now
-		if werr == nil {
-			werr = tw.WriteHeader(h)
-		}
-		if werr == nil && len(data) > 0 {
-			_, werr = tw.Write(data)
-		}
-	}
-	dir := func(name string, mode int64) {
-		write(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: mode}, nil)
-	}
-	file := func(name string, mode int64, data []byte) {
-		write(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(data))}, data)
-	}
+	fs := podmantest.NewRootfs()
 	for _, d := range []string{"bin", "dev", "etc", "proc", "sys", "root", "var", "usr", "usr/bin", "usr/local", "usr/local/bin", "home"} {
-		dir(d, 0o755)
+		fs.Dir(d, 0o755)
 	}
-	dir("tmp", 0o1777)
-	write(&tar.Header{Typeflag: tar.TypeDir, Name: "home/user-defined-in-image/", Mode: 0o755, Uid: 1000, Gid: 1000}, nil)
-	file("etc/passwd", 0o644, []byte(passwd))
-	file("etc/group", 0o644, []byte(group))
-	file("etc/hosts", 0o644, []byte("127.0.0.1 localhost\n"))
+	fs.Dir("tmp", 0o1777)
+	fs.Add(&tar.Header{Typeflag: tar.TypeDir, Name: "home/user-defined-in-image/", Mode: 0o755, Uid: 1000, Gid: 1000}, nil)
+	fs.File("etc/passwd", 0o644, []byte(passwd))
+	fs.File("etc/group", 0o644, []byte(group))
+	fs.File("etc/hosts", 0o644, []byte("127.0.0.1 localhost\n"))
 	if im.Busybox {
 		bb, err := os.ReadFile("/bin/busybox")
 		if err != nil {
 			return fmt.Errorf("reading busybox (install busybox-static): %w", err)
 		}
-		applets, err := busyboxApplets(ctx)
+		applets, err := podmantest.BusyboxApplets(ctx)
 		if err != nil {
 			return err
 		}
@@ -217,15 +198,15 @@ func writeRootfs(ctx context.Context, path string, im imageSpec, bin string) err
 		if err != nil {
 			return fmt.Errorf("reading bash-static (install bash-static): %w", err)
 		}
-		file("bin/busybox", 0o755, bb)
-		file("bin/bash", 0o755, sh)
+		fs.File("bin/busybox", 0o755, bb)
+		fs.File("bin/bash", 0o755, sh)
 		for _, a := range applets {
 			if a != "busybox" && a != "sh" && a != "bash" {
-				write(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + a, Linkname: "busybox", Mode: 0o777}, nil)
+				fs.Symlink("bin/"+a, "busybox")
 			}
 		}
-		write(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/sh", Linkname: "busybox", Mode: 0o777}, nil)
-		write(&tar.Header{Typeflag: tar.TypeSymlink, Name: "usr/local/bin/sh", Linkname: "/bin/bash", Mode: 0o777}, nil)
+		fs.Symlink("bin/sh", "busybox")
+		fs.Symlink("usr/local/bin/sh", "/bin/bash")
 	}
 	if im.Kitten {
 		dir, err := kittenDir(ctx)
@@ -237,60 +218,32 @@ func writeRootfs(ctx context.Context, path string, im imageSpec, bin string) err
 			if err != nil {
 				return fmt.Errorf("reading the kitten image's %s: %w", name, err)
 			}
-			file(name, 0o644, b)
+			fs.File(name, 0o644, b)
 		}
-		file("etc/os-release", 0o644, []byte(`NAME="vk-fleet conformance stand-in for Alpine Linux, the base of the upstream agnhost image"
+		fs.File("etc/os-release", 0o644, []byte(`NAME="vk-fleet conformance stand-in for Alpine Linux, the base of the upstream agnhost image"
 ID=vkfleet-standin
 `))
 	}
 	if im.Agnhost && im.Busybox {
-		file("usr/bin/curl", 0o755, []byte(curlShim))
+		fs.File("usr/bin/curl", 0o755, []byte(curlShim))
 	}
 	if im.Agnhost {
 		b, err := os.ReadFile(filepath.Join(bin, "agnhost"))
 		if err != nil {
 			return fmt.Errorf("reading agnhost: %w", err)
 		}
-		file("agnhost", 0o755, b)
-		write(&tar.Header{Typeflag: tar.TypeSymlink, Name: "agnhost-2", Linkname: "agnhost", Mode: 0o777}, nil)
-		dir("uploads", 0o755)
+		fs.File("agnhost", 0o755, b)
+		fs.Symlink("agnhost-2", "agnhost")
+		fs.Dir("uploads", 0o755)
 	}
 	if im.Nnp {
 		b, err := os.ReadFile(filepath.Join(bin, "nnp"))
 		if err != nil {
 			return fmt.Errorf("reading nnp: %w", err)
 		}
-		file("usr/local/bin/nnp", 0o4755, b)
+		fs.File("usr/local/bin/nnp", 0o4755, b)
 	}
-	if werr == nil {
-		werr = tw.Close()
-	}
-	if werr != nil {
-		return fmt.Errorf("writing rootfs tar: %w", werr)
-	}
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-		return fmt.Errorf("writing rootfs tar: %w", err)
-	}
-	return nil
-}
-
-// busyboxApplets lists the applets of the installed busybox.
-func busyboxApplets(ctx context.Context) ([]string, error) {
-	out, err := exec.CommandContext(ctx, "/bin/busybox", "--list").Output()
-	if err != nil {
-		return nil, fmt.Errorf("listing busybox applets (install busybox-static): %w", err)
-	}
-	var applets []string
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		if a := strings.TrimSpace(sc.Text()); a != "" && !strings.Contains(a, "/") {
-			applets = append(applets, a)
-		}
-	}
-	if len(applets) == 0 {
-		return nil, fmt.Errorf("busybox --list printed no applets")
-	}
-	return applets, nil
+	return fs.WriteFile(path)
 }
 
 // podman runs podman on the storage that conf selects.

@@ -1,7 +1,6 @@
 package podmantest
 
 import (
-	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
@@ -62,7 +61,7 @@ func BuildBusyboxImage(ctx context.Context, conf, ref string) error {
 
 // writeRootfsTar writes the busybox root file system as a tar to path.
 func writeRootfsTar(ctx context.Context, path string) error {
-	applets, err := busyboxApplets(ctx)
+	applets, err := BusyboxApplets(ctx)
 	if err != nil {
 		return err
 	}
@@ -71,52 +70,24 @@ func writeRootfsTar(ctx context.Context, path string) error {
 		return fmt.Errorf("reading busybox (install busybox-static): %w", err)
 	}
 
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	now := time.Now()
-	var werr error // the first write error
-	write := func(h *tar.Header, data []byte) {
-		h.ModTime = now
-		if werr == nil {
-			werr = tw.WriteHeader(h)
-		}
-		if werr == nil && len(data) > 0 {
-			_, werr = tw.Write(data)
-		}
-	}
-	dir := func(name string, mode int64) {
-		write(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: mode}, nil)
-	}
-	file := func(name string, mode int64, data []byte) {
-		write(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(data))}, data)
-	}
+	fs := NewRootfs()
 	for _, d := range []string{"bin", "dev", "etc", "proc", "sys", "root", "var", "var/www", "usr", "usr/bin"} {
-		dir(d, 0o755)
+		fs.Dir(d, 0o755)
 	}
-	dir("tmp", 0o1777)
-	file("bin/busybox", 0o755, bin)
-	file("etc/passwd", 0o644, []byte(passwd))
-	file("etc/group", 0o644, []byte(group))
+	fs.Dir("tmp", 0o1777)
+	fs.File("bin/busybox", 0o755, bin)
+	fs.File("etc/passwd", 0o644, []byte(passwd))
+	fs.File("etc/group", 0o644, []byte(group))
 	for _, a := range applets {
-		if a == "busybox" {
-			continue
+		if a != "busybox" {
+			fs.Symlink("bin/"+a, "busybox")
 		}
-		write(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + a, Linkname: "busybox", Mode: 0o777}, nil)
 	}
-	if werr == nil {
-		werr = tw.Close()
-	}
-	if err := werr; err != nil {
-		return fmt.Errorf("writing rootfs tar: %w", err)
-	}
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-		return fmt.Errorf("writing rootfs tar: %w", err)
-	}
-	return nil
+	return fs.WriteFile(path)
 }
 
-// busyboxApplets lists the applets of the installed busybox.
-func busyboxApplets(ctx context.Context) ([]string, error) {
+// BusyboxApplets lists the applets of the installed busybox.
+func BusyboxApplets(ctx context.Context) ([]string, error) {
 	out, err := exec.CommandContext(ctx, busyboxPath, "--list").Output()
 	if err != nil {
 		return nil, fmt.Errorf("listing busybox applets (install busybox-static): %w", err)
