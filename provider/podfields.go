@@ -88,7 +88,7 @@ var PodFields = []FieldSupport{
 	{"spec.containers[].envFrom", Honoured, "resolved by vk-fleet when the pod starts; later edits do not change it, as with a kubelet"},
 	{"spec.containers[].env", Honoured, "resolved by vk-fleet with kubelet's rules (envFrom, `$(VAR)`, configMapKeyRef, secretKeyRef, fieldRef, resourceFieldRef, service variables); `status.podIP(s)`/`status.hostIP(s)` filled in by the device (agent protocol 8); `$(VAR)` referring to those is refused"},
 	{"spec.containers[].resources", Limited, "CPU and memory requests and limits; ephemeral-storage limits count for scheduling but are not enforced"},
-	{"spec.containers[].resizePolicy", Limited, "in-place resize (kubectl patch --subresource resize) is not applied on devices: the pod reports PodResizePending (Infeasible) with what was asked, and keeps the resources it started with until it is recreated"},
+	{"spec.containers[].resizePolicy", Limited, "in-place resize is not applied on devices: the API server refuses it for a running pod (\"node without support for resize\"); a pod resized before its containers run reports PodResizePending (Infeasible) and starts them with the resources it was created with; new resources take effect when the pod is recreated"},
 	{"spec.containers[].restartPolicy", Honoured, "Always on an init container makes a native sidecar"},
 	{"spec.containers[].restartPolicyRules", Refused, "container restart rules are not supported on devices yet"},
 	{"spec.containers[].volumeMounts", Honoured, "subPath and subPathExpr too; a subPath of a configMap or secret volume does not follow updates, as with a kubelet"},

@@ -531,3 +531,42 @@ func TestContainerLogs(t *testing.T) {
 		t.Errorf("log of a missing container: %v, want ErrNoContainer", err)
 	}
 }
+
+// kubectl logs --tail counts a last line without a newline as a line, as
+// kubelet does.
+func TestContainerLogsTail(t *testing.T) {
+	e := setup(t)
+	w := workload("tailer", sh("main", e.image, "printf 'a\\nb\\nc'; exec sleep 3600"))
+	create(t, e.rt, w, "h")
+	waitState(t, e.rt, w.UID, "main", nodeagent.ContainerRunning)
+	for _, tc := range []struct {
+		tail int64
+		want string
+	}{{1, "c"}, {2, "b\nc"}, {5, "a\nb\nc"}} {
+		eventually(t, 30*time.Second, func() string {
+			rc, err := e.rt.ContainerLogs(t.Context(), w.UID, "main", nodeagent.LogOptions{TailLines: &tc.tail})
+			if err != nil {
+				return fmt.Sprintf("ContainerLogs: %v", err)
+			}
+			defer rc.Close()
+			b, err := io.ReadAll(rc)
+			if err != nil || string(b) != tc.want {
+				return fmt.Sprintf("--tail %d: %q, %v; want %q", tc.tail, b, err, tc.want)
+			}
+			return ""
+		})
+	}
+	// Following with a tail: the last lines, then what comes.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	two := int64(2)
+	rc, err := e.rt.ContainerLogs(ctx, w.UID, "main", nodeagent.LogOptions{TailLines: &two, Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got := make([]byte, len("b\nc"))
+	if _, err := io.ReadFull(rc, got); err != nil || string(got) != "b\nc" {
+		t.Errorf("--tail 2 -f: %q, %v; want %q", got, err, "b\nc")
+	}
+}
