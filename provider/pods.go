@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
@@ -325,6 +326,13 @@ func (p *Provider) syncPod(ctx context.Context, pod *corev1.Pod) error {
 		// was (as with a kubelet); a pod never handed over says why it waits.
 		if prev == nil {
 			p.notify(ent)
+			// The pod controller answers the error below by writing the
+			// pod's status itself (Pending, ProviderFailed) from its cached
+			// copy: when that write lands after ours, the container
+			// statuses saying why the pod waits are gone, and an unchanged
+			// status is not sent again. Look once more a moment later.
+			uid := pod.UID
+			time.AfterFunc(waitingRecheckDelay, func() { p.reassertWaiting(key, uid) })
 		}
 		p.log.Info("pod waits for its configuration", "pod", key, "node", device, "reason", pending)
 		return fmt.Errorf("pod %s: %w: %v", key, errConfigPending, pending)
@@ -374,6 +382,35 @@ func (p *Provider) syncPod(ctx context.Context, pod *corev1.Pod) error {
 		}
 	})
 	return nil
+}
+
+// waitingRecheckDelay is when a pod that waits for its configuration is
+// checked for the container statuses that say why (reassertWaiting).
+const waitingRecheckDelay = 2 * time.Second
+
+// reassertWaiting writes the status of pod key (uid), which waits for its
+// configuration, once more if the Pod in the API server has lost its
+// container statuses to the pod controller's own error status.
+func (p *Provider) reassertWaiting(key string, uid types.UID) {
+	p.mu.Lock()
+	ent := p.pods.byKey[key]
+	if ent == nil || ent.pod.UID != uid || ent.status != nil || ent.waiting == "" || ent.deleting || ent.refusal != nil {
+		p.mu.Unlock()
+		return
+	}
+	want := p.podWithStatus(ent)
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pods := p.cfg.Client.CoreV1().Pods(want.Namespace)
+	cur, err := pods.Get(ctx, want.Name, metav1.GetOptions{})
+	if err != nil || cur.UID != uid || len(cur.Status.ContainerStatuses) > 0 {
+		return
+	}
+	cur.Status = want.Status
+	if _, err := pods.UpdateStatus(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		p.log.Warn("writing the status of a pod that waits for its configuration", "pod", key, "err", err)
+	}
 }
 
 // waitingReportDelay is how long an online device may take to report a new

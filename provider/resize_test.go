@@ -1,11 +1,14 @@
 package provider
 
 import (
+	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
@@ -101,5 +104,37 @@ func TestInPlaceResizeIsHeldAndExplained(t *testing.T) {
 	}
 	if c := resizePending(); c != nil {
 		t.Errorf("PodResizePending with the containers re-created: %+v", c)
+	}
+}
+
+// The pod controller writes its own status (ProviderFailed, no container
+// statuses) when CreatePod fails; a pod that waits for its ConfigMap gets
+// the container statuses that say why written again if that write came last.
+func TestWaitingStatusSurvivesThePodControllersErrorStatus(t *testing.T) {
+	cs := fake.NewClientset()
+	p := &Provider{cfg: Config{Client: cs}, log: slog.New(slog.DiscardHandler)}
+	p.cfg.setDefaults()
+	p.pods = newPodTable()
+	pod := basePod()
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: "cfg", VolumeSource: corev1.VolumeSource{
+		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "later"}}}})
+	pod.Spec.Containers[0].VolumeMounts = append(pod.Spec.Containers[0].VolumeMounts, corev1.VolumeMount{Name: "cfg", MountPath: "/cfg"})
+	// What the API server holds after the pod controller's error status.
+	stored := pod.DeepCopy()
+	stored.Status = corev1.PodStatus{Phase: corev1.PodPending, Reason: "ProviderFailed", Message: "waiting"}
+	if _, err := cs.CoreV1().Pods(pod.Namespace).Create(t.Context(), stored, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.syncPod(t.Context(), pod); err == nil || !errors.Is(err, errConfigPending) {
+		t.Fatalf("syncPod of a pod whose ConfigMap is missing: %v, want errConfigPending", err)
+	}
+	p.reassertWaiting(podKey(pod.Namespace, pod.Name), pod.UID)
+	got, err := cs.CoreV1().Pods(pod.Namespace).Get(t.Context(), pod.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs0 := got.Status.ContainerStatuses
+	if len(cs0) != 1 || cs0[0].State.Waiting == nil || cs0[0].State.Waiting.Reason != "CreateContainerConfigError" {
+		t.Fatalf("container statuses after the re-check: %+v", cs0)
 	}
 }
