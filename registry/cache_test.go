@@ -16,18 +16,6 @@ func deviceNode(name, uid, nkey string) *corev1.Node {
 		Annotations: map[string]string{AnnotationNKey: nkey}}}
 }
 
-// waitUntil polls cond for up to 10 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestCacheKnowsAnEnrolledDeviceAtOnce: a device connects the moment its
 // enrollment is answered; the callout must know its key before the
 // informer has seen the Node, and forget it if the informer never does.
@@ -55,7 +43,7 @@ func TestCacheKnowsAnEnrolledDeviceAtOnce(t *testing.T) {
 	if _, err := cs.CoreV1().Nodes().Create(t.Context(), deviceNode("pi-1", "uid-1", "UKEY1"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the informer to confirm pi-1", func() bool {
+	waitFor(t, "the informer to confirm pi-1", func() bool {
 		c.mu.RLock()
 		defer c.mu.RUnlock()
 		_, pending := c.pending["pi-1"]
@@ -80,7 +68,7 @@ func TestCacheKnowsAnEnrolledDeviceAtOnce(t *testing.T) {
 	if err := cs.CoreV1().Nodes().Delete(t.Context(), "pi-1", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the informer to see pi-1 deleted", func() bool { return !c.Has("pi-1") })
+	waitFor(t, "the informer to see pi-1 deleted", func() bool { return !c.Has("pi-1") })
 	c.Enrolled(deviceNode("pi-1", "uid-1", "UKEY1"))
 	if _, ok := c.DeviceByNKey("UKEY1"); ok {
 		t.Error("Enrolled brought back a deleted device")
