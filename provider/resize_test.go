@@ -9,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
 )
@@ -20,14 +19,7 @@ import (
 // clears it, and a change that re-creates the containers takes the new
 // resources with it.
 func TestInPlaceResizeIsHeldAndExplained(t *testing.T) {
-	nc := startNATS(t)
-	p, err := New(Config{Client: fake.NewClientset(), NATS: nc, Registry: everyDevice{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.openBuckets(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	p, _ := natsProvider(t)
 	pod := basePod()
 	key := bridge.PodKey(pod.Spec.NodeName, string(pod.UID))
 	published := func() bridge.Resources {
@@ -111,10 +103,9 @@ func TestInPlaceResizeIsHeldAndExplained(t *testing.T) {
 // statuses) when CreatePod fails; a pod that waits for its ConfigMap gets
 // the container statuses that say why written again if that write came last.
 func TestWaitingStatusSurvivesThePodControllersErrorStatus(t *testing.T) {
-	cs := fake.NewClientset()
-	p := &Provider{cfg: Config{Client: cs}, log: slog.New(slog.DiscardHandler)}
-	p.cfg.setDefaults()
-	p.pods = newPodTable()
+	p := testProvider(t)
+	p.log = slog.New(slog.DiscardHandler)
+	cs := p.cfg.Client
 	pod := basePod()
 	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: "cfg", VolumeSource: corev1.VolumeSource{
 		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "later"}}}})

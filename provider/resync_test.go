@@ -15,14 +15,7 @@ import (
 // again: the provider's memory of what it published does not stand in for
 // the bucket.
 func TestANewBucketIsRepublished(t *testing.T) {
-	nc := startNATS(t)
-	p, err := New(Config{Client: fake.NewClientset(), NATS: nc, Registry: everyDevice{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.openBuckets(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	p, nc := natsProvider(t)
 	pod := basePod()
 	if err := p.syncPod(t.Context(), pod); err != nil {
 		t.Fatal(err)
@@ -43,6 +36,21 @@ func TestANewBucketIsRepublished(t *testing.T) {
 	if _, err := p.workloads.Get(t.Context(), key); err != nil {
 		t.Fatalf("workload not re-published into the new bucket: %v", err)
 	}
+}
+
+// natsProvider returns a Provider on a fake API server and a real embedded
+// nats-server, its buckets open, and its NATS connection.
+func natsProvider(t *testing.T) (*Provider, *nats.Conn) {
+	t.Helper()
+	nc := startNATS(t)
+	p, err := New(Config{Client: fake.NewClientset(), NATS: nc, Registry: everyDevice{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.openBuckets(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return p, nc
 }
 
 // startNATS starts an embedded nats-server for t and connects to it.
