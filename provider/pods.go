@@ -337,7 +337,20 @@ func (p *Provider) syncPod(ctx context.Context, pod *corev1.Pod) error {
 		p.log.Info("pod waits for its configuration", "pod", key, "node", device, "reason", pending)
 		return fmt.Errorf("pod %s: %w: %v", key, errConfigPending, pending)
 	}
-	resize := holdResize(w, prev)
+	data, err := bridge.Encode(w)
+	if err != nil {
+		return err
+	}
+	resize := ""
+	if prev != nil && !bytes.Equal(prev, data) {
+		// Only a changed workload can be a resize: an unchanged one is
+		// not decoded again.
+		if resize = holdResize(w, prev); resize != "" {
+			if data, err = bridge.Encode(w); err != nil {
+				return err
+			}
+		}
+	}
 	p.mu.Lock()
 	oldResize := ent.resize
 	ent.resize = resize
@@ -347,10 +360,6 @@ func (p *Provider) syncPod(ctx context.Context, pod *corev1.Pod) error {
 		if r := p.recorder; r != nil {
 			r.Event(pod, corev1.EventTypeWarning, "ResizeInfeasible", resize)
 		}
-	}
-	data, err := bridge.Encode(w)
-	if err != nil {
-		return err
 	}
 	if !bytes.Equal(prev, data) {
 		if _, err := p.workloads.Put(ctx, kvKey, data); err != nil {

@@ -132,7 +132,7 @@ func (o *simulateOptions) Run(ctx context.Context) error {
 	start := time.Now()
 	o.phases.log, o.phases.start = log, start
 	for i := range o.Count {
-		if _, err := os.Stat(filepath.Join(o.StateDir, o.Prefix+strconv.Itoa(i)+".nk")); err != nil {
+		if _, err := os.Stat(o.keyPath(o.Prefix + strconv.Itoa(i))); err != nil {
 			o.phases.want++
 		}
 	}
@@ -185,9 +185,12 @@ func profileCPU(ctx context.Context, path string, d time.Duration, log *slog.Log
 	}
 }
 
+// keyPath is where simulated device name keeps its key.
+func (o *simulateOptions) keyPath(name string) string { return filepath.Join(o.StateDir, name+".nk") }
+
 // runDevice enrolls name if it has no key yet, then runs its agent.
 func (o *simulateOptions) runDevice(ctx context.Context, name string, labels map[string]string, sem chan struct{}, log *slog.Logger) error {
-	keyPath := filepath.Join(o.StateDir, name+".nk")
+	keyPath := o.keyPath(name)
 	var waited, connect, request time.Duration
 	enrolling := false
 	if _, err := os.Stat(keyPath); err != nil {
