@@ -73,8 +73,10 @@ type Config struct {
 
 // Service answers auth callout requests. Create it with New.
 type Service struct {
-	cfg Config
-	log *slog.Logger
+	cfg    Config
+	log    *slog.Logger
+	issuer nkeys.KeyPair // cfg.Keys.Issuer, its keys derived once
+	xkey   *boxer        // nil without cfg.Keys.XKey
 
 	mu    sync.Mutex
 	conns map[string]map[clientRef]bool // device → live connections
@@ -123,7 +125,15 @@ func New(cfg Config) (*Service, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Tokens = newCachedTokens(cfg.Tokens)
-	return &Service{cfg: cfg, log: cfg.Logger.With("component", "callout"), conns: map[string]map[clientRef]bool{}}, nil
+	s := &Service{cfg: cfg, log: cfg.Logger.With("component", "callout"), conns: map[string]map[clientRef]bool{},
+		issuer: newSigner(cfg.Keys.Issuer)}
+	if cfg.Keys.XKey != nil {
+		var err error
+		if s.xkey, err = newBoxer(cfg.Keys.XKey); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 // Run serves requests on nc (a user of the AUTH account listed in the
@@ -176,12 +186,12 @@ func (s *Service) handle(ctx context.Context, m *nats.Msg) {
 	data := m.Data
 	serverXKey := m.Header.Get(xkeyHeader)
 	if serverXKey != "" {
-		if s.cfg.Keys.XKey == nil {
+		if s.xkey == nil {
 			s.log.Error("encrypted auth request but no xkey configured")
 			return
 		}
 		var err error
-		if data, err = s.cfg.Keys.XKey.Open(m.Data, serverXKey); err != nil {
+		if data, err = s.xkey.Open(m.Data, serverXKey); err != nil {
 			s.log.Error("decrypting auth request", "err", err)
 			return
 		}
@@ -239,7 +249,7 @@ func (s *Service) handle(ctx context.Context, m *nats.Msg) {
 			uc.Limits.Payload = MaxDevicePayload
 			uc.Limits.Subs = MaxDeviceSubscriptions
 		}
-		if resp.Jwt, err = uc.Encode(s.cfg.Keys.Issuer); err != nil {
+		if resp.Jwt, err = uc.Encode(s.issuer); err != nil {
 			log.Error("signing user jwt", "err", err)
 			resp.Jwt, resp.Error = "", ErrDenied.Error()
 			decision = deny("internal", err)
@@ -250,14 +260,14 @@ func (s *Service) handle(ctx context.Context, m *nats.Msg) {
 			}
 		}
 	}
-	token, err := resp.Encode(s.cfg.Keys.Issuer)
+	token, err := resp.Encode(s.issuer)
 	if err != nil {
 		s.log.Error("signing auth response", "err", err)
 		return
 	}
 	out := []byte(token)
 	if serverXKey != "" {
-		if out, err = s.cfg.Keys.XKey.Seal(out, serverXKey); err != nil {
+		if out, err = s.xkey.Seal(out, serverXKey); err != nil {
 			s.log.Error("encrypting auth response", "err", err)
 			return
 		}
