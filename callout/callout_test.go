@@ -28,12 +28,15 @@ type devices struct {
 	mu     sync.Mutex
 	byKey  map[string]string
 	byUser map[string]string
+	delay  time.Duration // how long a lookup by nkey takes
 }
 
 func (d *devices) DeviceByNKey(pub string) (string, bool) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	delay := d.delay
 	n, ok := d.byKey[pub]
+	d.mu.Unlock()
+	time.Sleep(delay) // a slow lookup, what the test is about
 	return n, ok
 }
 
@@ -362,6 +365,32 @@ func TestDeviceCannotReadAnotherDevicesKeys(t *testing.T) {
 		if strings.Contains(m.Subject, "dev-b") {
 			t.Fatalf("a consumer created with dev-a's credentials delivered %s", m.Subject)
 		}
+	}
+}
+
+// A connection whose authorization takes a few seconds (a callout working
+// through a fleet reconnecting at once, a slow uplink) is admitted on its
+// first attempt. nats-server pings a new client 2 s after its CONNECT, and
+// a client still waiting for its PONG took that PING for an error
+// ("expected 'PONG', got 'PING'") and tried again, adding to the queue it
+// had waited in.
+func TestSlowAuthorizationAdmitsOnTheFirstAttempt(t *testing.T) {
+	a := newAuthTest(t, nil)
+	a.enroll("slow")
+	a.devices.mu.Lock()
+	a.devices.delay = 3 * time.Second
+	a.devices.mu.Unlock()
+	start := time.Now()
+	nc, err := a.tryDevice("slow", nats.Timeout(7*time.Second))
+	if err != nil {
+		t.Fatalf("a device whose authorization took %s was refused: %v", time.Since(start).Round(time.Millisecond), err)
+	}
+	defer nc.Close()
+	if err := nc.Publish(bridge.HeartbeatSubject("slow"), []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.FlushTimeout(5 * time.Second); err != nil {
+		t.Fatalf("the admitted connection does not work: %v", err)
 	}
 }
 

@@ -43,6 +43,51 @@ type simulateOptions struct {
 	CPUProfile        string
 
 	phases enrollPhases
+	conns  connectPhases
+}
+
+// connectPhases collects how long the simulated devices took to connect
+// with their own keys, from the simulator's start, and why attempts
+// failed, for the summary logged once all are connected: the first
+// connection after an enrollment, or every device's after a restart (a
+// fleet reconnecting at once).
+type connectPhases struct {
+	mu       sync.Mutex
+	took     []time.Duration
+	failures map[string]int // reason → failed attempts
+	log      *slog.Logger
+	want     int
+	start    time.Time
+}
+
+// failed records a failed connection attempt.
+func (p *connectPhases) failed(err error) {
+	reason := "unknown"
+	if err != nil {
+		reason = err.Error()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failures == nil {
+		p.failures = map[string]int{}
+	}
+	p.failures[reason]++
+}
+
+// connected records a device's first connection.
+func (p *connectPhases) connected() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.took = append(p.took, time.Since(p.start))
+	if len(p.took) != p.want {
+		return
+	}
+	failures := 0
+	for _, n := range p.failures {
+		failures += n
+	}
+	p.log.Warn("simulated devices connected", "count", p.want, "took", time.Since(p.start).Round(time.Millisecond),
+		"connected after", quantiles(p.took), "failed attempts", failures, "reasons", p.failures)
 }
 
 // enrollPhases collects how long the simulated devices' enrollments took,
@@ -67,17 +112,20 @@ func (p *enrollPhases) add(waited, connect, request, key time.Duration) {
 	if len(p.connect) != p.want {
 		return
 	}
-	q := func(ds []time.Duration) string {
-		ds = slices.Clone(ds)
-		slices.Sort(ds)
-		at := func(f float64) time.Duration {
-			return ds[min(len(ds)-1, int(f*float64(len(ds))))].Round(time.Millisecond)
-		}
-		return fmt.Sprintf("p50 %v p90 %v max %v", at(0.5), at(0.9), ds[len(ds)-1].Round(time.Millisecond))
-	}
+	q := quantiles
 	p.log.Warn("simulated devices enrolled and connected", "count", p.want, "took", time.Since(p.start).Round(time.Millisecond),
 		"waiting for a slot", q(p.waited), "token connection", q(p.connect), "enrollment request", q(p.request),
 		"connection with the device key", q(p.key))
+}
+
+// quantiles summarises ds: p50, p90 and max.
+func quantiles(ds []time.Duration) string {
+	ds = slices.Clone(ds)
+	slices.Sort(ds)
+	at := func(f float64) time.Duration {
+		return ds[min(len(ds)-1, int(f*float64(len(ds))))].Round(time.Millisecond)
+	}
+	return fmt.Sprintf("p50 %v p90 %v max %v", at(0.5), at(0.9), ds[len(ds)-1].Round(time.Millisecond))
 }
 
 func (o *simulateOptions) Bind(fs *pflag.FlagSet) {
@@ -92,7 +140,7 @@ func (o *simulateOptions) Bind(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.ResyncInterval, "resync-interval", 30*time.Second, "time between full reconcile passes")
 	fs.IntVar(&o.EnrollConcurrency, "enroll-concurrency", 16, "enrollments in flight at once")
 	fs.StringVar(&o.LogLevel, "log-level", "warn", "debug, info, warn or error")
-	fs.StringVar(&o.CPUProfile, "cpu-profile", "", "write a CPU profile of the first 30 seconds to this file (for hack/bench)")
+	fs.StringVar(&o.CPUProfile, "cpu-profile", "", "write a CPU profile of the first 12 seconds to this file (for hack/bench)")
 }
 
 func (o *simulateOptions) Validate() error {
@@ -127,10 +175,11 @@ func (o *simulateOptions) Run(ctx context.Context) error {
 		labels[k] = v
 	}
 	if o.CPUProfile != "" {
-		go profileCPU(ctx, o.CPUProfile, 30*time.Second, log)
+		go profileCPU(ctx, o.CPUProfile, 12*time.Second, log)
 	}
 	start := time.Now()
 	o.phases.log, o.phases.start = log, start
+	o.conns.log, o.conns.start, o.conns.want = log, start, o.Count
 	for i := range o.Count {
 		if _, err := os.Stat(o.keyPath(o.Prefix + strconv.Itoa(i))); err != nil {
 			o.phases.want++
@@ -209,11 +258,18 @@ func (o *simulateOptions) runDevice(ctx context.Context, name string, labels map
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(o.NATSURL, o.natsOptions(append(deviceNATSOptions("vk-fleet simulated device "+name, "_INBOX_"+name), nkeyOpt)...)...)
+	var first sync.Once
+	opts := append(deviceNATSOptions("vk-fleet simulated device "+name, "_INBOX_"+name), nkeyOpt,
+		nats.ConnectHandler(func(*nats.Conn) { first.Do(o.conns.connected) }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { o.conns.failed(err) }))
+	nc, err := nats.Connect(o.NATSURL, o.natsOptions(opts...)...)
 	if err != nil {
 		return fmt.Errorf("dialing nats: %w", err)
 	}
 	defer nc.Close()
+	if nc.IsConnected() {
+		first.Do(o.conns.connected)
+	}
 	if enrolling {
 		o.phases.add(waited, connect, request, time.Since(t0))
 	}

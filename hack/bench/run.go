@@ -188,7 +188,7 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 		return devcluster.StartProcess("simulate", filepath.Join(rc.Dir, "simulate.log"), nil, filepath.Join(rc.BinDir, "device-agent"), args...)
 	}
 	if rc.Profiles != "" {
-		go saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-enroll-%d.pprof", rc.N), 20*time.Second, log)
+		go saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-enroll-%d.pprof", rc.N), 12*time.Second, log)
 	}
 	simStart := time.Now()
 	sim, err := startSim("enroll")
@@ -286,7 +286,7 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 	}
 	vr0, _ := readVars(debugAddr)
 	if rc.Profiles != "" {
-		go saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-reconnect-%d.pprof", rc.N), 20*time.Second, log)
+		go saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-reconnect-%d.pprof", rc.N), 12*time.Second, log)
 	}
 	reconnStart := time.Now()
 	if sim, err = startSim("reconnect"); err != nil {

@@ -67,6 +67,15 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	opts.NoSigs = true
 	opts.MaxPayload = 8 << 20
 	opts.JetStreamMaxMemory = 64 << 20
+	// The server pings a new client 2 s after its CONNECT, whether or not
+	// the client has been authorized yet. A client waiting for the answer
+	// to its own PING (nats.go, while connecting) takes that PING for a
+	// protocol error and drops the connection: every authorization slower
+	// than 2 s — the auth callout working through a fleet reconnecting at
+	// once, a device on a slow uplink — failed and was tried again, adding
+	// to the queue it had waited in. The first ping comes at the regular
+	// ping interval instead.
+	opts.DisableShortFirstPing = true
 	if cfg.TLS != nil {
 		opts.TLSConfig = cfg.TLS
 		opts.TLS = true
