@@ -108,6 +108,9 @@ type Agent struct {
 	// providerProtocol is the protocol of the provider that wrote the last
 	// index: from 7 on, heartbeats are quiet.
 	providerProtocol int
+	// noIndexSince is when the device, following, first found no index
+	// (zero: it has one); used by syncDesired's goroutine only.
+	noIndexSince time.Time
 	// localKey and localAt are what the local status file last said and
 	// when it was written (heartbeat loop only).
 	localKey string

@@ -15,6 +15,10 @@ import (
 // reads all its keys, in case a change notice was lost.
 const fullReadInterval = 10 * time.Minute
 
+// noIndexWait is how long a device without an index waits for one, reading
+// its keys again once, before it watches its keys instead.
+const noIndexWait = 3 * time.Second
+
 // errWatch and errFollow end one way of taking up desired state for the
 // other: the provider is older than protocol 7 (watch), or is not (follow).
 var (
@@ -61,13 +65,33 @@ func (a *Agent) followDesired(ctx context.Context) error {
 	if err := a.nc.FlushTimeout(10 * time.Second); err != nil {
 		return fmt.Errorf("subscribing to desired state notices: %w", err)
 	}
-	if err := a.readAll(ctx, wkv); err != nil {
+	indexed, err := a.readAll(ctx, wkv)
+	if err != nil {
 		return err
 	}
-	if !a.followsProvider() {
+	next := fullReadInterval
+	switch {
+	case indexed && !a.followsProvider():
 		return errWatch
+	case indexed:
+		a.noIndexSince = time.Time{}
+	default:
+		// The provider writes a device's index when it first hears from
+		// it, and says so: a device just enrolled reads its keys before
+		// that. It follows and reads again shortly rather than create a
+		// JetStream consumer for a moment (a fleet enrolling at once
+		// created hundreds, and deleting one is not a device's right). A
+		// device still without an index (a provider that writes none, or
+		// not yet) watches its keys.
+		if a.noIndexSince.IsZero() {
+			a.noIndexSince = time.Now()
+		}
+		if time.Since(a.noIndexSince) >= noIndexWait {
+			return errWatch
+		}
+		next = noIndexWait
 	}
-	full := time.NewTimer(fullReadInterval)
+	full := time.NewTimer(next)
 	defer full.Stop()
 	for {
 		select {
@@ -95,10 +119,11 @@ func (a *Agent) followDesired(ctx context.Context) error {
 // index lists or the store holds. It is the initial replay of a watch: what
 // is present is learnt afresh, and stored pods that are neither listed nor
 // present are forgotten.
-func (a *Agent) readAll(ctx context.Context, wkv *devBucket) error {
+// It reports whether the device has an index.
+func (a *Agent) readAll(ctx context.Context, wkv *devBucket) (indexed bool, err error) {
 	idx, err := wkv.Get(ctx, bridge.IndexKey(a.cfg.Device))
 	if err != nil {
-		return err
+		return false, err
 	}
 	a.mu.Lock()
 	a.present = map[string]bool{}
@@ -115,7 +140,7 @@ func (a *Agent) readAll(ctx context.Context, wkv *devBucket) error {
 	for uid := range uids {
 		e, err := wkv.Get(ctx, bridge.PodKey(a.cfg.Device, uid))
 		if err != nil {
-			return err
+			return false, err
 		}
 		if e != nil {
 			a.applyEntry(e, true)
@@ -124,7 +149,7 @@ func (a *Agent) readAll(ctx context.Context, wkv *devBucket) error {
 	a.forgetUnindexed()
 	a.markAllDirty()
 	a.kick()
-	return nil
+	return idx != nil, nil
 }
 
 // readKey reads one key the provider changed. A new index may list pods

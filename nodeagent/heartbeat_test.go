@@ -141,3 +141,49 @@ func TestAgentFollowsAProtocol7ProviderWithoutAConsumer(t *testing.T) {
 		t.Errorf("created %d pods, want 2", rt.Created())
 	}
 }
+
+// A device just enrolled reads its keys before the provider has written its
+// index (it does when it first hears from the device, and says so): the
+// device waits for it without creating a JetStream consumer.
+func TestANewDeviceWaitsForItsIndexWithoutAConsumer(t *testing.T) {
+	f := startFleet(t, t.TempDir())
+	const dev = "dev-new"
+	hb, err := f.nc.SubscribeSync(bridge.HeartbeatSubject(dev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, err := f.nc.SubscribeSync("$JS.EVENT.ADVISORY.CONSUMER.CREATED.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := &simruntime.Runtime{}
+	startAgent(t, f.srv.ClientURL(), dev, t.TempDir(), rt)
+	if _, err := hb.NextMsg(10 * time.Second); err != nil {
+		t.Fatalf("no heartbeat: %v", err)
+	}
+	// The provider, hearing from the device, writes its index and tells it;
+	// then a pod arrives.
+	data, _ := bridge.Encode(&bridge.DesiredIndex{Device: dev, PodUIDs: []string{}, WrittenAt: time.Now(), ProviderProtocol: bridge.ProtocolVersion})
+	if _, err := f.workloads.Put(t.Context(), bridge.IndexKey(dev), data); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.nc.Publish(bridge.DesiredSubject(dev), []byte(bridge.IndexKey(dev))); err != nil {
+		t.Fatal(err)
+	}
+	putWorkload(t, f, dev, workload("u1", bridge.RestartAlways, "sleep", "3600"))
+	data, _ = bridge.Encode(&bridge.DesiredIndex{Device: dev, PodUIDs: []string{"u1"}, WrittenAt: time.Now(), ProviderProtocol: bridge.ProtocolVersion})
+	if _, err := f.workloads.Put(t.Context(), bridge.IndexKey(dev), data); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, f, dev, "u1", func(s *bridge.PodStatus) bool {
+		_ = f.nc.Publish(bridge.DesiredSubject(dev), []byte(bridge.IndexKey(dev)))
+		return running(s)
+	})
+	if err := f.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := created.Pending(); n != 0 {
+		m, _ := created.NextMsg(time.Second)
+		t.Errorf("a new device created %d JetStream consumers while it waited for its index: %s", n, m.Data)
+	}
+}
