@@ -14,9 +14,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
 	"github.com/vk-fleet/vk-fleet/callout"
+	"github.com/vk-fleet/vk-fleet/internal/metrics"
 	"github.com/vk-fleet/vk-fleet/internal/natsd"
 	"github.com/vk-fleet/vk-fleet/zitadel"
 	"github.com/vk-fleet/vk-fleet/zitadel/devicetoken"
@@ -71,7 +73,7 @@ type authTest struct {
 	logs     *strings.Builder
 }
 
-func newAuthTest(t *testing.T, zitadelIntrospector callout.Introspector) *authTest {
+func newAuthTest(t *testing.T, zitadelIntrospector callout.Introspector, configure ...func(*callout.Config)) *authTest {
 	t.Helper()
 	keys, err := callout.GenerateKeys()
 	if err != nil {
@@ -90,8 +92,12 @@ func newAuthTest(t *testing.T, zitadelIntrospector callout.Introspector) *authTe
 	var logMu sync.Mutex
 	log := slog.New(slog.NewTextHandler(lockedWriter{&logMu, a.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	conns := serverConns{srv}
-	a.svc, err = callout.New(callout.Config{Keys: keys, Devices: a.devices, Tokens: tokens{enrollToken}, Zitadel: zitadelIntrospector, Logger: log,
-		Conns: conns, Kicker: conns})
+	cfg := callout.Config{Keys: keys, Devices: a.devices, Tokens: tokens{enrollToken}, Zitadel: zitadelIntrospector, Logger: log,
+		Conns: conns, Kicker: conns}
+	for _, c := range configure {
+		c(&cfg)
+	}
+	a.svc, err = callout.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,6 +397,59 @@ func TestSlowAuthorizationAdmitsOnTheFirstAttempt(t *testing.T) {
 	}
 	if err := nc.FlushTimeout(5 * time.Second); err != nil {
 		t.Fatalf("the admitted connection does not work: %v", err)
+	}
+}
+
+// A callout with more requests than it can answer in time drops those that
+// waited longer than the server waits, rather than answer requests nobody
+// waits for while the ones behind them time out too; the clients it could
+// not answer connect when they try again.
+func TestOverloadedCalloutDropsStaleRequests(t *testing.T) {
+	a := newAuthTest(t, nil, func(c *callout.Config) { c.MaxQueueWait = 200 * time.Millisecond })
+	const n = 80 // over the callout's 32 workers
+	for i := range n {
+		a.enroll(fmt.Sprintf("busy-%d", i))
+	}
+	a.devices.mu.Lock()
+	a.devices.delay = 500 * time.Millisecond
+	a.devices.mu.Unlock()
+	dropped := func() float64 {
+		return testutil.ToFloat64(metrics.CalloutDecisions.WithLabelValues("dropped", "unknown", "overloaded"))
+	}
+	before := dropped()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed []int
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nc, err := a.tryDevice(fmt.Sprintf("busy-%d", i), nats.Timeout(15*time.Second))
+			if err != nil {
+				mu.Lock()
+				failed = append(failed, i)
+				mu.Unlock()
+				return
+			}
+			nc.Close()
+		}()
+	}
+	wg.Wait()
+	if dropped() == before || len(failed) == 0 {
+		t.Fatalf("an overloaded callout dropped %v requests, %d connections failed; want some of each", dropped()-before, len(failed))
+	}
+	if len(failed) == n {
+		t.Fatal("every connection failed")
+	}
+	a.devices.mu.Lock()
+	a.devices.delay = 0
+	a.devices.mu.Unlock()
+	for _, i := range failed {
+		nc, err := a.tryDevice(fmt.Sprintf("busy-%d", i))
+		if err != nil {
+			t.Fatalf("busy-%d cannot connect once the callout keeps up: %v", i, err)
+		}
+		nc.Close()
 	}
 }
 

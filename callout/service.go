@@ -62,6 +62,11 @@ type Config struct {
 	DeviceTTL time.Duration
 	// EnrollTTL bounds an enrollment session. Default 5m.
 	EnrollTTL time.Duration
+	// MaxQueueWait is how long a request may wait for a worker before it
+	// is dropped unanswered, the server having given up on it by the time
+	// an answer came (the client tries again). Default: the server's
+	// authorization timeout less a second.
+	MaxQueueWait time.Duration
 	// Conns and Kicker, when set, let the service refuse a second machine
 	// with a device's identity while the first is connected, and replace
 	// a device's dead connection by its reconnect. The embedded server
@@ -121,6 +126,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.EnrollTTL <= 0 {
 		cfg.EnrollTTL = 5 * time.Minute
 	}
+	if cfg.MaxQueueWait <= 0 {
+		cfg.MaxQueueWait = authTimeout*time.Second - time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -139,7 +147,9 @@ func New(cfg Config) (*Service, error) {
 // Run serves requests on nc (a user of the AUTH account listed in the
 // server's auth_users) until ctx ends.
 func (s *Service) Run(ctx context.Context, nc *nats.Conn) error {
-	reqs := make(chan *nats.Msg, 4*calloutWorkers)
+	// Requests queue here, stamped as they arrive, rather than in the
+	// subscription: a fleet reconnecting at once brings thousands.
+	reqs := make(chan queued, maxQueued)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for range calloutWorkers {
@@ -150,15 +160,23 @@ func (s *Service) Run(ctx context.Context, nc *nats.Conn) error {
 				select {
 				case <-ctx.Done():
 					return
-				case m := <-reqs:
-					s.handle(ctx, m)
+				case r := <-reqs:
+					if waited := time.Since(r.at); waited > s.cfg.MaxQueueWait {
+						// The server has given up on it, or will before an
+						// answer arrives: answering costs the time the
+						// requests behind it wait for.
+						metrics.CalloutDecisions.WithLabelValues("dropped", "unknown", "overloaded").Inc()
+						s.log.Debug("auth request dropped: it waited too long", "waited", waited)
+						continue
+					}
+					s.handle(ctx, r.m)
 				}
 			}
 		}()
 	}
 	sub, err := nc.QueueSubscribe(AuthCalloutSubject, "vk-fleet-callout", func(m *nats.Msg) {
 		select {
-		case reqs <- m:
+		case reqs <- queued{m: m, at: time.Now()}:
 		case <-ctx.Done():
 		}
 	})
@@ -172,6 +190,15 @@ func (s *Service) Run(ctx context.Context, nc *nats.Conn) error {
 	<-ctx.Done()
 	return sub.Unsubscribe()
 }
+
+// queued is an authorization request and when it arrived.
+type queued struct {
+	m  *nats.Msg
+	at time.Time
+}
+
+// maxQueued bounds the requests waiting for a worker.
+const maxQueued = 16384
 
 // identity is who a connection proved to be.
 type identity struct {
