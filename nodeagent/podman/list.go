@@ -196,7 +196,10 @@ func mapState(s string) string {
 	switch s {
 	case "configured", "created", "initialized":
 		return nodeagent.ContainerCreated
-	case "running":
+	case "running", "stopping":
+		// A container being stopped runs until it has stopped (as a
+		// kubelet reports it): a pod past its deadline is Failed only
+		// with its containers' final states, the last status written.
 		return nodeagent.ContainerRunning
 	case "stopped", "exited":
 		return nodeagent.ContainerExited

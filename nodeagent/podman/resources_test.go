@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/vk-fleet/vk-fleet/bridge"
+	"github.com/vk-fleet/vk-fleet/nodeagent"
 )
 
 // TestLinuxResources checks kubelet's mapping: shares from the request
@@ -33,6 +34,21 @@ func TestLinuxResources(t *testing.T) {
 		}
 		if tc.memory == 0 && r.Memory != nil || tc.memory != 0 && (r.Memory == nil || *r.Memory.Limit != tc.memory) {
 			t.Errorf("%+v: memory %+v, want %d", tc.in, r.Memory, tc.memory)
+		}
+	}
+}
+
+// A container podman is stopping still runs: a pod past its deadline must
+// not be reported Failed (its last status) before its containers' final
+// states are known.
+func TestMapStateStoppingIsRunning(t *testing.T) {
+	for state, want := range map[string]string{
+		"running": nodeagent.ContainerRunning, "stopping": nodeagent.ContainerRunning,
+		"exited": nodeagent.ContainerExited, "stopped": nodeagent.ContainerExited,
+		"created": nodeagent.ContainerCreated, "removing": nodeagent.ContainerUnknown,
+	} {
+		if got := mapState(state); got != want {
+			t.Errorf("mapState(%q) = %q, want %q", state, got, want)
 		}
 	}
 }

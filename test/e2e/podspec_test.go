@@ -55,6 +55,13 @@ func TestPodSpecFieldsAreHonouredOrExplained(t *testing.T) {
 		s.Containers[0].Image = "localhost/does-not-exist:v1"
 		s.Containers[0].ImagePullPolicy = corev1.PullNever
 	})
+	// The device is shared with other tests, which count its pods: a
+	// failure here must not leave pods behind for them.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = pods.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+	})
 	for _, p := range []*corev1.Pod{refused, probed, limited, missing} {
 		if _, err := pods.Create(t.Context(), p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
