@@ -35,9 +35,9 @@ func randomHex(n int) string {
 // authTimeout is how long the server waits for a connection to be
 // authorized, the auth callout's answer included: long enough for the
 // callout to work through a whole fleet reconnecting at once, and shorter
-// than a device's own connect timeout (10 s), so that a device that is
+// than a device's own connect timeout (20 s), so that a device that is
 // refused hears why instead of timing out.
-const authTimeout = 8
+const authTimeout = 15
 
 // ServerConfig returns nats-server configuration that routes every
 // connection except the two bypass users through the callout: accounts AUTH

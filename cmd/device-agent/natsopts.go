@@ -11,10 +11,12 @@ import (
 const (
 	// deviceConnectTimeout bounds dialing, the TLS handshake and the
 	// server's answer to CONNECT, which waits for the auth callout. When a
-	// whole fleet reconnects at once the callout works through thousands
-	// of requests: a device that gave up after nats.go's default 2 s would
-	// retry and add to the queue it is waiting in.
-	deviceConnectTimeout = 10 * time.Second
+	// whole fleet reconnects at once, thousands of handshakes share the
+	// server's CPU and finish together: a device that gave up just before
+	// (nats.go's default is 2 s; at 10 s, 610 of 2,000 devices reconnecting
+	// at once did) tries again and adds to the queue it waited in. A slow
+	// uplink needs the time too.
+	deviceConnectTimeout = 20 * time.Second
 	// reconnectBase and reconnectCap bound the back-off between failed
 	// connection attempts.
 	reconnectBase = 2 * time.Second

@@ -209,11 +209,19 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return nc, nil
 	}
-	calloutConn, err := inproc("vk-fleet callout", callout.CalloutUser, users.CalloutPassword)
-	if err != nil {
-		return err
+	// The server handles the callout's answers in the reading goroutine
+	// of the connection they come on: with one connection, a fleet
+	// reconnecting at once had thousands of TLS handshakes share the CPU
+	// with that one goroutine, and answers came after the server had
+	// given up on them. Several connections in one queue group answer in
+	// parallel.
+	calloutConns := make([]*nats.Conn, calloutConnections)
+	for i := range calloutConns {
+		if calloutConns[i], err = inproc(fmt.Sprintf("vk-fleet callout %d", i+1), callout.CalloutUser, users.CalloutPassword); err != nil {
+			return err
+		}
+		defer calloutConns[i].Close()
 	}
-	defer calloutConn.Close()
 	kicker := embeddedKicker{srv}
 	svc, err := callout.New(callout.Config{
 		Keys: keys, Devices: cache, Tokens: reg, Zitadel: cfg.Zitadel, DeviceTTL: cfg.DeviceTTL, Logger: log,
@@ -225,13 +233,15 @@ func Run(ctx context.Context, cfg Config) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := svc.Run(ctx, calloutConn); err != nil {
-			log.Error("auth callout stopped", "err", err)
-		}
-	}()
+	for _, c := range calloutConns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := svc.Run(ctx, c); err != nil {
+				log.Error("auth callout stopped", "err", err)
+			}
+		}()
+	}
 	cache.OnDelete(func(name string) { svc.Kick(context.WithoutCancel(ctx), kicker, name) })
 
 	nc, err := inproc("vk-fleet provider", callout.ProviderUser, users.ProviderPassword)
@@ -412,6 +422,9 @@ func (k embeddedKicker) Kick(_ context.Context, serverID string, cid uint64) err
 	}
 	return k.s.DisconnectClient(cid)
 }
+
+// calloutConnections is how many connections the auth callout answers on.
+const calloutConnections = 4
 
 // CASecret is the Secret (in the token namespace) that holds the CA of the
 // embedded NATS server, certificate and key, when no certificate is given.
