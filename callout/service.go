@@ -144,9 +144,11 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
-// Run serves requests on nc (a user of the AUTH account listed in the
-// server's auth_users) until ctx ends.
-func (s *Service) Run(ctx context.Context, nc *nats.Conn) error {
+// Run serves requests on each of conns (users of the AUTH account listed
+// in the server's auth_users, one queue group) until ctx ends. The server
+// handles the answers that arrive on one connection in one goroutine:
+// several connections let it take them in parallel.
+func (s *Service) Run(ctx context.Context, conns ...*nats.Conn) error {
 	// Requests queue here, stamped as they arrive, rather than in the
 	// subscription: a fleet reconnecting at once brings thousands.
 	reqs := make(chan queued, maxQueued)
@@ -174,21 +176,30 @@ func (s *Service) Run(ctx context.Context, nc *nats.Conn) error {
 			}
 		}()
 	}
-	sub, err := nc.QueueSubscribe(AuthCalloutSubject, "vk-fleet-callout", func(m *nats.Msg) {
-		select {
-		case reqs <- queued{m: m, at: time.Now()}:
-		case <-ctx.Done():
+	subs := make([]*nats.Subscription, 0, len(conns))
+	defer func() {
+		for _, sub := range subs {
+			_ = sub.Unsubscribe()
 		}
-	})
-	if err != nil {
-		return fmt.Errorf("subscribing to %s: %w", AuthCalloutSubject, err)
+	}()
+	for _, nc := range conns {
+		sub, err := nc.QueueSubscribe(AuthCalloutSubject, "vk-fleet-callout", func(m *nats.Msg) {
+			select {
+			case reqs <- queued{m: m, at: time.Now()}:
+			case <-ctx.Done():
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("subscribing to %s: %w", AuthCalloutSubject, err)
+		}
+		subs = append(subs, sub)
+		if err := nc.Flush(); err != nil {
+			return fmt.Errorf("subscribing to %s: %w", AuthCalloutSubject, err)
+		}
 	}
-	if err := nc.Flush(); err != nil {
-		return fmt.Errorf("subscribing to %s: %w", AuthCalloutSubject, err)
-	}
-	s.log.Info("auth callout serving", "xkey", s.cfg.Keys.XKey != nil)
+	s.log.Info("auth callout serving", "xkey", s.cfg.Keys.XKey != nil, "connections", len(conns))
 	<-ctx.Done()
-	return sub.Unsubscribe()
+	return nil
 }
 
 // queued is an authorization request and when it arrived.

@@ -265,12 +265,20 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 		if leaseDue {
 			// The status just written carries a fresh heartbeat time,
 			// which the node lifecycle controller takes as liveness as
-			// it takes a renewed lease: the lease is renewed an interval
-			// later. When many devices come back at once, every Node
-			// turns Ready before any lease write competes with the
-			// status writes (at 2,000 devices, renewing a moment later
-			// doubled the writes in the reconnect).
-			return renew, nil
+			// it takes a renewed lease: a lease this process has
+			// renewed before is renewed an interval later. When many
+			// devices come back at once, every Node turns Ready before
+			// their lease writes compete with the status writes (at
+			// 2,000 devices, renewing a moment later doubled the writes
+			// in the reconnect). A first lease follows at once, as a
+			// kubelet's does when it starts.
+			d.mu.Lock()
+			renewed := !d.leaseAt.IsZero()
+			d.mu.Unlock()
+			if renewed {
+				return renew, nil
+			}
+			return slack, nil
 		}
 	}
 	if leaseDue {

@@ -213,8 +213,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// of the connection they come on: with one connection, a fleet
 	// reconnecting at once had thousands of TLS handshakes share the CPU
 	// with that one goroutine, and answers came after the server had
-	// given up on them. Several connections in one queue group answer in
-	// parallel.
+	// given up on them. The callout answers on several.
 	calloutConns := make([]*nats.Conn, calloutConnections)
 	for i := range calloutConns {
 		if calloutConns[i], err = inproc(fmt.Sprintf("vk-fleet callout %d", i+1), callout.CalloutUser, users.CalloutPassword); err != nil {
@@ -233,15 +232,13 @@ func Run(ctx context.Context, cfg Config) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	for _, c := range calloutConns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := svc.Run(ctx, c); err != nil {
-				log.Error("auth callout stopped", "err", err)
-			}
-		}()
-	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := svc.Run(ctx, calloutConns...); err != nil {
+			log.Error("auth callout stopped", "err", err)
+		}
+	}()
 	cache.OnDelete(func(name string) { svc.Kick(context.WithoutCancel(ctx), kicker, name) })
 
 	nc, err := inproc("vk-fleet provider", callout.ProviderUser, users.ProviderPassword)
