@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -381,4 +382,75 @@ func firstLease(t *testing.T, created time.Duration, patches int) {
 	if n := countActions(cs, "create", "leases", ""); n != 1 {
 		t.Errorf("%d lease creates, want the first one only", n)
 	}
+}
+
+// An API server too busy for a device's lease renewals lets the node
+// lifecycle controller mark its Node Unknown; once the renewals get
+// through, the Node is written Ready again at once, not at the next
+// periodic status write.
+func TestNodeMarkedUnknownWhileRenewalsFailIsWrittenReadyAgain(t *testing.T) {
+	nc := startNATS(t)
+	cs := fake.NewClientset(deviceNode("pi-1"))
+	var failing atomic.Bool
+	cs.PrependReactor("patch", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if failing.Load() {
+			return true, nil, errors.New("the server is currently unable to handle the request")
+		}
+		return false, nil, nil
+	})
+	p, err := New(Config{Client: cs, NATS: nc, Registry: everyDevice{},
+		LeaseDurationSeconds: 1, HeartbeatTimeout: 30 * time.Second, StatusUpdateInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	go p.runNodeLoop(ctx)
+	ready := func() corev1.ConditionStatus {
+		n, err := cs.CoreV1().Nodes().Get(ctx, "pi-1", metav1.GetOptions{})
+		if err != nil {
+			return ""
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady {
+				return c.Status
+			}
+		}
+		return ""
+	}
+	full := heartbeat(t, "pi-1", 4)
+	p.handleHeartbeat(ctx, full)
+	poll(t, "Node Ready", func() bool { return ready() == corev1.ConditionTrue })
+	poll(t, "the lease", func() bool {
+		_, err := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, "pi-1", metav1.GetOptions{})
+		return err == nil
+	})
+
+	// Renewals fail; the controller marks the Node Unknown.
+	failing.Store(true)
+	hb, _ := bridge.Decode[bridge.Heartbeat](full.Data)
+	failedSince := time.Now()
+	poll(t, "renewals failing for over a lease duration", func() bool {
+		p.handleHeartbeat(ctx, quietHeartbeat(t, "pi-1", hb.State))
+		return time.Since(failedSince) > 1500*time.Millisecond
+	})
+	n, err := cs.CoreV1().Nodes().Get(ctx, "pi-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n.Status.Conditions {
+		if n.Status.Conditions[i].Type == corev1.NodeReady {
+			n.Status.Conditions[i].Status, n.Status.Conditions[i].Reason = corev1.ConditionUnknown, "NodeStatusUnknown"
+		}
+	}
+	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The API server answers again.
+	failing.Store(false)
+	poll(t, "the Node written Ready again", func() bool {
+		p.handleHeartbeat(ctx, quietHeartbeat(t, "pi-1", hb.State))
+		return ready() == corev1.ConditionTrue
+	})
 }

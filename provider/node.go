@@ -205,6 +205,14 @@ func (p *Provider) leaseRenewInterval() time.Duration {
 
 // syncNode writes what is due for device name and returns when it should
 // run again (0: not until a heartbeat asks).
+// lastWrite is the later of two write times.
+func lastWrite(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, error) {
 	p.mu.Lock()
 	d := p.devices[name]
@@ -235,6 +243,15 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 	}
 	hb, gen := d.hb, d.statusGen
 	statusDue := gen != d.statusWritten || now.Sub(d.statusAt) >= p.cfg.StatusUpdateInterval-slack
+	if !d.statusAt.IsZero() && now.Sub(lastWrite(d.leaseAt, d.statusAt)) >= time.Duration(p.cfg.LeaseDurationSeconds)*time.Second {
+		// Neither the lease nor the Node was written for a lease's
+		// duration (an API server too busy for the renewals): the node
+		// lifecycle controller may have marked the Node Unknown, which
+		// only a status write undoes — a kubelet reads its Node back
+		// every 10 s and would see it. Without this, a Node stayed
+		// NotReady until the next periodic status write, 5 minutes.
+		statusDue = true
+	}
 	if wait := minStatusGap - now.Sub(d.statusAt); gen != d.statusWritten && wait > 0 && !d.statusAt.IsZero() {
 		// A device whose state keeps changing (or says it does) gets
 		// its Node written at most once per minStatusGap.
