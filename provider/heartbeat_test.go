@@ -63,6 +63,20 @@ func poll(t *testing.T, what string, cond func() bool) {
 }
 
 // countActions counts the client's actions of verb on resource for name.
+// nodeReadyStatus is the status of Node name's Ready condition, or "".
+func nodeReadyStatus(ctx context.Context, cs *fake.Clientset, name string) corev1.ConditionStatus {
+	n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return ""
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status
+		}
+	}
+	return ""
+}
+
 func countActions(cs *fake.Clientset, verb, resource, name string) int {
 	n := 0
 	for _, a := range cs.Actions() {
@@ -149,18 +163,7 @@ func TestNodeLoopWritesOnlyWhatChanged(t *testing.T) {
 
 	full := heartbeat(t, "pi-1", 4)
 	p.handleHeartbeat(ctx, full)
-	poll(t, "Node Ready", func() bool {
-		n, err := cs.CoreV1().Nodes().Get(ctx, "pi-1", metav1.GetOptions{})
-		if err != nil {
-			return false
-		}
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-				return true
-			}
-		}
-		return false
-	})
+	poll(t, "Node Ready", func() bool { return nodeReadyStatus(ctx, cs, "pi-1") == corev1.ConditionTrue })
 	// The lease follows the status write (which carries a fresh heartbeat
 	// time) a moment later.
 	var lease *coordinationv1.Lease
@@ -406,18 +409,7 @@ func TestNodeMarkedUnknownWhileRenewalsFailIsWrittenReadyAgain(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	t.Cleanup(cancel)
 	go p.runNodeLoop(ctx)
-	ready := func() corev1.ConditionStatus {
-		n, err := cs.CoreV1().Nodes().Get(ctx, "pi-1", metav1.GetOptions{})
-		if err != nil {
-			return ""
-		}
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady {
-				return c.Status
-			}
-		}
-		return ""
-	}
+	ready := func() corev1.ConditionStatus { return nodeReadyStatus(ctx, cs, "pi-1") }
 	full := heartbeat(t, "pi-1", 4)
 	p.handleHeartbeat(ctx, full)
 	poll(t, "Node Ready", func() bool { return ready() == corev1.ConditionTrue })

@@ -203,8 +203,6 @@ func (p *Provider) leaseRenewInterval() time.Duration {
 	return time.Duration(p.cfg.LeaseDurationSeconds) * time.Second / 4
 }
 
-// syncNode writes what is due for device name and returns when it should
-// run again (0: not until a heartbeat asks).
 // lastWrite is the later of two write times.
 func lastWrite(a, b time.Time) time.Time {
 	if a.After(b) {
@@ -213,6 +211,8 @@ func lastWrite(a, b time.Time) time.Time {
 	return b
 }
 
+// syncNode writes what is due for device name and returns when it should
+// run again (0: not until a heartbeat asks).
 func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, error) {
 	p.mu.Lock()
 	d := p.devices[name]
@@ -259,6 +259,7 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 		return wait, nil
 	}
 	leaseDue := now.Sub(d.leaseAt) >= renew-slack
+	firstLease := d.leaseAt.IsZero() // none renewed by this process yet
 	first := d.statusAt.IsZero()
 	back := d.backAt
 	d.backAt = time.Time{}
@@ -289,19 +290,13 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 			// 2,000 devices, renewing a moment later doubled the writes
 			// in the reconnect). A first lease follows at once, as a
 			// kubelet's does when it starts.
-			d.mu.Lock()
-			renewed := !d.leaseAt.IsZero()
-			d.mu.Unlock()
-			if renewed {
-				return renew, nil
+			if firstLease {
+				return slack, nil
 			}
-			return slack, nil
+			return renew, nil
 		}
 	}
 	if leaseDue {
-		d.mu.Lock()
-		firstLease := d.leaseAt.IsZero()
-		d.mu.Unlock()
 		err := p.renewLease(ctx, name, now, firstLease)
 		metrics.NodeWrites.WithLabelValues("lease", result(err)).Inc()
 		if err != nil {
