@@ -26,10 +26,12 @@ func buildStatus(r *Record, p *PodState, note *pending, hostIP string, probes re
 		t := r.Accepted.UTC().Truncate(time.Second)
 		st.StartTime = &t
 	}
+	// A pod on the pod network has its sandbox's IP once the runtime knows
+	// it, and none before: as a kubelet, never the host's in its place.
 	if p != nil {
 		st.PodIP = p.PodIP
 	}
-	if w.HostNetwork || st.PodIP == "" && p != nil {
+	if w.HostNetwork {
 		st.PodIP = hostIP
 	}
 	byName := map[string]*ContainerState{}

@@ -67,11 +67,16 @@ func (r *Runtime) ListPods(ctx context.Context) ([]nodeagent.PodState, error) {
 	if err := r.connect(); err != nil {
 		return nil, err
 	}
-	podList, err := r.listPods(ctx)
+	// Containers first, then pods: podman lists a pod being created without
+	// its infra container for a moment, and a pod listed before a container
+	// that started since would show that container running without the
+	// pod's IP. Listed after, a pod with a running container has its infra
+	// container, which started first.
+	ctrList, err := r.listContainers(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ctrList, err := r.listContainers(ctx)
+	podList, err := r.listPods(ctx)
 	if err != nil {
 		return nil, err
 	}
