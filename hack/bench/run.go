@@ -287,6 +287,7 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 	vr0, _ := readVars(debugAddr)
 	if rc.Profiles != "" {
 		go saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-reconnect-%d.pprof", rc.N), 12*time.Second, log)
+		go saveAPIServerProfile(ctx, cs, rc.Profiles, fmt.Sprintf("apiserver-cpu-reconnect-%d.pprof", rc.N), 20*time.Second, log)
 	}
 	reconnStart := time.Now()
 	if sim, err = startSim("reconnect"); err != nil {
@@ -378,6 +379,19 @@ func saveCPUProfile(addr, dir, file string, d time.Duration, log *slog.Logger) {
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, file), b, 0o644)
+	}
+	if err != nil {
+		log.Warn("profiles", "err", err)
+	}
+}
+
+// saveAPIServerProfile writes a CPU profile of kube-apiserver over the
+// next d.
+func saveAPIServerProfile(ctx context.Context, cs kubernetes.Interface, dir, file string, d time.Duration, log *slog.Logger) {
+	b, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
+		Param("seconds", strconv.Itoa(int(d.Seconds()))).Timeout(d + 30*time.Second).DoRaw(ctx)
 	if err == nil {
 		err = os.WriteFile(filepath.Join(dir, file), b, 0o644)
 	}
