@@ -2,6 +2,7 @@ package provider
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -118,6 +119,10 @@ func fromDevice(pod *corev1.Pod, ds *bridge.PodStatus, st *corev1.PodStatus, pre
 	st.PodIPs = nil
 	if ds.PodIP != "" {
 		st.PodIPs = []corev1.PodIP{{IP: ds.PodIP}}
+	} else if prev != nil && prev.PodIP != "" {
+		// As a kubelet: an IP the pod had is kept when the device knows
+		// none now (its sandbox stopped with the pod, or was removed).
+		st.PodIP, st.PodIPs = prev.PodIP, slices.Clone(prev.PodIPs)
 	}
 	if ds.StartTime != nil {
 		t := metav1.NewTime(*ds.StartTime)

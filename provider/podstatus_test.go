@@ -144,3 +144,30 @@ func TestConditionMessagesAreKubelets(t *testing.T) {
 		})
 	}
 }
+
+// A pod's IP is the one its device reports; once it had one, a report
+// without (its sandbox stopped with the pod) keeps it, as a kubelet does.
+func TestPodIPIsKeptWhenTheDeviceKnowsNone(t *testing.T) {
+	p := testProvider(t)
+	now := time.Now().UTC().Truncate(time.Second)
+	pod := basePod()
+	ent := &podEntry{pod: pod, status: &bridge.PodStatus{
+		UID: "uid-1", Phase: bridge.PhaseRunning, StartTime: &now, PodIP: "10.88.0.4",
+		Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateRunning, StartedAt: &now, Ready: true, ContainerID: "c"}},
+	}}
+	st := p.podWithStatus(ent).Status
+	if st.PodIP != "10.88.0.4" || len(st.PodIPs) != 1 || st.PodIPs[0].IP != "10.88.0.4" {
+		t.Fatalf("pod IP %q %v, want 10.88.0.4", st.PodIP, st.PodIPs)
+	}
+	ent.pod.Status = st
+	ent.status = &bridge.PodStatus{UID: "uid-1", Phase: bridge.PhaseSucceeded, StartTime: &now,
+		Containers: []bridge.ContainerStatus{{Name: "c", State: bridge.StateTerminated, Reason: "Completed", StartedAt: &now, FinishedAt: &now, ContainerID: "c"}}}
+	if st := p.podWithStatus(ent).Status; st.PodIP != "10.88.0.4" || len(st.PodIPs) != 1 {
+		t.Errorf("after a report without an IP: pod IP %q %v, want 10.88.0.4 kept", st.PodIP, st.PodIPs)
+	}
+	fresh := basePod()
+	ent = &podEntry{pod: fresh, status: &bridge.PodStatus{UID: "uid-1", Phase: bridge.PhasePending, StartTime: &now}}
+	if st := p.podWithStatus(ent).Status; st.PodIP != "" || st.PodIPs != nil {
+		t.Errorf("a pod that never had an IP: %q %v, want none", st.PodIP, st.PodIPs)
+	}
+}
