@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,24 +24,41 @@ import (
 type baseline struct {
 	cs    kubernetes.Interface
 	n     int
-	names map[string]bool
+	names map[string]bool // every node's, fixed before any goroutine starts
+
+	mu         sync.Mutex
+	registered []string // in the order they registered: the leases renewed
 }
 
 const baselineLabel = "bench=baseline"
 
 func startBaseline(ctx context.Context, cs kubernetes.Interface, n, workers int) (*baseline, error) {
 	b := &baseline{cs: cs, n: n, names: map[string]bool{}}
-	now := metav1.Now()
 	capacity := corev1.ResourceList{
 		corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("4Gi"), corev1.ResourcePods: resource.MustParse("110"),
 	}
+	for i := range n {
+		b.names[fmt.Sprintf("base-%d", i)] = true
+	}
+	// As a kubelet: a node's lease is renewed from its registration on
+	// (registering thousands takes longer than the node monitor's grace
+	// period), and a Node the node lifecycle controller marked not Ready
+	// gets its status written again.
+	nodes := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.LabelSelector = baselineLabel
+	}))
+	nodeLister := nodes.Core().V1().Nodes().Lister()
+	nodes.Start(ctx.Done())
+	go b.renewLeases(ctx, func(name string) bool {
+		n, err := nodeLister.Get(name)
+		return err != nil || nodeReady(n)
+	}, func(name string) error { return b.writeReady(ctx, name, capacity) })
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
 	for i := range n {
 		name := fmt.Sprintf("base-%d", i)
-		b.names[name] = true
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -52,19 +70,12 @@ func startBaseline(ctx context.Context, cs kubernetes.Interface, n, workers int)
 			}
 			_, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 			if err == nil {
-				err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
-					cur, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-					if err != nil {
-						return err
-					}
-					cur.Status = corev1.NodeStatus{
-						Capacity: capacity, Allocatable: capacity,
-						Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: now, LastTransitionTime: now}},
-						Addresses:  []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}},
-					}
-					_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, cur, metav1.UpdateOptions{})
-					return err
-				})
+				err = b.writeReady(ctx, name, capacity)
+			}
+			if err == nil {
+				b.mu.Lock()
+				b.registered = append(b.registered, name)
+				b.mu.Unlock()
 			}
 			if err != nil {
 				mu.Lock()
@@ -79,14 +90,42 @@ func startBaseline(ctx context.Context, cs kubernetes.Interface, n, workers int)
 	if firstErr != nil {
 		return nil, firstErr
 	}
-	go b.renewLeases(ctx)
 	go b.runPods(ctx, workers)
 	return b, nil
 }
 
-// renewLeases renews each node's lease every 10s, as kubelet does, from a
-// pool of workers (each kubelet has its own connection and QPS budget).
-func (b *baseline) renewLeases(ctx context.Context) {
+// writeReady writes node name's status Ready with a fresh heartbeat.
+func (b *baseline) writeReady(ctx context.Context, name string, capacity corev1.ResourceList) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := b.cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		now := metav1.Now()
+		cur.Status = corev1.NodeStatus{
+			Capacity: capacity, Allocatable: capacity,
+			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: now, LastTransitionTime: now}},
+			Addresses:  []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}},
+		}
+		_, err = b.cs.CoreV1().Nodes().UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+		return err
+	})
+}
+
+// nodeReady reports whether n's Ready condition is True.
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// renewLeases renews each registered node's lease every 10s, as kubelet
+// does, from a pool of workers (each kubelet has its own connection and QPS
+// budget); a node that is not ready gets its status written Ready.
+func (b *baseline) renewLeases(ctx context.Context, ready func(string) bool, writeReady func(string) error) {
 	dur := int32(40)
 	leases := b.cs.CoordinationV1().Leases(corev1.NamespaceNodeLease)
 	var mu sync.Mutex
@@ -127,10 +166,16 @@ func (b *baseline) renewLeases(ctx context.Context) {
 				defer wg.Done()
 				for name := range work {
 					renew(name)
+					if !ready(name) {
+						_ = writeReady(name)
+					}
 				}
 			}()
 		}
-		for name := range b.names {
+		b.mu.Lock()
+		names := slices.Clone(b.registered)
+		b.mu.Unlock()
+		for _, name := range names {
 			work <- name
 		}
 		close(work)
