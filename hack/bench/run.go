@@ -210,13 +210,7 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 	}
 	res.ReadyAfterEnroll = time.Since(simStart)
 	// The simulator's own account of where the enrollments' time went.
-	if b, err := os.ReadFile(filepath.Join(rc.Dir, "simulate.log")); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.Contains(l, "simulated devices enrolled and connected") {
-				log.Info("vk-fleet: enrollment phases", "simulator", l)
-			}
-		}
-	}
+	logSimulator(rc.Dir, "simulated devices enrolled and connected", "vk-fleet: enrollment phases", log)
 
 	// Idle.
 	pid := vkf.PID()
@@ -301,6 +295,8 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 		res.Reconnected = t.Sub(reconnStart)
 	}
 	log.Info("reconnect", "all connected", res.Reconnected, "all ready", res.Reconnect)
+	// When each device connected, and its failed attempts by reason.
+	logSimulator(rc.Dir, "simulated devices connected", "vk-fleet: reconnect attempts", log)
 	if vr1, err := readVars(debugAddr); err == nil {
 		res.ReconnectAPI = float64(vr1.KubeRequests-vr0.KubeRequests) / float64(rc.N)
 	}
@@ -384,6 +380,20 @@ func saveCPUProfile(addr, dir, file string, d time.Duration, log *slog.Logger) {
 	}
 	if err != nil {
 		log.Warn("profiles", "err", err)
+	}
+}
+
+// logSimulator copies the simulator's log lines containing substr into the
+// benchmark's log, as msg.
+func logSimulator(dir, substr, msg string, log *slog.Logger) {
+	b, err := os.ReadFile(filepath.Join(dir, "simulate.log"))
+	if err != nil {
+		return
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, substr) {
+			log.Info(msg, "simulator", l)
+		}
 	}
 }
 
