@@ -86,7 +86,7 @@ func defaultOptions() *options {
 		StatusInterval:   5 * time.Minute,
 		KubeQPS:          500,
 		KubeBurst:        1000,
-		PodWorkers:       10,
+		PodWorkers:       provider.DefaultPodSyncWorkers,
 		LogLevel:         "info",
 		SystemReserved:   provider.DefaultSystemReserved,
 	}
