@@ -62,7 +62,6 @@ func poll(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// countActions counts the client's actions of verb on resource for name.
 // nodeReadyStatus is the status of Node name's Ready condition, or "".
 func nodeReadyStatus(ctx context.Context, cs *fake.Clientset, name string) corev1.ConditionStatus {
 	n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
@@ -77,6 +76,7 @@ func nodeReadyStatus(ctx context.Context, cs *fake.Clientset, name string) corev
 	return ""
 }
 
+// countActions counts the client's actions of verb on resource for name.
 func countActions(cs *fake.Clientset, verb, resource, name string) int {
 	n := 0
 	for _, a := range cs.Actions() {

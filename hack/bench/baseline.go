@@ -16,6 +16,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/vk-fleet/vk-fleet/test/framework/devcluster"
 )
 
 // baseline registers n Ready Nodes, keeps their leases fresh, and sets
@@ -51,7 +53,7 @@ func startBaseline(ctx context.Context, cs kubernetes.Interface, n, workers int)
 	nodes.Start(ctx.Done())
 	go b.renewLeases(ctx, func(name string) bool {
 		n, err := nodeLister.Get(name)
-		return err != nil || nodeReady(n)
+		return err != nil || devcluster.NodeReady(n) == corev1.ConditionTrue
 	}, func(name string) error { return b.writeReady(ctx, name, capacity) })
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
@@ -110,16 +112,6 @@ func (b *baseline) writeReady(ctx context.Context, name string, capacity corev1.
 		_, err = b.cs.CoreV1().Nodes().UpdateStatus(ctx, cur, metav1.UpdateOptions{})
 		return err
 	})
-}
-
-// nodeReady reports whether n's Ready condition is True.
-func nodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // renewLeases renews each registered node's lease every 10s, as kubelet
