@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -319,4 +320,69 @@ func procStat(pid int) (rss int64, cpu time.Duration) {
 		}
 	}
 	return rss, cpu
+}
+
+// apiWrites reads kube-apiserver's count of write requests (every client's)
+// by verb and resource, from its /metrics.
+func apiWrites(ctx context.Context, cs kubernetes.Interface) (map[string]float64, error) {
+	b, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading kube-apiserver metrics: %w", err)
+	}
+	out := map[string]float64{}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		labels, val, ok := strings.Cut(line[len("apiserver_request_total{"):], "} ")
+		if !ok {
+			continue
+		}
+		l := map[string]string{}
+		for kv := range strings.SplitSeq(labels, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			l[k] = strings.Trim(v, `"`)
+		}
+		switch l["verb"] {
+		case "POST", "PUT", "PATCH", "DELETE", "APPLY":
+		default:
+			continue
+		}
+		n, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err != nil {
+			continue
+		}
+		res := l["resource"]
+		if l["subresource"] != "" {
+			res += "/" + l["subresource"]
+		}
+		out[l["verb"]+" "+res] += n
+	}
+	return out, nil
+}
+
+// writeCensus says which writes kube-apiserver served between two
+// apiWrites readings, per device, most first.
+func writeCensus(before, after map[string]float64, devices int) string {
+	type kv struct {
+		k string
+		n float64
+	}
+	var d []kv
+	var total float64
+	for k, v := range after {
+		if n := v - before[k]; n > 0 {
+			d = append(d, kv{k, n})
+			total += n
+		}
+	}
+	slices.SortFunc(d, func(a, b kv) int { return int(b.n - a.n) })
+	var s strings.Builder
+	fmt.Fprintf(&s, "%.1f per device:", total/float64(devices))
+	for _, e := range d {
+		if e.n/float64(devices) >= 0.05 {
+			fmt.Fprintf(&s, " %s %.2f;", e.k, e.n/float64(devices))
+		}
+	}
+	return s.String()
 }

@@ -190,6 +190,7 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 	if rc.Profiles != "" {
 		go saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-enroll-%d.pprof", rc.N), 12*time.Second, log)
 	}
+	ae0, aeErr := apiWrites(ctx, cs)
 	simStart := time.Now()
 	sim, err := startSim("enroll")
 	if err != nil {
@@ -201,6 +202,9 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 		return res, fmt.Errorf("devices enrolled: %w\n%s", err, sim.Tail(10))
 	}
 	res.Enrolled = time.Since(simStart)
+	if ae1, err := apiWrites(ctx, cs); err == nil && aeErr == nil {
+		log.Info("enrollment: kube-apiserver writes", "writes", writeCensus(ae0, ae1, rc.N))
+	}
 	readyTimeout := rollTimeout
 	if !rc.Rollout {
 		readyTimeout = 10 * time.Minute
@@ -279,6 +283,7 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 		return res, fmt.Errorf("devices going NotReady: %w", err)
 	}
 	vr0, _ := readVars(debugAddr)
+	aw0, awErr := apiWrites(ctx, cs)
 	if rc.Profiles != "" {
 		go saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-reconnect-%d.pprof", rc.N), 12*time.Second, log)
 		go saveAPIServerProfile(ctx, cs, rc.Profiles, fmt.Sprintf("apiserver-cpu-reconnect-%d.pprof", rc.N), 20*time.Second, log)
@@ -295,6 +300,11 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 		res.Reconnected = t.Sub(reconnStart)
 	}
 	log.Info("reconnect", "all connected", res.Reconnected, "all ready", res.Reconnect)
+	// Every client's writes until all were Ready: vk-fleet's, and the
+	// control plane's answer to the Nodes going and coming back.
+	if aw1, err := apiWrites(ctx, cs); err == nil && awErr == nil {
+		log.Info("reconnect: kube-apiserver writes", "writes", writeCensus(aw0, aw1, rc.N))
+	}
 	// When each device connected, and its failed attempts by reason.
 	logSimulator(rc.Dir, "simulated devices connected", "vk-fleet: reconnect attempts", log)
 	if vr1, err := readVars(debugAddr); err == nil {
