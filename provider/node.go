@@ -109,9 +109,6 @@ func (p *Provider) handleHeartbeat(ctx context.Context, m *nats.Msg) {
 	write := start || wasStale || d.statusGen != d.statusWritten
 	if wasStale {
 		d.statusGen++ // Ready again: write the Node and renew the lease now
-		if d.backAt.IsZero() {
-			p.comingBack.Add(1)
-		}
 		d.backAt = now
 	}
 	hbNow := d.hb
@@ -135,18 +132,6 @@ func (p *Provider) handleHeartbeat(ctx context.Context, m *nats.Msg) {
 	case wasStale:
 		p.log.Info("device back", "device", name)
 	}
-}
-
-// takeBack clears d's mark of a device back from silence, counted in
-// comingBack, and returns when it came back (zero if it did not). The
-// caller holds d.mu.
-func (p *Provider) takeBack(d *device) time.Time {
-	back := d.backAt
-	if !back.IsZero() {
-		d.backAt = time.Time{}
-		p.comingBack.Add(-1)
-	}
-	return back
 }
 
 // nodeChanged reports whether b describes a different Node than a.
@@ -235,14 +220,8 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 	p.mu.Lock()
 	d := p.devices[name]
 	p.mu.Unlock()
-	if d == nil {
-		return 0, nil
-	}
-	if !p.cfg.Registry.Has(name) || !p.owns(name) {
+	if d == nil || !p.cfg.Registry.Has(name) || !p.owns(name) {
 		// Revoked or handed over: never re-create its Node or lease.
-		d.mu.Lock()
-		p.takeBack(d)
-		d.mu.Unlock()
 		return 0, nil
 	}
 	now := time.Now()
@@ -250,7 +229,6 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 	const slack = 100 * time.Millisecond
 	d.mu.Lock()
 	if !d.served || d.hb == nil {
-		p.takeBack(d)
 		d.mu.Unlock()
 		return 0, nil
 	}
@@ -259,7 +237,6 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 		// Node NotReady, as for a kubelet that stopped.
 		first, last := !d.stale, d.lastSeen
 		d.stale = true
-		p.takeBack(d)
 		d.mu.Unlock()
 		if first {
 			p.log.Info("device silent; its lease is no longer renewed", "device", name, "lastSeen", since.Round(time.Second))
@@ -288,7 +265,8 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 	firstLease := d.leaseAt.IsZero() // none renewed by this process yet
 	first := d.statusAt.IsZero()
 	sinceStatus := now.Sub(d.statusAt)
-	back := p.takeBack(d)
+	back := d.backAt
+	d.backAt = time.Time{}
 	d.mu.Unlock()
 
 	if !back.IsZero() {

@@ -26,12 +26,10 @@ import (
 // writes: past it, the pod's status goes out whatever the backlog.
 const maxStatusDefer = 30 * time.Second
 
-// nodeBacklog reports whether more devices came back from silence, their
-// Nodes still to be written Ready, than the node workers take at once. Only
-// those count: a rollout changes every device's Node too, and its pods'
-// status writes must not wait for that.
+// nodeBacklog reports whether Node and lease writes are waiting for a node
+// worker: more are queued than the workers take at once.
 func (p *Provider) nodeBacklog() bool {
-	return p.comingBack.Load() > nodeWorkers
+	return p.nodes != nil && p.nodes.Len() > nodeWorkers
 }
 
 // awaitNodeWrites returns when no Node writes are backed up, after at most

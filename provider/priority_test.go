@@ -2,7 +2,7 @@ package provider
 
 import (
 	"context"
-	"sync/atomic"
+	"fmt"
 	"testing"
 	"time"
 
@@ -15,79 +15,21 @@ import (
 	"github.com/vk-fleet/vk-fleet/internal/metrics"
 )
 
-// backlog has more devices coming back than the node workers take at once.
-func backlog(p *Provider) { p.comingBack.Store(nodeWorkers + 1) }
-
-// drain has every device that came back written Ready.
-func drain(p *Provider) { p.comingBack.Store(0) }
-
-// A device back from silence is counted until the node loop takes up its
-// Node, and a rollout's Node writes (devices not back from silence) are not.
-func TestDevicesComingBackAreCounted(t *testing.T) {
-	cs := fake.NewClientset(deviceNode("pi-1"), deviceNode("pi-2"))
-	reg := &revocable{}
-	p, err := New(Config{Client: cs, NATS: startNATS(t), Registry: reg,
-		LeaseDurationSeconds: 40, HeartbeatTimeout: time.Minute, StatusUpdateInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := t.Context()
-	for _, name := range []string{"pi-1", "pi-2"} {
-		p.handleHeartbeat(ctx, heartbeat(t, name, 4))
-		if _, err := p.syncNode(ctx, name); err != nil {
-			t.Fatal(err)
-		}
-	}
-	p.handleHeartbeat(ctx, heartbeat(t, "pi-2", 8)) // its Node changes
-	if n := p.comingBack.Load(); n != 0 {
-		t.Fatalf("%d devices coming back; none went silent", n)
-	}
-	p.mu.Lock()
-	d := p.devices["pi-1"]
-	p.mu.Unlock()
-	d.mu.Lock()
-	d.stale = true // the node loop found it silent
-	d.statusAt = d.statusAt.Add(-time.Minute)
-	d.mu.Unlock()
-	p.handleHeartbeat(ctx, heartbeat(t, "pi-1", 4))
-	p.handleHeartbeat(ctx, heartbeat(t, "pi-1", 4)) // counted once
-	if n := p.comingBack.Load(); n != 1 {
-		t.Fatalf("%d devices coming back, want 1", n)
-	}
-	if _, err := p.syncNode(ctx, "pi-1"); err != nil {
-		t.Fatal(err)
-	}
-	if n := p.comingBack.Load(); n != 0 {
-		t.Errorf("%d devices coming back after the node loop wrote the Node, want 0", n)
-	}
-	if got := nodeReadyStatus(ctx, cs, "pi-1"); got != corev1.ConditionTrue {
-		t.Errorf("Node Ready %q, want True", got)
-	}
-
-	// Revoked before the node loop took it up: no longer counted, and its
-	// Node not written.
-	d.mu.Lock()
-	d.stale = true
-	d.mu.Unlock()
-	p.handleHeartbeat(ctx, heartbeat(t, "pi-1", 4))
-	reg.revoked.Store(true)
-	writes := countActions(cs, "patch", "nodes", "pi-1")
-	if _, err := p.syncNode(ctx, "pi-1"); err != nil {
-		t.Fatal(err)
-	}
-	if n := p.comingBack.Load(); n != 0 {
-		t.Errorf("%d devices coming back after the one back was revoked, want 0", n)
-	}
-	if n := countActions(cs, "patch", "nodes", "pi-1"); n != writes {
-		t.Errorf("the revoked device's Node was written")
+// backlog queues more Node writes than the node workers take at once, with
+// no worker running.
+func backlog(p *Provider) {
+	for i := range nodeWorkers + 1 {
+		p.nodes.Add(fmt.Sprintf("queued-%d", i))
 	}
 }
 
-// revocable is a registry in which every device is enrolled until revoked.
-type revocable struct{ revoked atomic.Bool }
-
-func (r *revocable) Has(string) bool       { return !r.revoked.Load() }
-func (r *revocable) OnDelete(func(string)) {}
+// drain takes every queued Node write off the queue.
+func drain(p *Provider) {
+	for p.nodes.Len() > 0 {
+		k, _ := p.nodes.Get()
+		p.nodes.Done(k)
+	}
+}
 
 // A pod status write waits while Node writes are backed up, and goes out
 // once they are not; one of the pod controller's own error statuses never

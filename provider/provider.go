@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -141,9 +140,6 @@ type Provider struct {
 	// started is when this provider was made: a Node created later has no
 	// lease yet, unless another replica served it meanwhile.
 	started time.Time
-	// comingBack counts the devices back from silence whose Node the node
-	// loop has yet to write Ready (device.backAt set).
-	comingBack atomic.Int64
 
 	mu      sync.Mutex
 	devices map[string]*device
@@ -397,7 +393,6 @@ func (p *Provider) ownershipChanged() {
 	for _, d := range lost {
 		d.mu.Lock()
 		d.served = false
-		p.takeBack(d)
 		d.mu.Unlock()
 	}
 	if len(lost) > 0 {
@@ -594,7 +589,6 @@ func (p *Provider) revoke(ctx context.Context, name string) {
 	if d != nil {
 		d.mu.Lock()
 		d.served = false
-		p.takeBack(d)
 		d.mu.Unlock()
 	}
 	keys = append(keys, bridge.IndexKey(name))
