@@ -264,7 +264,6 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 	leaseDue := now.Sub(d.leaseAt) >= renew-slack
 	firstLease := d.leaseAt.IsZero() // none renewed by this process yet
 	first := d.statusAt.IsZero()
-	sinceStatus := now.Sub(d.statusAt)
 	back := d.backAt
 	d.backAt = time.Time{}
 	d.mu.Unlock()
@@ -299,14 +298,6 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 			}
 			return renew, nil
 		}
-	}
-	if leaseDue && !statusDue && !first && !firstLease && sinceStatus < 2*renew-slack && p.nodeBacklog() {
-		// Other devices' Nodes wait to be written (a fleet coming back
-		// at once): this Node's status, written less than two renewal
-		// intervals ago, carries a heartbeat time the node lifecycle
-		// controller takes as liveness, so its lease can wait until the
-		// status is two intervals old — half the lease's duration.
-		return 2*renew - sinceStatus, nil
 	}
 	if leaseDue {
 		err := p.renewLease(ctx, name, now, firstLease)

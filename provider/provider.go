@@ -316,7 +316,7 @@ func (p *Provider) runPodController(ctx context.Context, recorder record.EventRe
 			o.FieldSelector = fields.OneTermNotEqualSelector("spec.nodeName", "").String()
 		}))
 	pc, err := node.NewPodController(node.PodControllerConfig{
-		PodClient:          nodeFirstPods{p.cfg.Client.CoreV1(), func(ctx context.Context) { p.awaitNodeWrites(ctx, maxStatusDefer) }},
+		PodClient:          p.cfg.Client.CoreV1(),
 		PodInformer:        podFactory.Core().V1().Pods(),
 		EventRecorder:      kubeletLikeRecorder{recorder},
 		Provider:           p,
