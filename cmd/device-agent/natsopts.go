@@ -15,8 +15,12 @@ const (
 	// server's CPU and finish together: a device that gave up just before
 	// (nats.go's default is 2 s; at 10 s, 610 of 2,000 devices reconnecting
 	// at once did) tries again and adds to the queue it waited in. A slow
-	// uplink needs the time too.
-	deviceConnectTimeout = 20 * time.Second
+	// uplink needs the time too. vk-fleet's server gives an attempt up to
+	// 15 s for its TLS handshake and then 15 s for the auth callout: a
+	// device waits longer than both, so that it never walks away from an
+	// attempt the server is still answering (at 20 s, 3,000 simulated
+	// devices reconnecting at once gave up 1,024 times).
+	deviceConnectTimeout = 35 * time.Second
 	// reconnectBase and reconnectCap bound the back-off between failed
 	// connection attempts.
 	reconnectBase = 2 * time.Second
