@@ -46,6 +46,9 @@ type device struct {
 	// backAt is when the device came back after it went silent, until the
 	// node loop has said so in an Event.
 	backAt time.Time
+	// backPending is set from its return until the node loop has written
+	// its Node Ready (counted in Provider.comingBack).
+	backPending bool
 }
 
 // handleHeartbeat takes a device's heartbeat: the device is alive, and a
@@ -109,6 +112,10 @@ func (p *Provider) handleHeartbeat(ctx context.Context, m *nats.Msg) {
 	write := start || wasStale || d.statusGen != d.statusWritten
 	if wasStale {
 		d.statusGen++ // Ready again: write the Node and renew the lease now
+		if !d.backPending {
+			d.backPending = true
+			p.comingBack.Add(1)
+		}
 		d.backAt = now
 	}
 	hbNow := d.hb
@@ -131,6 +138,16 @@ func (p *Provider) handleHeartbeat(ctx context.Context, m *nats.Msg) {
 		p.log.Info("device online", "device", name, "arch", hbNow.Inventory.Architecture, "agent", hbNow.Inventory.AgentVersion)
 	case wasStale:
 		p.log.Info("device back", "device", name)
+	}
+}
+
+// settleBack ends d's count in comingBack: its Node's Ready write was
+// made (or failed, to be retried as any other), or it no longer needs one.
+// The caller holds d.mu.
+func (p *Provider) settleBack(d *device) {
+	if d.backPending {
+		d.backPending = false
+		p.comingBack.Add(-1)
 	}
 }
 
@@ -220,8 +237,14 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 	p.mu.Lock()
 	d := p.devices[name]
 	p.mu.Unlock()
-	if d == nil || !p.cfg.Registry.Has(name) || !p.owns(name) {
+	if d == nil {
+		return 0, nil
+	}
+	if !p.cfg.Registry.Has(name) || !p.owns(name) {
 		// Revoked or handed over: never re-create its Node or lease.
+		d.mu.Lock()
+		p.settleBack(d)
+		d.mu.Unlock()
 		return 0, nil
 	}
 	now := time.Now()
@@ -229,6 +252,7 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 	const slack = 100 * time.Millisecond
 	d.mu.Lock()
 	if !d.served || d.hb == nil {
+		p.settleBack(d)
 		d.mu.Unlock()
 		return 0, nil
 	}
@@ -237,6 +261,7 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 		// Node NotReady, as for a kubelet that stopped.
 		first, last := !d.stale, d.lastSeen
 		d.stale = true
+		p.settleBack(d)
 		d.mu.Unlock()
 		if first {
 			p.log.Info("device silent; its lease is no longer renewed", "device", name, "lastSeen", since.Round(time.Second))
@@ -274,6 +299,9 @@ func (p *Provider) syncNode(ctx context.Context, name string) (time.Duration, er
 	if statusDue {
 		gone, err := p.writeNodeStatus(ctx, name, hb, first)
 		metrics.NodeWrites.WithLabelValues("status", result(err)).Inc()
+		d.mu.Lock()
+		p.settleBack(d)
+		d.mu.Unlock()
 		if err != nil {
 			return 0, err
 		}

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -140,6 +141,9 @@ type Provider struct {
 	// started is when this provider was made: a Node created later has no
 	// lease yet, unless another replica served it meanwhile.
 	started time.Time
+	// comingBack counts the devices back from silence whose Node the node
+	// loop has yet to write Ready (device.backPending).
+	comingBack atomic.Int64
 
 	mu      sync.Mutex
 	devices map[string]*device
@@ -316,7 +320,7 @@ func (p *Provider) runPodController(ctx context.Context, recorder record.EventRe
 			o.FieldSelector = fields.OneTermNotEqualSelector("spec.nodeName", "").String()
 		}))
 	pc, err := node.NewPodController(node.PodControllerConfig{
-		PodClient:          p.cfg.Client.CoreV1(),
+		PodClient:          nodeFirstPods{p.cfg.Client.CoreV1(), func(ctx context.Context) { p.awaitNodeWrites(ctx, maxStatusDefer) }},
 		PodInformer:        podFactory.Core().V1().Pods(),
 		EventRecorder:      kubeletLikeRecorder{recorder},
 		Provider:           p,
@@ -393,6 +397,7 @@ func (p *Provider) ownershipChanged() {
 	for _, d := range lost {
 		d.mu.Lock()
 		d.served = false
+		p.settleBack(d)
 		d.mu.Unlock()
 	}
 	if len(lost) > 0 {
@@ -589,6 +594,7 @@ func (p *Provider) revoke(ctx context.Context, name string) {
 	if d != nil {
 		d.mu.Lock()
 		d.served = false
+		p.settleBack(d)
 		d.mu.Unlock()
 	}
 	keys = append(keys, bridge.IndexKey(name))

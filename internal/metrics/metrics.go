@@ -61,6 +61,8 @@ var (
 		"Messages from devices refused: undecodable, or naming another device.", "kind")
 	NodeWrites = counterVec("vkfleet_node_writes_total",
 		"Writes of device Nodes: their status and their leases, by result.", "kind", "result")
+	PodStatusWritesDeferred = counter("vkfleet_pod_status_writes_deferred_total",
+		"Pod status writes that waited for a backlog of Node writes (a fleet coming back at once) to clear.")
 	NATSReconnects = counter("vkfleet_nats_reconnects_total",
 		"Reconnects of vk-fleet's own NATS connection.")
 	Enrollments = counterVec("vkfleet_enrollments_total",
