@@ -23,8 +23,10 @@ import (
 // 0.75 of the 2.5 API writes per device until the last Node was Ready; with
 // them waiting, 0.06 of 1.8 (docs/benchmarks.md).
 
-// maxStatusDefer bounds how long a pod status write waits for the Node
-// writes: past it, the pod's status goes out whatever the backlog.
+// maxStatusDefer bounds how long pod status writes wait for the Nodes: a
+// backlog older than that no longer holds them back, so that a reconnect
+// that takes minutes (10,000 devices on a small control plane) delays pod
+// statuses by at most this long, then lets them compete.
 const maxStatusDefer = 30 * time.Second
 
 // backlogDevices is how many devices back from silence, their Nodes not
@@ -32,30 +34,33 @@ const maxStatusDefer = 30 * time.Second
 // device, nor a few whose Node writes fail.
 const backlogDevices = 16
 
-// nodeBacklog reports whether a fleet is coming back: more than
-// backlogDevices devices back from silence wait for their Node's Ready
-// write. Only those count: a rollout changes every device's Node too, and
-// its pods' status writes must not wait for that.
+// nodeBacklog reports whether pod status writes should wait for the Nodes:
+// more than backlogDevices devices back from silence wait for their Node's
+// Ready write, and have for less than maxStatusDefer. Only those devices
+// count: a rollout changes every device's Node too, and its pods' status
+// writes must not wait for that.
 func (p *Provider) nodeBacklog() bool {
-	return p.comingBack.Load() > backlogDevices
+	if p.comingBack.Load() <= backlogDevices {
+		p.backlogSince.Store(0)
+		return false
+	}
+	now := time.Now().UnixNano()
+	p.backlogSince.CompareAndSwap(0, now)
+	return time.Duration(now-p.backlogSince.Load()) < maxStatusDefer
 }
 
-// awaitNodeWrites returns when no Node writes are backed up, after at most
-// limit, or when ctx ends.
-func (p *Provider) awaitNodeWrites(ctx context.Context, limit time.Duration) {
+// awaitNodeWrites returns when pod status writes no longer wait for the
+// Nodes (nodeBacklog), or when ctx ends.
+func (p *Provider) awaitNodeWrites(ctx context.Context) {
 	if !p.nodeBacklog() {
 		return
 	}
 	metrics.PodStatusWritesDeferred.Inc()
-	deadline := time.NewTimer(limit)
-	defer deadline.Stop()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for p.nodeBacklog() {
 		select {
 		case <-ctx.Done():
-			return
-		case <-deadline.C:
 			return
 		case <-tick.C:
 		}

@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"context"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -90,7 +89,8 @@ func (r *revocable) OnDelete(func(string)) {}
 
 // A pod status write waits while Node writes are backed up, and goes out
 // once they are not; one of the pod controller's own error statuses never
-// waits (its sync workers write it); no write waits past its limit.
+// waits (its sync workers write it); a backlog older than maxStatusDefer
+// holds no write back.
 func TestPodStatusWritesWaitForTheNodes(t *testing.T) {
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"}}
 	cs := fake.NewClientset(pod)
@@ -101,15 +101,7 @@ func TestPodStatusWritesWaitForTheNodes(t *testing.T) {
 	}
 	ctx := t.Context()
 	backlog(p)
-
-	const limit = 200 * time.Millisecond
-	start := time.Now()
-	p.awaitNodeWrites(ctx, limit)
-	if el := time.Since(start); el < limit {
-		t.Errorf("returned after %v with the Node writes backed up; the limit is %v", el, limit)
-	}
-
-	pods := nodeFirstPods{cs.CoreV1(), func(ctx context.Context) { p.awaitNodeWrites(ctx, time.Hour) }}.Pods("default")
+	pods := nodeFirstPods{cs.CoreV1(), p.awaitNodeWrites}.Pods("default")
 	done := make(chan error, 1)
 	failed := pod.DeepCopy()
 	failed.Status = corev1.PodStatus{Phase: corev1.PodPending, Reason: providerFailedReason, Message: "refused"}
@@ -143,5 +135,21 @@ func TestPodStatusWritesWaitForTheNodes(t *testing.T) {
 	}
 	if got, _ := cs.CoreV1().Pods("default").Get(ctx, "web", metav1.GetOptions{}); got.Status.Phase != corev1.PodRunning {
 		t.Errorf("pod phase %q after the write, want Running", got.Status.Phase)
+	}
+
+	// A backlog that has lasted maxStatusDefer holds nothing back.
+	backlog(p)
+	if !p.nodeBacklog() {
+		t.Fatal("no backlog seen")
+	}
+	p.backlogSince.Store(time.Now().Add(-maxStatusDefer).UnixNano())
+	go func() { _, err := pods.UpdateStatus(ctx, pod, metav1.UpdateOptions{}); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("a status write waits for a backlog %v old", maxStatusDefer)
 	}
 }

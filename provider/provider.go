@@ -144,6 +144,9 @@ type Provider struct {
 	// comingBack counts the devices back from silence whose Node the node
 	// loop has yet to write Ready (device.backPending).
 	comingBack atomic.Int64
+	// backlogSince is when comingBack last rose above backlogDevices (unix
+	// nanoseconds; 0 while it is not).
+	backlogSince atomic.Int64
 
 	mu      sync.Mutex
 	devices map[string]*device
@@ -320,7 +323,7 @@ func (p *Provider) runPodController(ctx context.Context, recorder record.EventRe
 			o.FieldSelector = fields.OneTermNotEqualSelector("spec.nodeName", "").String()
 		}))
 	pc, err := node.NewPodController(node.PodControllerConfig{
-		PodClient:          nodeFirstPods{p.cfg.Client.CoreV1(), func(ctx context.Context) { p.awaitNodeWrites(ctx, maxStatusDefer) }},
+		PodClient:          nodeFirstPods{p.cfg.Client.CoreV1(), p.awaitNodeWrites},
 		PodInformer:        podFactory.Core().V1().Pods(),
 		EventRecorder:      kubeletLikeRecorder{recorder},
 		Provider:           p,
