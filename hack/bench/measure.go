@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -329,34 +332,27 @@ func apiWrites(ctx context.Context, cs kubernetes.Interface) (map[string]float64
 	if err != nil {
 		return nil, fmt.Errorf("reading kube-apiserver metrics: %w", err)
 	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("parsing kube-apiserver metrics: %w", err)
+	}
 	out := map[string]float64{}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if !strings.HasPrefix(line, "apiserver_request_total{") {
-			continue
-		}
-		labels, val, ok := strings.Cut(line[len("apiserver_request_total{"):], "} ")
-		if !ok {
-			continue
-		}
+	for _, m := range families["apiserver_request_total"].GetMetric() {
 		l := map[string]string{}
-		for kv := range strings.SplitSeq(labels, ",") {
-			k, v, _ := strings.Cut(kv, "=")
-			l[k] = strings.Trim(v, `"`)
+		for _, lp := range m.GetLabel() {
+			l[lp.GetName()] = lp.GetValue()
 		}
 		switch l["verb"] {
 		case "POST", "PUT", "PATCH", "DELETE", "APPLY":
 		default:
 			continue
 		}
-		n, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
-		if err != nil {
-			continue
-		}
 		res := l["resource"]
 		if l["subresource"] != "" {
 			res += "/" + l["subresource"]
 		}
-		out[l["verb"]+" "+res] += n
+		out[l["verb"]+" "+res] += m.GetCounter().GetValue() + m.GetUntyped().GetValue()
 	}
 	return out, nil
 }
