@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -103,36 +104,38 @@ func TestPodStatusWritesWaitForTheNodes(t *testing.T) {
 	backlog(p)
 	pods := nodeFirstPods{cs.CoreV1(), p.awaitNodeWrites}.Pods("default")
 	done := make(chan error, 1)
+	write := func(pod *corev1.Pod) {
+		go func() { _, err := pods.UpdateStatus(ctx, pod, metav1.UpdateOptions{}); done <- err }()
+	}
+	// written waits for the write to return, failing the test with stuck
+	// if it does not within 20 s.
+	written := func(stuck string) {
+		t.Helper()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal(stuck)
+		}
+	}
 	failed := pod.DeepCopy()
 	failed.Status = corev1.PodStatus{Phase: corev1.PodPending, Reason: providerFailedReason, Message: "refused"}
-	go func() { _, err := pods.UpdateStatus(ctx, failed, metav1.UpdateOptions{}); done <- err }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the pod controller's error status waited for the Node writes")
-	}
+	write(failed)
+	written("the pod controller's error status waited for the Node writes")
 
 	deferred := testutil.ToFloat64(metrics.PodStatusWritesDeferred)
 	running := pod.DeepCopy()
 	running.Status = corev1.PodStatus{Phase: corev1.PodRunning}
-	go func() { _, err := pods.UpdateStatus(ctx, running, metav1.UpdateOptions{}); done <- err }()
+	write(running)
 	poll(t, "the status write waiting", func() bool { return testutil.ToFloat64(metrics.PodStatusWritesDeferred) > deferred })
 	// The backlog is still there: the write cannot have gone out.
 	if got, _ := cs.CoreV1().Pods("default").Get(ctx, "web", metav1.GetOptions{}); got.Status.Phase == corev1.PodRunning {
 		t.Fatal("the pod's status was written while Node writes were backed up")
 	}
 	drain(p)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the status write still waits with no Node write queued")
-	}
+	written("the status write still waits with no Node write queued")
 	if got, _ := cs.CoreV1().Pods("default").Get(ctx, "web", metav1.GetOptions{}); got.Status.Phase != corev1.PodRunning {
 		t.Errorf("pod phase %q after the write, want Running", got.Status.Phase)
 	}
@@ -143,13 +146,6 @@ func TestPodStatusWritesWaitForTheNodes(t *testing.T) {
 		t.Fatal("no backlog seen")
 	}
 	p.backlogSince.Store(time.Now().Add(-maxStatusDefer).UnixNano())
-	go func() { _, err := pods.UpdateStatus(ctx, pod, metav1.UpdateOptions{}); done <- err }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("a status write waits for a backlog %v old", maxStatusDefer)
-	}
+	write(pod)
+	written(fmt.Sprintf("a status write waits for a backlog %v old", maxStatusDefer))
 }
