@@ -20,6 +20,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
@@ -152,10 +153,22 @@ func TestKubectlPortForward(t *testing.T) {
 	pod := sleeper(ns, "web", devA)
 	pod.Spec.Containers[0].Command = []string{"sh", "-c",
 		"mkdir -p /www && dd if=/dev/urandom of=/www/big bs=1048576 count=16 2>/dev/null && sha256sum /www/big | cut -d' ' -f1 > /www/big.sha && echo ready && exec httpd -f -p 8080 -h /www"}
+	// Forwarded once it serves, as a user waits for Ready: kubectl
+	// port-forward gives up for good when a forwarded connection is
+	// refused, and the server starts after writing 16 MB.
+	pod.Spec.Containers[0].ReadinessProbe = &corev1.Probe{PeriodSeconds: 1,
+		ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}}
 	if _, err := cluster.Client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitRunning(t, ns, "web")
+	eventually(t, time.Minute, "the pod Ready (serving)", func(ctx context.Context) (bool, string) {
+		p, err := cluster.Client.CoreV1().Pods(ns).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return podCondition(p, corev1.PodReady) == corev1.ConditionTrue, fmt.Sprintf("%+v", p.Status.Conditions)
+	})
 	bin, err := controlplane.BinDir()
 	if err != nil {
 		t.Fatal(err)
