@@ -2,6 +2,8 @@ package callout_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +22,7 @@ import (
 	"github.com/vk-fleet/vk-fleet/callout"
 	"github.com/vk-fleet/vk-fleet/internal/metrics"
 	"github.com/vk-fleet/vk-fleet/internal/natsd"
+	"github.com/vk-fleet/vk-fleet/internal/pki"
 	"github.com/vk-fleet/vk-fleet/zitadel"
 	"github.com/vk-fleet/vk-fleet/zitadel/devicetoken"
 	"github.com/vk-fleet/vk-fleet/zitadel/zitadeltest"
@@ -31,14 +34,21 @@ type devices struct {
 	byKey  map[string]string
 	byUser map[string]string
 	delay  time.Duration // how long a lookup by nkey takes
+	// looking counts lookups under way; mostLooking is its maximum.
+	looking, mostLooking int
 }
 
 func (d *devices) DeviceByNKey(pub string) (string, bool) {
 	d.mu.Lock()
 	delay := d.delay
 	n, ok := d.byKey[pub]
+	d.looking++
+	d.mostLooking = max(d.mostLooking, d.looking)
 	d.mu.Unlock()
 	time.Sleep(delay) // a slow lookup, what the test is about
+	d.mu.Lock()
+	d.looking--
+	d.mu.Unlock()
 	return n, ok
 }
 
@@ -71,24 +81,38 @@ type authTest struct {
 	admin    *nats.Conn // the provider's bypass user
 	calloutC *nats.Conn
 	logs     *strings.Builder
+	// tls, when the server serves TLS, is what every client connects with.
+	tls []nats.Option
 }
 
 func newAuthTest(t *testing.T, zitadelIntrospector callout.Introspector, configure ...func(*callout.Config)) *authTest {
+	t.Helper()
+	return newAuthTestServer(t, nil, zitadelIntrospector, configure...)
+}
+
+// newAuthTestServer is newAuthTest with the embedded server's
+// configuration changed by serve (TLS, a handshake gate).
+func newAuthTestServer(t *testing.T, serve func(*natsd.Config, *authTest), zitadelIntrospector callout.Introspector, configure ...func(*callout.Config)) *authTest {
 	t.Helper()
 	keys, err := callout.GenerateKeys()
 	if err != nil {
 		t.Fatal(err)
 	}
 	users := callout.NewEmbeddedUsers()
-	srv, err := natsd.Start(t.Context(), natsd.Config{
+	a := &authTest{t: t, devices: &devices{byKey: map[string]string{}, byUser: map[string]string{}}, logs: &strings.Builder{}}
+	scfg := natsd.Config{
 		Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), ConfigText: callout.ServerConfig(keys, users),
 		Options: func(o *server.Options) error { o.AlwaysEnableNonce = true; return nil },
-	})
+	}
+	if serve != nil {
+		serve(&scfg, a)
+	}
+	srv, err := natsd.Start(t.Context(), scfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	a := &authTest{t: t, srv: srv, devices: &devices{byKey: map[string]string{}, byUser: map[string]string{}}, logs: &strings.Builder{}}
+	a.srv = srv
 	var logMu sync.Mutex
 	log := slog.New(slog.NewTextHandler(lockedWriter{&logMu, a.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	conns := serverConns{srv}
@@ -101,7 +125,7 @@ func newAuthTest(t *testing.T, zitadelIntrospector callout.Introspector, configu
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.calloutC, err = nats.Connect(srv.ClientURL(), nats.UserInfo(callout.CalloutUser, users.CalloutPassword))
+	a.calloutC, err = nats.Connect(srv.ClientURL(), append(a.tls, nats.UserInfo(callout.CalloutUser, users.CalloutPassword))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +138,7 @@ func newAuthTest(t *testing.T, zitadelIntrospector callout.Introspector, configu
 		_ = a.svc.Run(ctx, a.calloutC)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-	a.admin, err = nats.Connect(srv.ClientURL(), nats.UserInfo(callout.ProviderUser, users.ProviderPassword))
+	a.admin, err = nats.Connect(srv.ClientURL(), append(a.tls, nats.UserInfo(callout.ProviderUser, users.ProviderPassword))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +211,8 @@ func (a *authTest) tryDevice(device string, extra ...nats.Option) (*nats.Conn, e
 		a.t.Fatalf("device %s not enrolled", device)
 	}
 	opts := append([]nats.Option{nkeyOption(v.(nkeys.KeyPair)), nats.CustomInboxPrefix(callout.DeviceInboxPrefix(device)),
-		nats.MaxReconnects(0), nats.Timeout(5 * time.Second)}, extra...)
+		nats.MaxReconnects(0), nats.Timeout(5 * time.Second)}, a.tls...)
+	opts = append(opts, extra...)
 	return nats.Connect(a.srv.ClientURL(), opts...)
 }
 
@@ -451,6 +476,124 @@ func TestOverloadedCalloutDropsStaleRequests(t *testing.T) {
 		}
 		nc.Close()
 	}
+}
+
+// withGate serves TLS through a handshake gate fed by the callout, as
+// vk-fleet's embedded server does.
+func withGate(gate *natsd.HandshakeGate) func(*natsd.Config, *authTest) {
+	return func(c *natsd.Config, a *authTest) {
+		ca, err := pki.NewAuthority("gate test CA")
+		if err != nil {
+			a.t.Fatal(err)
+		}
+		if c.TLS, err = ca.ServerTLS("nats", "127.0.0.1"); err != nil {
+			a.t.Fatal(err)
+		}
+		c.Gate = gate
+		pool := x509.NewCertPool()
+		pool.AddCert(ca.Certificate())
+		a.tls = []nats.Option{nats.Secure(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})}
+	}
+}
+
+// A fleet connecting at once goes through the server's handshake gate a
+// few at a time: connections in their TLS handshake and those waiting for
+// the callout stay near the gate's limit, so the callout is never handed
+// more than it can answer in time, and every device connects in its turn.
+func TestHandshakeGateFeedsTheCalloutInTurn(t *testing.T) {
+	const limit, n = 4, 24
+	gate := natsd.NewHandshakeGate(limit, 30*time.Second)
+	a := newAuthTestServer(t, withGate(gate), nil, func(c *callout.Config) { c.Done = gate.Kick })
+	gate.SetBusy(a.svc.Pending)
+	for i := range n {
+		a.enroll(fmt.Sprintf("gated-%d", i))
+	}
+	a.devices.mu.Lock()
+	a.devices.delay = 200 * time.Millisecond
+	a.devices.mostLooking = 0
+	a.devices.mu.Unlock()
+	waited := testutil.ToFloat64(metrics.NATSHandshakesWaited)
+
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nc, err := a.tryDevice(fmt.Sprintf("gated-%d", i), nats.Timeout(30*time.Second))
+			if err != nil {
+				errs <- fmt.Errorf("gated-%d: %w", i, err)
+				return
+			}
+			nc.Close()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	a.devices.mu.Lock()
+	most := a.devices.mostLooking
+	a.devices.mu.Unlock()
+	// A connection between its handshake and its request's arrival at
+	// the callout is counted by neither: a few more than the limit may
+	// be looked up at once, never the whole fleet.
+	if most > 2*limit {
+		t.Errorf("the callout looked up %d devices at once; the gate's limit is %d", most, limit)
+	}
+	if testutil.ToFloat64(metrics.NATSHandshakesWaited) == waited {
+		t.Error("no handshake waited for its turn")
+	}
+}
+
+// A handshake that waits longer than the gate allows is refused before any
+// cryptography, and the device connects when it tries again.
+func TestHandshakeGateRefusesALongWait(t *testing.T) {
+	gate := natsd.NewHandshakeGate(1, 100*time.Millisecond)
+	a := newAuthTestServer(t, withGate(gate), nil, func(c *callout.Config) { c.Done = gate.Kick })
+	gate.SetBusy(a.svc.Pending)
+	a.enroll("slow")
+	a.enroll("next")
+	a.devices.mu.Lock()
+	a.devices.delay = 2 * time.Second
+	a.devices.mu.Unlock()
+	refused := testutil.ToFloat64(metrics.NATSHandshakesRefused)
+
+	slow := make(chan error, 1)
+	go func() {
+		nc, err := a.tryDevice("slow", nats.Timeout(10*time.Second))
+		if err == nil {
+			nc.Close()
+		}
+		slow <- err
+	}()
+	// Once the slow device's request is with the callout, the gate is
+	// full.
+	deadline := time.Now().Add(10 * time.Second)
+	for a.svc.Pending() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow device's request never reached the callout")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := a.tryDevice("next", nats.Timeout(5*time.Second)); err == nil {
+		t.Fatal("a handshake got through a full gate")
+	}
+	if testutil.ToFloat64(metrics.NATSHandshakesRefused) == refused {
+		t.Error("the refusal was not counted")
+	}
+	if err := <-slow; err != nil {
+		t.Fatalf("the device the callout was answering: %v", err)
+	}
+	a.devices.mu.Lock()
+	a.devices.delay = 0
+	a.devices.mu.Unlock()
+	nc, err := a.tryDevice("next")
+	if err != nil {
+		t.Fatalf("a device refused by the gate cannot connect once it has room: %v", err)
+	}
+	nc.Close()
 }
 
 func TestEnrollmentTokenCanOnlyEnroll(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -73,6 +74,9 @@ type Config struct {
 	// sets both.
 	Conns  ConnInspector
 	Kicker Kicker
+	// Done, if set, is called after each request is answered or dropped
+	// (the embedded server's HandshakeGate admits the next handshakes).
+	Done   func()
 	Logger *slog.Logger
 }
 
@@ -82,6 +86,9 @@ type Service struct {
 	log    *slog.Logger
 	issuer nkeys.KeyPair // cfg.Keys.Issuer, its keys derived once
 	xkey   *boxer        // nil without cfg.Keys.XKey
+
+	// pending counts requests received and not yet answered or dropped.
+	pending atomic.Int64
 
 	mu    sync.Mutex
 	conns map[string]map[clientRef]bool // device → live connections
@@ -169,9 +176,13 @@ func (s *Service) Run(ctx context.Context, conns ...*nats.Conn) error {
 						// requests behind it wait for.
 						metrics.CalloutDecisions.WithLabelValues("dropped", "unknown", "overloaded").Inc()
 						s.log.Debug("auth request dropped: it waited too long", "waited", waited)
-						continue
+					} else {
+						s.handle(ctx, r.m)
 					}
-					s.handle(ctx, r.m)
+					s.pending.Add(-1)
+					if s.cfg.Done != nil {
+						s.cfg.Done()
+					}
 				}
 			}
 		}()
@@ -184,9 +195,11 @@ func (s *Service) Run(ctx context.Context, conns ...*nats.Conn) error {
 	}()
 	for _, nc := range conns {
 		sub, err := nc.QueueSubscribe(AuthCalloutSubject, "vk-fleet-callout", func(m *nats.Msg) {
+			s.pending.Add(1)
 			select {
 			case reqs <- queued{m: m, at: time.Now()}:
 			case <-ctx.Done():
+				s.pending.Add(-1)
 			}
 		})
 		if err != nil {
@@ -201,6 +214,10 @@ func (s *Service) Run(ctx context.Context, conns ...*nats.Conn) error {
 	<-ctx.Done()
 	return nil
 }
+
+// Pending returns how many authorization requests were received and not
+// yet answered or dropped.
+func (s *Service) Pending() int { return int(s.pending.Load()) }
 
 // queued is an authorization request and when it arrived.
 type queued struct {

@@ -63,6 +63,10 @@ var (
 		"Writes of device Nodes: their status and their leases, by result.", "kind", "result")
 	PodStatusWritesDeferred = counter("vkfleet_pod_status_writes_deferred_total",
 		"Pod status writes that waited for a backlog of Node writes (a fleet coming back at once) to clear.")
+	NATSHandshakesWaited = counter("vkfleet_nats_handshakes_waited_total",
+		"Client TLS handshakes that waited for their turn: the connections being set up (in a handshake or waiting for the auth callout) were at the limit.")
+	NATSHandshakesRefused = counter("vkfleet_nats_handshakes_refused_total",
+		"Client TLS handshakes refused after waiting too long for their turn (the client tries again).")
 	NATSReconnects = counter("vkfleet_nats_reconnects_total",
 		"Reconnects of vk-fleet's own NATS connection.")
 	Enrollments = counterVec("vkfleet_enrollments_total",

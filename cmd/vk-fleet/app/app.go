@@ -178,9 +178,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	users := callout.NewEmbeddedUsers()
+	gate := natsd.NewHandshakeGate(handshakeLimit, handshakeMaxWait)
 	srv, err := natsd.Start(ctx, natsd.Config{
 		Listen: cfg.NATSListen, StoreDir: cfg.NATSStoreDir, Logger: log,
-		ConfigText: callout.ServerConfig(keys, users), TLS: tlsCfg,
+		ConfigText: callout.ServerConfig(keys, users), TLS: tlsCfg, Gate: gate,
 		Options: func(o *server.Options) error {
 			o.AlwaysEnableNonce = true // devices sign it with their nkey
 			// Encrypted at rest: a copy of the store discloses no Secret.
@@ -224,11 +225,12 @@ func Run(ctx context.Context, cfg Config) error {
 	kicker := embeddedKicker{srv}
 	svc, err := callout.New(callout.Config{
 		Keys: keys, Devices: cache, Tokens: reg, Zitadel: cfg.Zitadel, DeviceTTL: cfg.DeviceTTL, Logger: log,
-		Services: cfg.ServiceNKeys, Conns: kicker, Kicker: kicker,
+		Services: cfg.ServiceNKeys, Conns: kicker, Kicker: kicker, Done: gate.Kick,
 	})
 	if err != nil {
 		return err
 	}
+	gate.SetBusy(svc.Pending)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
@@ -556,3 +558,14 @@ func natsStoreKey(ctx context.Context, cfg Config, log *slog.Logger) (string, er
 	log.Info("created the nats store key", "secret", cfg.TokenNamespace+"/"+StoreKeySecret)
 	return key, nil
 }
+
+// handshakeLimit is how many client connections may be in their TLS
+// handshake or waiting for the auth callout at once (natsd.HandshakeGate):
+// enough to keep the callout's workers busy, few enough that a fleet
+// reconnecting at once does not starve them of the CPU.
+const handshakeLimit = 128
+
+// handshakeMaxWait is how long a handshake may wait for its turn before
+// it is refused: the server's TLS timeout (15 s) counts the wait, and the
+// handshake itself needs the rest.
+const handshakeMaxWait = 10 * time.Second
