@@ -8,6 +8,14 @@ import (
 
 var _ metrics.FleetSource = (*Provider)(nil)
 
+// DeviceCount returns how many devices this process has heard from and
+// serves (or served: a silent device still has its Node kept).
+func (p *Provider) DeviceCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.devices)
+}
+
 // FleetState reports the devices and pods this process serves, for
 // Prometheus (metrics.RegisterFleet).
 func (p *Provider) FleetState() metrics.FleetState {

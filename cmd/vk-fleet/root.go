@@ -23,6 +23,7 @@ import (
 	"github.com/vk-fleet/vk-fleet/internal/logging"
 	"github.com/vk-fleet/vk-fleet/internal/memtune"
 	"github.com/vk-fleet/vk-fleet/internal/metrics"
+	"github.com/vk-fleet/vk-fleet/internal/ratelimit"
 	"github.com/vk-fleet/vk-fleet/internal/version"
 	"github.com/vk-fleet/vk-fleet/provider"
 	"github.com/vk-fleet/vk-fleet/registry"
@@ -126,8 +127,8 @@ func (o *options) Bind(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.PingInterval, "ping-interval", o.PingInterval, "no effect: one loop keeps every device's Node and lease")
 	_ = fs.MarkDeprecated("ping-interval", "it has no effect since one loop keeps every device's Node and lease (leases are renewed every quarter of --lease-duration)")
 	fs.DurationVar(&o.StatusInterval, "status-interval", o.StatusInterval, "how often an unchanged Node status is written (a changed one is written at once)")
-	fs.Float32Var(&o.KubeQPS, "kube-api-qps", o.KubeQPS, "queries per second to the API server")
-	fs.IntVar(&o.KubeBurst, "kube-api-burst", o.KubeBurst, "burst of queries to the API server")
+	fs.Float32Var(&o.KubeQPS, "kube-api-qps", o.KubeQPS, "queries per second to the API server, plus 0.3 per device served")
+	fs.IntVar(&o.KubeBurst, "kube-api-burst", o.KubeBurst, "burst of queries to the API server, plus 0.6 per device served")
 	fs.IntVar(&o.PodWorkers, "pod-workers", o.PodWorkers, "pod sync workers")
 	fs.StringVar(&o.SystemReserved, "system-reserved", o.SystemReserved, "resources held back from every device Node's allocatable for the device's OS, agent and podman, as cpu=100m,memory=256Mi,ephemeral-storage=1Gi (kubelet's syntax; a device's own --system-reserved overrides it); the device's hard eviction thresholds are held back too")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "debug, info, warn or error")
@@ -185,7 +186,11 @@ func (o *options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	restCfg.QPS, restCfg.Burst = o.KubeQPS, o.KubeBurst
+	// One limit shared by every client made from restCfg, growing with
+	// the devices served (their leases alone are 0.1 requests a second
+	// each).
+	apiLimit := ratelimit.New(o.KubeQPS, o.KubeBurst)
+	restCfg.QPS, restCfg.Burst, restCfg.RateLimiter = o.KubeQPS, o.KubeBurst, apiLimit
 	restCfg.UserAgent = "vk-fleet/" + version.Version
 	// Protobuf, as a kubelet and the control plane's own components: it
 	// costs vk-fleet and the API server less to encode and decode than
@@ -241,6 +246,7 @@ func (o *options) Run(ctx context.Context) error {
 		Logger:         log,
 		Ready:          func(string) { connectable.Store(true) },
 		Serving:        func(f func() bool) { serving.Store(&f) },
+		APILimiter:     apiLimit,
 		Provider: provider.Config{
 			NodeAddress:          o.NodeAddress,
 			KubeletPort:          o.KubeletPort,

@@ -94,6 +94,9 @@ type Config struct {
 	// controller running, its NATS connection up, and (with replicas) a
 	// round of slot claims done. /readyz answers with it.
 	Serving func(ready func() bool)
+	// APILimiter, if set, is told how many devices the provider serves
+	// (the rate of the API client's requests grows with it).
+	APILimiter interface{ SetDevices(n int) }
 }
 
 // Kubelet configures the kubelet API endpoint.
@@ -295,6 +298,13 @@ func runProvider(ctx context.Context, cfg Config, nc *nats.Conn, cache *registry
 		return err
 	}
 	publishServed(p)
+	if cfg.APILimiter != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			followDevices(ctx, p, cfg.APILimiter)
+		}()
+	}
 	if cfg.Serving != nil {
 		cfg.Serving(func() bool {
 			select {
@@ -569,3 +579,18 @@ const handshakeLimit = 128
 // it is refused: the server's TLS timeout (15 s) counts the wait, and the
 // handshake itself needs the rest.
 const handshakeMaxWait = 10 * time.Second
+
+// followDevices tells lim how many devices p serves, every few seconds
+// until ctx ends: a fleet enrolling at once is followed within moments.
+func followDevices(ctx context.Context, p *provider.Provider, lim interface{ SetDevices(n int) }) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		lim.SetDevices(p.DeviceCount())
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
