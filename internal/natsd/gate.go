@@ -21,6 +21,13 @@ import (
 // they came; one that waited too long is refused before any cryptography,
 // and the device tries again a moment later.
 
+// maxHold is the longest a handshake keeps its place at the gate. A
+// handshake a device's CPU allows takes well under a second; one that
+// takes longer goes on, but no longer counts. 512 clients stalling their
+// handshakes would otherwise close the gate to every device for the
+// server's whole TLS timeout.
+const maxHold = 3 * time.Second
+
 // ErrBusy refuses a handshake that waited longer than the gate allows.
 var ErrBusy = errors.New("too many connections being set up; try again")
 
@@ -29,6 +36,10 @@ var ErrBusy = errors.New("too many connections being set up; try again")
 type HandshakeGate struct {
 	limit   int
 	maxWait time.Duration
+	// hold bounds how long a handshake keeps its place: a client that
+	// stalls its handshake (the server's TLS timeout closes it after
+	// 15 s) must not keep devices out that long.
+	hold time.Duration
 
 	mu          sync.Mutex
 	handshaking int
@@ -46,7 +57,7 @@ type gateWaiter struct {
 // that waited maxWait for its turn (less than the server's TLS timeout,
 // which counts the wait).
 func NewHandshakeGate(limit int, maxWait time.Duration) *HandshakeGate {
-	return &HandshakeGate{limit: max(limit, 1), maxWait: maxWait}
+	return &HandshakeGate{limit: max(limit, 1), maxWait: maxWait, hold: maxHold}
 }
 
 // SetBusy sets how the gate counts connections through their handshake
@@ -59,7 +70,8 @@ func (g *HandshakeGate) SetBusy(busy func() int) {
 
 // Admit returns nil when the handshake whose context is ctx may start, or
 // an error when it waited too long or ctx ended first. The place it takes
-// is freed when ctx ends: crypto/tls ends it with the handshake.
+// is freed when ctx ends (crypto/tls ends it with the handshake), or after
+// maxHold.
 func (g *HandshakeGate) Admit(ctx context.Context) error {
 	g.mu.Lock()
 	if g.waiters.Len() == 0 && g.roomLocked() {
@@ -113,7 +125,13 @@ func (g *HandshakeGate) roomLocked() bool {
 
 func (g *HandshakeGate) admitLocked(ctx context.Context) {
 	g.handshaking++
-	context.AfterFunc(ctx, g.handshakeDone)
+	var once sync.Once
+	free := func() { once.Do(g.handshakeDone) }
+	t := time.AfterFunc(g.hold, free)
+	context.AfterFunc(ctx, func() {
+		t.Stop()
+		free()
+	})
 }
 
 func (g *HandshakeGate) handshakeDone() {

@@ -95,3 +95,18 @@ func TestGateRefusesALongWait(t *testing.T) {
 		t.Fatalf("%d refused handshakes still wait", n)
 	}
 }
+
+// A client that stalls its handshake keeps its place only so long: the
+// next handshake is admitted while the stalled one goes on.
+func TestGateFreesAStalledHandshakesPlace(t *testing.T) {
+	g := NewHandshakeGate(1, time.Minute)
+	g.hold = 50 * time.Millisecond
+	if err := g.Admit(context.Background()); err != nil { // never ends
+		t.Fatal(err)
+	}
+	ctx, end := context.WithCancel(context.Background())
+	defer end()
+	res := make(chan error, 1)
+	go func() { res <- g.Admit(ctx) }()
+	admitted(t, res, "a handshake behind a stalled one")
+}
