@@ -48,10 +48,14 @@ func TestInitContainersSidecarsAndProbes(t *testing.T) {
 			Ports:   []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
 			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/order", Port: intstr.FromString("http")}},
 				PeriodSeconds: 1}},
+		// The exec probes' timeout (default 1 s) also covers the agent's
+		// podman calls: on a machine busy with the whole suite, listing
+		// containers once took longer, and the liveness probe restarted
+		// the gate before the test could exec into it.
 		{Name: "gate", Image: cluster.Image, Command: []string{"sh", "-c", "rm -f /tmp/die; exec sleep 3600"},
-			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-f", "/tmp/ready"}}}, PeriodSeconds: 1},
+			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-f", "/tmp/ready"}}}, PeriodSeconds: 1, TimeoutSeconds: 5},
 			LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "test ! -f /tmp/die"}}},
-				PeriodSeconds: 1, FailureThreshold: 2}},
+				PeriodSeconds: 1, FailureThreshold: 2, TimeoutSeconds: 5}},
 	}
 	if _, err := cluster.Client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
