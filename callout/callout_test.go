@@ -480,6 +480,36 @@ func TestOverloadedCalloutDropsStaleRequests(t *testing.T) {
 	}
 }
 
+// connectAsync connects as device in the background and returns where the
+// result arrives (the connection is closed at once).
+func (a *authTest) connectAsync(device string, timeout time.Duration) <-chan error {
+	res := make(chan error, 1)
+	go func() {
+		nc, err := a.tryDevice(device, nats.Timeout(timeout))
+		if err == nil {
+			nc.Close()
+		}
+		res <- err
+	}()
+	return res
+}
+
+// pollUntil checks cond every 10 ms until it holds, failing t after d.
+func pollUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			t.Fatalf("no %s after %s", what, d)
+		case <-tick.C:
+		}
+	}
+}
+
 // withGate serves TLS through a handshake gate fed by the callout, as
 // vk-fleet's embedded server does.
 func withGate(gate *natsd.HandshakeGate) func(*natsd.Config, *authTest) {
@@ -590,22 +620,11 @@ func TestHandshakeGateOutlastsStalledHandshakes(t *testing.T) {
 		}()
 	}
 	// Both stalled handshakes hold their places now.
-	deadline := time.Now().Add(10 * time.Second)
 	waited := testutil.ToFloat64(metrics.NATSHandshakesWaited)
-	res := make(chan error, 1)
-	go func() {
-		nc, err := a.tryDevice("honest", nats.Timeout(12*time.Second))
-		if err == nil {
-			nc.Close()
-		}
-		res <- err
-	}()
-	for testutil.ToFloat64(metrics.NATSHandshakesWaited) == waited {
-		if time.Now().After(deadline) {
-			t.Fatal("the device's handshake never waited: the stalled handshakes did not fill the gate")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	res := a.connectAsync("honest", 12*time.Second)
+	pollUntil(t, 10*time.Second, "the device's handshake waiting behind the stalled ones", func() bool {
+		return testutil.ToFloat64(metrics.NATSHandshakesWaited) != waited
+	})
 	if err := <-res; err != nil {
 		t.Fatalf("a device behind %d stalled handshakes: %v", limit, err)
 	}
@@ -624,23 +643,10 @@ func TestHandshakeGateRefusesALongWait(t *testing.T) {
 	a.devices.mu.Unlock()
 	refused := testutil.ToFloat64(metrics.NATSHandshakesRefused)
 
-	slow := make(chan error, 1)
-	go func() {
-		nc, err := a.tryDevice("slow", nats.Timeout(10*time.Second))
-		if err == nil {
-			nc.Close()
-		}
-		slow <- err
-	}()
+	slow := a.connectAsync("slow", 10*time.Second)
 	// Once the slow device's request is with the callout, the gate is
 	// full.
-	deadline := time.Now().Add(10 * time.Second)
-	for a.svc.Pending() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the slow device's request never reached the callout")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	pollUntil(t, 10*time.Second, "the slow device's request at the callout", func() bool { return a.svc.Pending() > 0 })
 	if _, err := a.tryDevice("next", nats.Timeout(5*time.Second)); err == nil {
 		t.Fatal("a handshake got through a full gate")
 	}

@@ -21,12 +21,16 @@ func admitAsync(t *testing.T, g *HandshakeGate, ctx context.Context, want int) <
 	t.Helper()
 	res := make(chan error, 1)
 	go func() { res <- g.Admit(ctx) }()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.NewTimer(5 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
 	for g.waiting() < want {
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline.C:
 			t.Fatalf("%d handshakes wait, want %d", g.waiting(), want)
+		case <-tick.C:
 		}
-		time.Sleep(time.Millisecond)
 	}
 	return res
 }
