@@ -107,6 +107,14 @@ func (g *HandshakeGate) Admit(ctx context.Context) error {
 	return err
 }
 
+// Handshaking returns the number of handshakes holding a place at the
+// gate.
+func (g *HandshakeGate) Handshaking() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.handshaking
+}
+
 // Kick admits waiting handshakes while there is room: call it when a
 // connection's callout request was answered or dropped.
 func (g *HandshakeGate) Kick() {
