@@ -228,13 +228,15 @@ func (pr *prober) run(ctx context.Context, key, kind, uid string, c bridge.Conta
 				}
 			}
 		}
-		pctx, cancel := context.WithTimeout(ctx, timeout)
-		err := pr.probeOnce(pctx, uid, c.Name, probe)
-		cancel()
+		err := pr.probeOnce(ctx, uid, c.Name, probe, timeout)
 		if ctx.Err() != nil {
 			return
 		}
-		if err == nil {
+		if errors.Is(err, ErrNotStarted) {
+			// The runtime's failure, not the container's: as kubelet,
+			// count neither.
+			pr.a.log.Debug("probe not run", "uid", uid, "container", c.Name, "probe", kind, "err", err)
+		} else if err == nil {
 			oks, fails = oks+1, 0
 		} else {
 			oks, fails = 0, fails+1
@@ -288,22 +290,27 @@ func (pr *prober) kill(ctx context.Context, uid, container string) {
 	pr.a.kick()
 }
 
-// probeOnce runs probe once; nil is success.
-func (pr *prober) probeOnce(ctx context.Context, uid, container string, p *bridge.Probe) error {
-	switch {
-	case len(p.Exec) > 0:
+// probeRuntimeAllowance is the time the runtime has to start an exec
+// probe's command (find the container, create the session), beyond the
+// probe's timeout, which counts from the command's start. On a device
+// whose podman is slow under load, a probe with a 1 s timeout would
+// otherwise fail while the container is healthy, and liveness would
+// restart it.
+const probeRuntimeAllowance = 30 * time.Second
+
+// probeOnce runs probe once with timeout; nil is success, an error
+// wrapping ErrNotStarted neither success nor failure.
+func (pr *prober) probeOnce(ctx context.Context, uid, container string, p *bridge.Probe, timeout time.Duration) error {
+	if len(p.Exec) > 0 {
 		ex, ok := pr.a.rt.(Execer)
 		if !ok {
 			return fmt.Errorf("%w: exec probes", ErrUnsupported)
 		}
-		code, err := ex.Exec(ctx, uid, container, p.Exec, StreamIO{Stdout: io.Discard, Stderr: io.Discard})
-		if err != nil {
-			return err
-		}
-		if code != 0 {
-			return fmt.Errorf("command exited with %d", code)
-		}
-		return nil
+		return execProbe(ctx, ex, uid, container, p.Exec, timeout)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	switch {
 	case p.TCPPort > 0:
 		conn, err := pr.dial(ctx, uid, p.TCPPort)
 		if err != nil {
@@ -316,6 +323,41 @@ func (pr *prober) probeOnce(ctx context.Context, uid, container string, p *bridg
 		return pr.grpcCheck(ctx, uid, p.GRPC)
 	}
 	return errors.New("probe has no handler")
+}
+
+// execProbe runs cmd in the container, timing it from its start, and
+// fails when it exits non-zero or runs longer than timeout.
+func execProbe(ctx context.Context, ex Execer, uid, container string, cmd []string, timeout time.Duration) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	timedOut := fmt.Errorf("command timed out after %s", timeout)
+	var mu sync.Mutex
+	t := time.AfterFunc(timeout+probeRuntimeAllowance, func() {
+		cancel(fmt.Errorf("%w: the runtime did not start the command within %s", ErrNotStarted, timeout+probeRuntimeAllowance))
+	})
+	started := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if t.Stop() {
+			t = time.AfterFunc(timeout, func() { cancel(timedOut) })
+		}
+	}
+	defer func() {
+		mu.Lock()
+		t.Stop()
+		mu.Unlock()
+	}()
+	code, err := ex.Exec(ctx, uid, container, cmd, StreamIO{Stdout: io.Discard, Stderr: io.Discard, Started: started})
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return fmt.Errorf("command exited with %d", code)
+	}
+	return nil
 }
 
 func (pr *prober) dial(ctx context.Context, uid string, port int32) (net.Conn, error) {

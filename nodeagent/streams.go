@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"time"
@@ -14,10 +15,22 @@ type StreamIO struct {
 	Stderr io.Writer // nil when not wanted (always nil with TTY)
 	TTY    bool
 	Resize <-chan TermSize // window sizes with TTY; nil otherwise
+	// Started, when set, is called once the command runs in the
+	// container: what the runtime did before it (finding the container,
+	// creating the session) took its own time, which an exec probe's
+	// timeout does not count.
+	Started func()
 }
 
 // TermSize is a terminal's size in characters.
 type TermSize struct{ Width, Height uint16 }
+
+// ErrNotStarted wraps a runtime's error from before a command or a
+// connection started in a container (finding the container, creating the
+// session): the runtime failed, not the container. A probe that ends with
+// it counts as neither success nor failure, as kubelet discards a probe
+// that errored.
+var ErrNotStarted = errors.New("not started in the container")
 
 // Execer is a Runtime that runs commands in containers (kubectl exec).
 type Execer interface {

@@ -59,10 +59,10 @@ func (r *Runtime) Exec(ctx context.Context, podUID, container string, cmd []stri
 	}
 	c, err := r.findContainer(ctx, podUID, container)
 	if err != nil {
-		return -1, fmt.Errorf("exec in container %s of pod %s: %w", container, podUID, err)
+		return -1, fmt.Errorf("exec in container %s of pod %s: %w: %w", container, podUID, nodeagent.ErrNotStarted, err)
 	}
 	if c.State != "running" {
-		return -1, fmt.Errorf("exec in container %s of pod %s: container is %s, not running", container, podUID, c.State)
+		return -1, fmt.Errorf("exec in container %s of pod %s: %w: container is %s, not running", container, podUID, nodeagent.ErrNotStarted, c.State)
 	}
 	log := r.log.With("uid", podUID, "container", container)
 
@@ -75,7 +75,7 @@ func (r *Runtime) Exec(ctx context.Context, podUID, container string, cmd []stri
 	cfg.DetachKeys = execDetachKeys
 	id, err := containers.ExecCreate(r.ctx(ctx), c.ID, cfg)
 	if err != nil {
-		return -1, fmt.Errorf("exec in container %s of pod %s: creating exec session: %w", container, podUID, classify(err))
+		return -1, fmt.Errorf("exec in container %s of pod %s: %w: creating exec session: %w", container, podUID, nodeagent.ErrNotStarted, classify(err))
 	}
 	log = log.With("exec", id)
 	defer r.removeExec(ctx, id, log)
@@ -99,11 +99,14 @@ func (r *Runtime) Exec(ctx context.Context, podUID, container string, cmd []stri
 	if err != nil {
 		if ctx.Err() != nil {
 			r.stopExec(ctx, id, log)
-			return -1, fmt.Errorf("exec in container %s of pod %s: %w", container, podUID, ctx.Err())
+			return -1, fmt.Errorf("exec in container %s of pod %s: %w: %w", container, podUID, nodeagent.ErrNotStarted, ctx.Err())
 		}
-		return -1, fmt.Errorf("exec in container %s of pod %s: starting exec session: %w", container, podUID, err)
+		return -1, fmt.Errorf("exec in container %s of pod %s: %w: starting exec session: %w", container, podUID, nodeagent.ErrNotStarted, err)
 	}
 	defer s.Close()
+	if sio.Started != nil {
+		sio.Started()
+	}
 	log.Debug("exec started", "cmd", cmd, "tty", sio.TTY)
 
 	rctx, stopResizing := context.WithCancel(ctx)

@@ -259,6 +259,7 @@ func (r *Runtime) RemovePod(ctx context.Context, podUID string, grace time.Durat
 	if err := r.connect(); err != nil {
 		return err
 	}
+	r.forgetNetns(podUID)
 	p, err := r.findPod(ctx, podUID)
 	if err != nil {
 		return fmt.Errorf("removing pod %s: %w", podUID, err)

@@ -40,6 +40,8 @@ type Runtime struct {
 
 	mu   sync.Mutex
 	conn context.Context // carries the bindings connection; only its values are used; nil until connected
+
+	netns netnsCache
 }
 
 var _ nodeagent.Runtime = (*Runtime)(nil)

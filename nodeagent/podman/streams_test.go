@@ -71,9 +71,14 @@ func TestExecOutputAndExitCode(t *testing.T) {
 	w := sleeper(t, e)
 
 	var out, errOut bytes.Buffer
-	code, err := e.rt.Exec(t.Context(), w.UID, "main", []string{"echo", "hi"}, nodeagent.StreamIO{Stdout: &out, Stderr: &errOut})
+	starts := 0
+	code, err := e.rt.Exec(t.Context(), w.UID, "main", []string{"echo", "hi"},
+		nodeagent.StreamIO{Stdout: &out, Stderr: &errOut, Started: func() { starts++ }})
 	if err != nil || code != 0 || out.String() != "hi\n" || errOut.Len() != 0 {
 		t.Errorf("exec echo hi: code %d, err %v, stdout %q, stderr %q; want 0, nil, \"hi\\n\", \"\"", code, err, out.String(), errOut.String())
+	}
+	if starts != 1 {
+		t.Errorf("exec echo hi called Started %d times, want 1 (an exec probe's timeout starts there)", starts)
 	}
 
 	out.Reset()
@@ -90,13 +95,15 @@ func TestExecOutputAndExitCode(t *testing.T) {
 		t.Errorf("exec head -c 3000000: code %d, err %v, %d bytes of output", code, err, out.Len())
 	}
 
+	// Errors before the command starts are the runtime's: an exec probe
+	// counts them neither as success nor as failure.
 	_, err = e.rt.Exec(t.Context(), w.UID, "nope", []string{"true"}, nodeagent.StreamIO{Stdout: &out})
-	if !errors.Is(err, nodeagent.ErrNoContainer) {
-		t.Errorf("exec in a missing container: %v, want ErrNoContainer", err)
+	if !errors.Is(err, nodeagent.ErrNoContainer) || !errors.Is(err, nodeagent.ErrNotStarted) {
+		t.Errorf("exec in a missing container: %v, want ErrNoContainer and ErrNotStarted", err)
 	}
 	_, err = e.rt.Exec(t.Context(), newUID(), "main", []string{"true"}, nodeagent.StreamIO{Stdout: &out})
-	if !errors.Is(err, nodeagent.ErrNoContainer) {
-		t.Errorf("exec in a missing pod: %v, want ErrNoContainer", err)
+	if !errors.Is(err, nodeagent.ErrNoContainer) || !errors.Is(err, nodeagent.ErrNotStarted) {
+		t.Errorf("exec in a missing pod: %v, want ErrNoContainer and ErrNotStarted", err)
 	}
 	code, err = e.rt.Exec(t.Context(), w.UID, "main", []string{"/no/such/command"}, nodeagent.StreamIO{Stdout: &out, Stderr: &errOut})
 	if err == nil && code == 0 {
@@ -569,4 +576,41 @@ func TestContainerLogsTail(t *testing.T) {
 	if _, err := io.ReadFull(rc, got); err != nil || string(got) != "b\nc" {
 		t.Errorf("--tail 2 -f: %q, %v; want %q", got, err, "b\nc")
 	}
+}
+
+// DialPod remembers a pod's network namespace, so that probes reach the
+// pod without asking podman, and follows the pod when it is recreated
+// behind the runtime's back (here by another agent's runtime).
+func TestDialPodFollowsARecreatedPod(t *testing.T) {
+	e := setup(t)
+	serve := func(text string) bridge.Container {
+		return sh("web", e.image, "mkdir -p /www && echo "+text+" > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www")
+	}
+	w := workload("web", serve("one"))
+	create(t, e.rt, w, "h")
+	waitState(t, e.rt, w.UID, "web", nodeagent.ContainerRunning)
+	client := podClient(e.rt, w.UID, 8080)
+	eventually(t, 60*time.Second, func() string {
+		if got, err := get(client, "/"); err != nil || got != "one\n" {
+			return fmt.Sprintf("GET / = %q, %v; want \"one\\n\"", got, err)
+		}
+		return ""
+	})
+
+	other := e.newRuntime(t, e.rt.Device())
+	if err := other.RemovePod(t.Context(), w.UID, 0); err != nil {
+		t.Fatalf("RemovePod: %v", err)
+	}
+	w2 := workload("web", serve("two"))
+	w2.UID = w.UID
+	if err := other.CreatePod(t.Context(), w2, "h2"); err != nil {
+		t.Fatalf("CreatePod: %v", err)
+	}
+	waitState(t, other, w.UID, "web", nodeagent.ContainerRunning)
+	eventually(t, 60*time.Second, func() string {
+		if got, err := get(client, "/"); err != nil || got != "two\n" {
+			return fmt.Sprintf("GET / = %q, %v; want \"two\\n\" from the recreated pod", got, err)
+		}
+		return ""
+	})
 }

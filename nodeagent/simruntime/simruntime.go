@@ -297,7 +297,10 @@ func (r *Runtime) hasContainer(podUID, container string) bool {
 // exits with N, anything else prints its arguments, as echo does.
 func (r *Runtime) Exec(ctx context.Context, podUID, container string, cmd []string, sio nodeagent.StreamIO) (int, error) {
 	if !r.hasContainer(podUID, container) {
-		return 0, fmt.Errorf("%w: %s/%s", nodeagent.ErrNoContainer, podUID, container)
+		return 0, fmt.Errorf("%w: %w: %s/%s", nodeagent.ErrNotStarted, nodeagent.ErrNoContainer, podUID, container)
+	}
+	if sio.Started != nil {
+		sio.Started()
 	}
 	switch {
 	case len(cmd) == 1 && cmd[0] == "cat":
