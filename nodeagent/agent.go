@@ -105,6 +105,15 @@ type Agent struct {
 	// (nil until one is seen); present holds the UIDs whose workload keys
 	// exist in the bucket now. Together they say which absences to trust.
 	index map[string]bool
+	// indexRev is the stream revision of the index, and workloadRev that
+	// of each workload when it was last received: an index written before
+	// a workload (the provider stopped before it wrote the next one, or
+	// NATS lost the write) does not list it, and is no reason to remove
+	// it. Revisions only grow within a stream; an index revision going
+	// back says the stream was created anew, and makes every workload's
+	// revision unknown (0).
+	indexRev    uint64
+	workloadRev map[string]uint64
 	// providerProtocol is the protocol of the provider that wrote the last
 	// index: from 7 on, heartbeats are quiet.
 	providerProtocol int
@@ -182,6 +191,7 @@ func New(cfg Config, rt Runtime, nc *nats.Conn) (*Agent, error) {
 		deadlineStops: map[string]bool{},
 		ephemeral:     map[string]ephemeralStart{},
 		present:       map[string]bool{},
+		workloadRev:   map[string]uint64{},
 		// After a restart, check every pod's files once.
 		volumesStale: staleMarks(store.UIDs()),
 		restarts:     restartTracker{next: map[string]time.Time{}, backoff: map[string]time.Duration{}},
@@ -336,9 +346,12 @@ func (a *Agent) watchDesired(ctx context.Context) error {
 	}
 	defer w.Stop()
 
-	// A new watch replays the bucket: what is present is learnt afresh.
+	// A new watch replays the bucket: what is present, and the index, are
+	// learnt afresh. A bucket NATS lost holds no index: the one read
+	// before says nothing about the workloads published since.
 	a.mu.Lock()
 	a.present = map[string]bool{}
+	a.index = nil
 	a.mu.Unlock()
 	initial := true
 	for {
@@ -383,9 +396,14 @@ func (a *Agent) forgetUnindexed() {
 	}
 	var gone []string
 	for uid := range a.store.UIDs() {
-		if !a.index[uid] && !a.present[uid] {
-			gone = append(gone, uid)
+		if a.index[uid] || a.present[uid] {
+			continue
 		}
+		if rev := a.workloadRev[uid]; rev > a.indexRev {
+			a.log.Debug("kept a workload the provider's index predates", "uid", uid, "workload_revision", rev, "index_revision", a.indexRev)
+			continue
+		}
+		gone = append(gone, uid)
 	}
 	a.mu.Unlock()
 	for _, uid := range gone {
@@ -455,6 +473,7 @@ func (a *Agent) applyEntry(e jetstream.KeyValueEntry, initial bool) {
 		}
 		a.mu.Lock()
 		a.present[uid] = true
+		a.workloadRev[uid] = e.Revision()
 		a.mu.Unlock()
 		changed, err := a.store.PutWorkload(*w, time.Now())
 		if err != nil {
@@ -470,6 +489,7 @@ func (a *Agent) applyEntry(e jetstream.KeyValueEntry, initial bool) {
 	default: // delete or purge: the provider withdrew the workload
 		a.mu.Lock()
 		delete(a.present, uid)
+		delete(a.workloadRev, uid)
 		a.mu.Unlock()
 		a.forget(uid, "withdrawn")
 	}
@@ -501,6 +521,11 @@ func (a *Agent) applyIndex(e jetstream.KeyValueEntry, initial bool) {
 	}
 	a.mu.Lock()
 	a.index = set
+	if e.Revision() < a.indexRev {
+		// The stream was created anew: revisions read before mean nothing.
+		clear(a.workloadRev)
+	}
+	a.indexRev = e.Revision()
 	a.providerProtocol = idx.ProviderProtocol
 	a.mu.Unlock()
 	if !initial {

@@ -127,6 +127,11 @@ func (a *Agent) readAll(ctx context.Context, wkv *devBucket) (indexed bool, err 
 	}
 	a.mu.Lock()
 	a.present = map[string]bool{}
+	if idx == nil {
+		// A bucket NATS lost holds no index: the one read before says
+		// nothing about the workloads published since.
+		a.index = nil
+	}
 	a.mu.Unlock()
 	if idx != nil {
 		a.applyIndex(idx, true)

@@ -44,6 +44,7 @@ type Runtime struct {
 	subs    []chan nodeagent.Event
 	nextID  atomic.Uint64
 	created atomic.Int64
+	removed atomic.Int64
 	listed  atomic.Int64
 	down    bool
 }
@@ -76,6 +77,9 @@ func (r *Runtime) check() error {
 
 // Created counts the pods created so far.
 func (r *Runtime) Created() int64 { return r.created.Load() }
+
+// Removed returns the number of pods removed.
+func (r *Runtime) Removed() int64 { return r.removed.Load() }
 
 // Has reports whether pod uid exists, without counting as a ListPods call.
 func (r *Runtime) Has(uid string) bool {
@@ -218,6 +222,7 @@ func (r *Runtime) RemovePod(_ context.Context, podUID string, _ time.Duration) e
 	delete(r.pods, podUID)
 	r.mu.Unlock()
 	if ok {
+		r.removed.Add(1)
 		r.emit(podUID)
 	}
 	return nil
