@@ -105,15 +105,14 @@ type Agent struct {
 	// (nil until one is seen); present holds the UIDs whose workload keys
 	// exist in the bucket now. Together they say which absences to trust.
 	index map[string]bool
-	// indexRev is the stream revision of the index, and workloadRev that
-	// of each workload when it was last received: an index written before
-	// a workload (the provider stopped before it wrote the next one, or
-	// NATS lost the write) does not list it, and is no reason to remove
-	// it. Revisions only grow within a stream; an index revision going
-	// back says the stream was created anew, and makes every workload's
-	// revision unknown (0).
-	indexRev    uint64
-	workloadRev map[string]uint64
+	// indexAt is when NATS stored the index, and workloadAt when it
+	// stored each workload last received: an index written before a
+	// workload (the provider stopped before it wrote the next one, or NATS
+	// lost the write) does not list it, and is no reason to remove it.
+	// NATS's clock, not the stream's revisions: a stream created anew
+	// (NATS lost its store) starts its revisions over, not its clock.
+	indexAt    time.Time
+	workloadAt map[string]time.Time
 	// providerProtocol is the protocol of the provider that wrote the last
 	// index: from 7 on, heartbeats are quiet.
 	providerProtocol int
@@ -191,7 +190,7 @@ func New(cfg Config, rt Runtime, nc *nats.Conn) (*Agent, error) {
 		deadlineStops: map[string]bool{},
 		ephemeral:     map[string]ephemeralStart{},
 		present:       map[string]bool{},
-		workloadRev:   map[string]uint64{},
+		workloadAt:    map[string]time.Time{},
 		// After a restart, check every pod's files once.
 		volumesStale: staleMarks(store.UIDs()),
 		restarts:     restartTracker{next: map[string]time.Time{}, backoff: map[string]time.Duration{}},
@@ -399,8 +398,8 @@ func (a *Agent) forgetUnindexed() {
 		if a.index[uid] || a.present[uid] {
 			continue
 		}
-		if rev := a.workloadRev[uid]; rev > a.indexRev {
-			a.log.Debug("kept a workload the provider's index predates", "uid", uid, "workload_revision", rev, "index_revision", a.indexRev)
+		if at := a.workloadAt[uid]; at.After(a.indexAt) {
+			a.log.Debug("kept a workload the provider's index predates", "uid", uid, "workload_at", at, "index_at", a.indexAt)
 			continue
 		}
 		gone = append(gone, uid)
@@ -473,7 +472,7 @@ func (a *Agent) applyEntry(e jetstream.KeyValueEntry, initial bool) {
 		}
 		a.mu.Lock()
 		a.present[uid] = true
-		a.workloadRev[uid] = e.Revision()
+		a.workloadAt[uid] = e.Created()
 		a.mu.Unlock()
 		changed, err := a.store.PutWorkload(*w, time.Now())
 		if err != nil {
@@ -489,7 +488,7 @@ func (a *Agent) applyEntry(e jetstream.KeyValueEntry, initial bool) {
 	default: // delete or purge: the provider withdrew the workload
 		a.mu.Lock()
 		delete(a.present, uid)
-		delete(a.workloadRev, uid)
+		delete(a.workloadAt, uid)
 		a.mu.Unlock()
 		a.forget(uid, "withdrawn")
 	}
@@ -521,11 +520,7 @@ func (a *Agent) applyIndex(e jetstream.KeyValueEntry, initial bool) {
 	}
 	a.mu.Lock()
 	a.index = set
-	if e.Revision() < a.indexRev {
-		// The stream was created anew: revisions read before mean nothing.
-		clear(a.workloadRev)
-	}
-	a.indexRev = e.Revision()
+	a.indexAt = e.Created()
 	a.providerProtocol = idx.ProviderProtocol
 	a.mu.Unlock()
 	if !initial {
