@@ -105,14 +105,13 @@ type Agent struct {
 	// (nil until one is seen); present holds the UIDs whose workload keys
 	// exist in the bucket now. Together they say which absences to trust.
 	index map[string]bool
-	// indexAt is when NATS stored the index, and workloadAt when it
-	// stored each workload last received: an index written before a
-	// workload (the provider stopped before it wrote the next one, or NATS
-	// lost the write) does not list it, and is no reason to remove it.
-	// NATS's clock, not the stream's revisions: a stream created anew
-	// (NATS lost its store) starts its revisions over, not its clock.
-	indexAt    time.Time
-	workloadAt map[string]time.Time
+	// indexAt is when NATS stored the index. An index stored before a
+	// workload was first published (Record.Published: the provider stopped
+	// before it wrote the next index, or NATS lost the write) does not
+	// list it, and is no reason to remove it. NATS's clock, not the
+	// stream's revisions: a stream created anew (NATS lost its store)
+	// starts its revisions over, not its clock.
+	indexAt time.Time
 	// providerProtocol is the protocol of the provider that wrote the last
 	// index: from 7 on, heartbeats are quiet.
 	providerProtocol int
@@ -190,7 +189,6 @@ func New(cfg Config, rt Runtime, nc *nats.Conn) (*Agent, error) {
 		deadlineStops: map[string]bool{},
 		ephemeral:     map[string]ephemeralStart{},
 		present:       map[string]bool{},
-		workloadAt:    map[string]time.Time{},
 		// After a restart, check every pod's files once.
 		volumesStale: staleMarks(store.UIDs()),
 		restarts:     restartTracker{next: map[string]time.Time{}, backoff: map[string]time.Duration{}},
@@ -398,8 +396,8 @@ func (a *Agent) forgetUnindexed() {
 		if a.index[uid] || a.present[uid] {
 			continue
 		}
-		if at := a.workloadAt[uid]; at.After(a.indexAt) {
-			a.log.Debug("kept a workload the provider's index predates", "uid", uid, "workload_at", at, "index_at", a.indexAt)
+		if r, ok := a.store.Get(uid); ok && r.Published.After(a.indexAt) {
+			a.log.Debug("kept a workload the provider's index predates", "uid", uid, "published", r.Published, "index_at", a.indexAt)
 			continue
 		}
 		gone = append(gone, uid)
@@ -472,9 +470,8 @@ func (a *Agent) applyEntry(e jetstream.KeyValueEntry, initial bool) {
 		}
 		a.mu.Lock()
 		a.present[uid] = true
-		a.workloadAt[uid] = e.Created()
 		a.mu.Unlock()
-		changed, err := a.store.PutWorkload(*w, time.Now())
+		changed, err := a.store.PutWorkload(*w, time.Now(), e.Created())
 		if err != nil {
 			a.log.Error("storing workload", "pod", uid, "err", err)
 			return
@@ -488,7 +485,6 @@ func (a *Agent) applyEntry(e jetstream.KeyValueEntry, initial bool) {
 	default: // delete or purge: the provider withdrew the workload
 		a.mu.Lock()
 		delete(a.present, uid)
-		delete(a.workloadAt, uid)
 		a.mu.Unlock()
 		a.forget(uid, "withdrawn")
 	}

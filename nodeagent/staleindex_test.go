@@ -1,6 +1,7 @@
 package nodeagent_test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,13 +134,19 @@ func testALostStoreRemovesNothing(t *testing.T, putIndex func(*testing.T, *fleet
 // NATS killed right after a workload's write may lose it, and come back
 // with the index written before it. That index does not list the pod: it
 // is no reason to remove it. An index written later, without it, is.
+// The same holds when the agent restarts meanwhile: it keeps when each
+// workload was published with the workload.
 func TestAnIndexOlderThanAWorkloadRemovesNothing(t *testing.T) {
 	for mode, putIndex := range indexWriters {
-		t.Run(mode, func(t *testing.T) { testAnIndexOlderThanAWorkloadRemovesNothing(t, putIndex) })
+		for _, agentRestarts := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/agent restarts %t", mode, agentRestarts), func(t *testing.T) {
+				testAnIndexOlderThanAWorkloadRemovesNothing(t, putIndex, agentRestarts)
+			})
+		}
 	}
 }
 
-func testAnIndexOlderThanAWorkloadRemovesNothing(t *testing.T, putIndex func(*testing.T, *fleet, string, ...string)) {
+func testAnIndexOlderThanAWorkloadRemovesNothing(t *testing.T, putIndex func(*testing.T, *fleet, string, ...string), agentRestarts bool) {
 	storeDir := t.TempDir()
 	f := startFleet(t, storeDir)
 	const dev = "dev-old"
@@ -151,7 +158,8 @@ func testAnIndexOlderThanAWorkloadRemovesNothing(t *testing.T, putIndex func(*te
 		}
 	})
 	rt := &simruntime.Runtime{}
-	startAgent(t, f.srv.ClientURL(), dev, t.TempDir(), rt)
+	state := t.TempDir()
+	stop := startAgent(t, f.srv.ClientURL(), dev, state, rt)
 	putWorkload(t, f, dev, workload("u1", bridge.RestartAlways, "sleep", "3600"))
 	waitStatus(t, f, dev, "u1", func(s *bridge.PodStatus) bool {
 		_ = f.nc.Publish(bridge.DesiredSubject(dev), []byte(bridge.PodKey(dev, "u1")))
@@ -160,6 +168,9 @@ func testAnIndexOlderThanAWorkloadRemovesNothing(t *testing.T, putIndex func(*te
 
 	// Back to the store as it was before the workload's write.
 	restartFleet(t, f, storeDir, func() {
+		if agentRestarts {
+			stop()
+		}
 		if err := os.RemoveAll(storeDir); err != nil {
 			t.Fatal(err)
 		}
@@ -167,6 +178,9 @@ func testAnIndexOlderThanAWorkloadRemovesNothing(t *testing.T, putIndex func(*te
 			t.Fatal(err)
 		}
 	})
+	if agentRestarts {
+		startAgent(t, f.srv.ClientURL(), dev, state, rt)
+	}
 	runningAgain(t, f, rt, dev, "u1")
 	if rt.Removed() != 0 {
 		t.Fatalf("an index older than the workload removed its pod")

@@ -19,6 +19,11 @@ type Record struct {
 	Workload bridge.Workload `json:"workload"`
 	// Accepted is when the device first saw the workload: the pod's startTime.
 	Accepted time.Time `json:"accepted"`
+	// Published is when NATS stored the workload the device first saw
+	// (NATS's clock): an index of the provider stored before it does not
+	// list the pod, and is no reason to remove it. Zero in records of
+	// older agents.
+	Published time.Time `json:"published,omitzero"`
 	// Restarts counts restarts per container name.
 	Restarts map[string]int32 `json:"restarts,omitempty"`
 	// LastTermination keeps the end of each container's previous run.
@@ -104,18 +109,21 @@ func (s *Store) UIDs() map[string]bool {
 
 // PutWorkload stores w, keeping the record's restart history. It reports
 // whether anything changed.
-func (s *Store) PutWorkload(w bridge.Workload, now time.Time) (bool, error) {
+func (s *Store) PutWorkload(w bridge.Workload, now, published time.Time) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.records[w.UID]
 	if ok && sameWorkload(&r.Workload, &w) {
 		return false, nil
 	}
-	nr := &Record{Workload: w, Accepted: now}
+	nr := &Record{Workload: w, Accepted: now, Published: published}
 	if ok {
 		c := r.clone()
 		nr = &c
 		nr.Workload = w
+		if nr.Published.IsZero() {
+			nr.Published = published
+		}
 	}
 	if err := s.write(nr); err != nil {
 		return false, err

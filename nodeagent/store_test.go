@@ -20,7 +20,7 @@ func TestStoreFilesArePrivate(t *testing.T) {
 	w := bridge.Workload{UID: "u1", Namespace: "ns", Name: "p", Containers: []bridge.Container{{
 		Name: "c", Image: "reg.io/app:1", PullAuth: []bridge.RegistryAuth{{Username: "u", Password: "pw"}},
 	}}}
-	if _, err := s.PutWorkload(w, time.Now()); err != nil {
+	if _, err := s.PutWorkload(w, time.Now(), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Update("u1", func(r *Record) { r.Restarts = map[string]int32{"c": 1} }); err != nil {

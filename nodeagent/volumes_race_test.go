@@ -23,7 +23,7 @@ type racyVolumes struct {
 func (r *racyVolumes) UpdateVolumes(_ context.Context, w *bridge.Workload) error {
 	r.applied = append(r.applied, string(w.Volumes[0].Files["k"]))
 	if len(r.applied) == 1 {
-		if _, err := r.a.store.PutWorkload(r.newer, time.Now()); err != nil {
+		if _, err := r.a.store.PutWorkload(r.newer, time.Now(), time.Time{}); err != nil {
 			return err
 		}
 		r.a.mu.Lock()
@@ -45,7 +45,7 @@ func TestAVolumeUpdateDuringAPassIsNotLost(t *testing.T) {
 			Volumes: []bridge.Volume{{Name: "cfg", Files: map[string][]byte{"k": []byte(v)}}}}
 	}
 	v1 := w("value-1")
-	if _, err := store.PutWorkload(v1, time.Now()); err != nil {
+	if _, err := store.PutWorkload(v1, time.Now(), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	a := &Agent{store: store, volumesStale: map[string]int{"u1": 1}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
