@@ -72,12 +72,8 @@ func runSize(ctx context.Context, rc runConfig) (result, error) {
 	log := rc.Log.With("n", rc.N)
 	cp, err := controlplane.Start(ctx, controlplane.Config{
 		BinDir: rc.CPBin, Dir: filepath.Join(rc.Dir, "cp"), Logger: log,
-		ExtraAPIServerArgs: []string{"--max-requests-inflight=1000", "--max-mutating-requests-inflight=500"},
-		// The controller manager's default client budget (20 QPS) is sized
-		// for small clusters: at 1,000 nodes it takes minutes just to mark
-		// them NotReady. Large clusters raise it; so does the benchmark, for
-		// the baseline and vk-fleet alike.
-		ExtraControllerManagerArgs: []string{"--kube-api-qps=100", "--kube-api-burst=200"},
+		ExtraAPIServerArgs:         []string{"--max-requests-inflight=1000", "--max-mutating-requests-inflight=500"},
+		ExtraControllerManagerArgs: kcmArgs(rc.KCMFeatureGates),
 	})
 	if err != nil {
 		return res, err
@@ -311,6 +307,18 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 		res.ReconnectAPI = float64(vr1.KubeRequests-vr0.KubeRequests) / float64(rc.N)
 	}
 	return res, nil
+}
+
+// kcmArgs returns kube-controller-manager's extra flags. Its default client
+// budget (20 QPS) is sized for small clusters: at 1,000 nodes it takes
+// minutes just to mark them NotReady. Large clusters raise it; so does the
+// benchmark, for the baseline and vk-fleet alike.
+func kcmArgs(featureGates string) []string {
+	args := []string{"--kube-api-qps=100", "--kube-api-burst=200"}
+	if featureGates != "" {
+		args = append(args, "--feature-gates="+featureGates)
+	}
+	return args
 }
 
 func waitHTTP(ctx context.Context, addr string, p *devcluster.Process) error {
