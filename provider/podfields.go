@@ -93,7 +93,7 @@ var PodFields = []FieldSupport{
 	{"spec.containers[].restartPolicyRules", Refused, "container restart rules are not supported on devices yet"},
 	{"spec.containers[].volumeMounts", Honoured, "subPath and subPathExpr too; a subPath of a configMap or secret volume does not follow updates, as with a kubelet"},
 	{"spec.containers[].volumeDevices", Refused, "block volumes are not available on devices"},
-	{"spec.containers[].livenessProbe", Honoured, "exec, httpGet, tcpSocket and grpc run on the device, inside the pod (they keep working offline)"},
+	{"spec.containers[].livenessProbe", Honoured, "exec, httpGet, tcpSocket and grpc run on the device, inside the pod (they keep working offline). As a kubelet's, an exec probe's `timeoutSeconds` times the command from its start, and a probe the runtime could not start (podman unreachable or slow to create the session) counts as neither success nor failure, so a busy podman never restarts a healthy container"},
 	{"spec.containers[].readinessProbe", Honoured, "exec, httpGet, tcpSocket and grpc run on the device, inside the pod (they keep working offline)"},
 	{"spec.containers[].startupProbe", Honoured, "exec, httpGet, tcpSocket and grpc run on the device, inside the pod (they keep working offline)"},
 	{"spec.containers[].lifecycle", Limited, "postStart and preStop with exec, httpGet or sleep; tcpSocket hooks and stopSignal are refused. postStart runs beside the next container's start rather than before it"},
