@@ -35,7 +35,8 @@ type devices struct {
 	mu     sync.Mutex
 	byKey  map[string]string
 	byUser map[string]string
-	delay  time.Duration // how long a lookup by nkey takes
+	delay  time.Duration   // how long a lookup by nkey takes
+	done   <-chan struct{} // closed when the test ends: lookups under way end at once
 	// looking counts lookups under way; mostLooking is its maximum.
 	looking, mostLooking int
 }
@@ -47,7 +48,14 @@ func (d *devices) DeviceByNKey(pub string) (string, bool) {
 	d.looking++
 	d.mostLooking = max(d.mostLooking, d.looking)
 	d.mu.Unlock()
-	time.Sleep(delay) // a slow lookup, what the test is about
+	// A slow registry, what the tests are about: a cost, not a wait for
+	// a condition.
+	t := time.NewTimer(delay)
+	select {
+	case <-t.C:
+	case <-d.done:
+		t.Stop()
+	}
 	d.mu.Lock()
 	d.looking--
 	d.mu.Unlock()
@@ -101,7 +109,7 @@ func newAuthTestServer(t *testing.T, serve func(*natsd.Config, *authTest), zitad
 		t.Fatal(err)
 	}
 	users := callout.NewEmbeddedUsers()
-	a := &authTest{t: t, devices: &devices{byKey: map[string]string{}, byUser: map[string]string{}}, logs: &strings.Builder{}}
+	a := &authTest{t: t, devices: &devices{byKey: map[string]string{}, byUser: map[string]string{}, done: t.Context().Done()}, logs: &strings.Builder{}}
 	scfg := natsd.Config{
 		Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), ConfigText: callout.ServerConfig(keys, users),
 		Options: func(o *server.Options) error { o.AlwaysEnableNonce = true; return nil },
