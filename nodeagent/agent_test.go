@@ -28,7 +28,16 @@ type fleet struct {
 
 func startFleet(t *testing.T, storeDir string) *fleet {
 	t.Helper()
-	srv, err := natsd.Start(t.Context(), natsd.Config{Listen: "127.0.0.1:-1", StoreDir: storeDir})
+	f := &fleet{}
+	f.open(t, "127.0.0.1:-1", storeDir)
+	return f
+}
+
+// open starts f's server on listen with storeDir, connects to it and
+// creates the buckets (or opens them, when the store has them).
+func (f *fleet) open(t *testing.T, listen, storeDir string) {
+	t.Helper()
+	srv, err := natsd.Start(t.Context(), natsd.Config{Listen: listen, StoreDir: storeDir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +48,7 @@ func startFleet(t *testing.T, storeDir string) *fleet {
 	}
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
-	f := &fleet{srv: srv, nc: nc}
+	f.srv, f.nc = srv, nc
 	for _, b := range []struct {
 		name string
 		kv   *jetstream.KeyValue
@@ -50,7 +59,6 @@ func startFleet(t *testing.T, storeDir string) *fleet {
 		}
 		*b.kv = kv
 	}
-	return f
 }
 
 func startAgent(t *testing.T, url, device, stateDir string, rt nodeagent.Runtime) context.CancelFunc {
@@ -235,18 +243,7 @@ func TestAgentRebootWhileOffline(t *testing.T) {
 	poll(t, 10*time.Second, "pods restored offline", func() bool { return rebooted.Created() == 2 })
 
 	// NATS returns on the same port and store: the delete is applied.
-	srv, err := natsd.Start(t.Context(), natsd.Config{Listen: hostPort(t, url), StoreDir: storeDir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	f.status, _ = js.KeyValue(t.Context(), bridge.StatusBucket)
+	f.open(t, hostPort(t, url), storeDir)
 	waitStatus(t, f, "dev-a", "drop", func(s *bridge.PodStatus) bool { return s == nil })
 	waitStatus(t, f, "dev-a", "keep", running)
 	pods, _ := rebooted.ListPods(t.Context())

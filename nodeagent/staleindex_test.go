@@ -8,11 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/vk-fleet/vk-fleet/bridge"
-	"github.com/vk-fleet/vk-fleet/internal/natsd"
 	"github.com/vk-fleet/vk-fleet/nodeagent/simruntime"
 )
 
@@ -25,28 +21,7 @@ func restartFleet(t *testing.T, f *fleet, storeDir string, prepare func()) {
 	f.nc.Close()
 	f.srv.Shutdown()
 	prepare()
-	srv, err := natsd.Start(t.Context(), natsd.Config{Listen: hostPort(t, url), StoreDir: storeDir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	f.srv, f.nc = srv, nc
-	for _, b := range []struct {
-		name string
-		kv   *jetstream.KeyValue
-	}{{bridge.WorkloadsBucket, &f.workloads}, {bridge.StatusBucket, &f.status}} {
-		kv, err := js.CreateOrUpdateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: b.name, History: 1, Storage: jetstream.FileStorage})
-		if err != nil {
-			t.Fatal(err)
-		}
-		*b.kv = kv
-	}
+	f.open(t, hostPort(t, url), storeDir)
 }
 
 // indexWriters writes a device's index as a provider of this protocol
