@@ -233,6 +233,11 @@ func (r *Registry) deviceNode(e Enrollment, tok *Token) *corev1.Node {
 		Spec: corev1.NodeSpec{
 			Taints: []corev1.Taint{
 				{Key: TaintKey, Value: TaintValue, Effect: corev1.TaintEffectNoSchedule},
+				// As a kubelet registers its Node: nothing is scheduled
+				// here until the device is Ready, when the node lifecycle
+				// controller removes the taint. Without it that controller
+				// adds it, one more write per enrollment.
+				{Key: corev1.TaintNodeNotReady, Effect: corev1.TaintEffectNoSchedule},
 			},
 		},
 		// Sent with the Node itself: the API server keeps a new Node's

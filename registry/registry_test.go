@@ -3,6 +3,7 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 
@@ -75,6 +76,14 @@ func TestEnrollConcurrently(t *testing.T) {
 		}
 		if n.Labels[LabelManaged] != "true" || n.Annotations[AnnotationEnrollToken] != tok.ID || n.Annotations[AnnotationNKey] == "" {
 			t.Errorf("node %s: labels %v annotations %v", n.Name, n.Labels, n.Annotations)
+		}
+		// Registered as a kubelet registers: not schedulable until Ready.
+		var taints []string
+		for _, tn := range n.Spec.Taints {
+			taints = append(taints, tn.Key+":"+string(tn.Effect))
+		}
+		if want := []string{TaintKey + ":NoSchedule", corev1.TaintNodeNotReady + ":NoSchedule"}; !slices.Equal(taints, want) {
+			t.Errorf("node %s: taints %v, want %v", n.Name, taints, want)
 		}
 	}
 	if n := countActions(cs, "list", "nodes"); n != 1 { // the test's own

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -30,15 +31,22 @@ type baseline struct {
 
 	mu         sync.Mutex
 	registered []string // in the order they registered: the leases renewed
+
+	capacity corev1.ResourceList
+	ready    func(name string) bool // whether the Node is Ready (informer)
+	paused   atomic.Bool            // the "kubelets" are down: nothing renewed or written
+
+	leaseMu sync.Mutex
+	leases  map[string]*coordinationv1.Lease // last written, by node
 }
 
 const baselineLabel = "bench=baseline"
 
 func startBaseline(ctx context.Context, cs kubernetes.Interface, n, workers int) (*baseline, error) {
-	b := &baseline{cs: cs, n: n, names: map[string]bool{}}
 	capacity := corev1.ResourceList{
 		corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("4Gi"), corev1.ResourcePods: resource.MustParse("110"),
 	}
+	b := &baseline{cs: cs, n: n, names: map[string]bool{}, capacity: capacity, leases: map[string]*coordinationv1.Lease{}}
 	for i := range n {
 		b.names[fmt.Sprintf("base-%d", i)] = true
 	}
@@ -51,10 +59,11 @@ func startBaseline(ctx context.Context, cs kubernetes.Interface, n, workers int)
 	}))
 	nodeLister := nodes.Core().V1().Nodes().Lister()
 	nodes.Start(ctx.Done())
-	go b.renewLeases(ctx, func(name string) bool {
+	b.ready = func(name string) bool {
 		n, err := nodeLister.Get(name)
 		return err != nil || devcluster.NodeReady(n) == corev1.ConditionTrue
-	}, func(name string) error { return b.writeReady(ctx, name, capacity) })
+	}
+	go b.renewLeases(ctx)
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -116,62 +125,16 @@ func (b *baseline) writeReady(ctx context.Context, name string, capacity corev1.
 
 // renewLeases renews each registered node's lease every 10s, as kubelet
 // does, from a pool of workers (each kubelet has its own connection and QPS
-// budget); a node that is not ready gets its status written Ready.
-func (b *baseline) renewLeases(ctx context.Context, ready func(string) bool, writeReady func(string) error) {
-	dur := int32(40)
-	leases := b.cs.CoordinationV1().Leases(corev1.NamespaceNodeLease)
-	var mu sync.Mutex
-	known := map[string]*coordinationv1.Lease{}
-	renew := func(name string) {
-		now := metav1.NewMicroTime(time.Now())
-		mu.Lock()
-		l := known[name]
-		mu.Unlock()
-		var err error
-		if l == nil {
-			l, err = leases.Create(ctx, &coordinationv1.Lease{
-				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: corev1.NamespaceNodeLease},
-				Spec:       coordinationv1.LeaseSpec{HolderIdentity: &name, LeaseDurationSeconds: &dur, RenewTime: &now},
-			}, metav1.CreateOptions{})
-		} else {
-			l = l.DeepCopy()
-			l.Spec.RenewTime = &now
-			l, err = leases.Update(ctx, l, metav1.UpdateOptions{})
-		}
-		mu.Lock()
-		if err == nil {
-			known[name] = l
-		} else {
-			delete(known, name)
-			if got, gerr := leases.Get(ctx, name, metav1.GetOptions{}); gerr == nil {
-				known[name] = got
-			}
-		}
-		mu.Unlock()
-	}
+// budget); a node that is not ready gets its status written Ready. Nothing
+// is written while the baseline is paused.
+func (b *baseline) renewLeases(ctx context.Context) {
 	for {
-		work := make(chan string)
-		var wg sync.WaitGroup
-		for range 16 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for name := range work {
-					renew(name)
-					if !ready(name) {
-						_ = writeReady(name)
-					}
-				}
-			}()
+		if !b.paused.Load() {
+			b.mu.Lock()
+			names := slices.Clone(b.registered)
+			b.mu.Unlock()
+			b.renewAll(ctx, names, 16)
 		}
-		b.mu.Lock()
-		names := slices.Clone(b.registered)
-		b.mu.Unlock()
-		for _, name := range names {
-			work <- name
-		}
-		close(work)
-		wg.Wait()
 		select {
 		case <-ctx.Done():
 			return
@@ -180,14 +143,97 @@ func (b *baseline) renewLeases(ctx context.Context, ready func(string) bool, wri
 	}
 }
 
+// renewAll renews the leases of names, and writes those not Ready Ready,
+// with the given number of workers.
+func (b *baseline) renewAll(ctx context.Context, names []string, workers int) {
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name := range work {
+				b.renew(ctx, name)
+				if !b.ready(name) {
+					_ = b.writeReady(ctx, name, b.capacity)
+				}
+			}
+		}()
+	}
+	for _, name := range names {
+		if b.paused.Load() {
+			break
+		}
+		work <- name
+	}
+	close(work)
+	wg.Wait()
+}
+
+// renew renews node name's lease, creating it the first time.
+func (b *baseline) renew(ctx context.Context, name string) {
+	dur := int32(40)
+	leases := b.cs.CoordinationV1().Leases(corev1.NamespaceNodeLease)
+	now := metav1.NewMicroTime(time.Now())
+	b.leaseMu.Lock()
+	l := b.leases[name]
+	b.leaseMu.Unlock()
+	var err error
+	if l == nil {
+		l, err = leases.Create(ctx, &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: corev1.NamespaceNodeLease},
+			Spec:       coordinationv1.LeaseSpec{HolderIdentity: &name, LeaseDurationSeconds: &dur, RenewTime: &now},
+		}, metav1.CreateOptions{})
+	} else {
+		l = l.DeepCopy()
+		l.Spec.RenewTime = &now
+		l, err = leases.Update(ctx, l, metav1.UpdateOptions{})
+	}
+	b.leaseMu.Lock()
+	defer b.leaseMu.Unlock()
+	if err == nil {
+		b.leases[name] = l
+		return
+	}
+	delete(b.leases, name)
+	if got, gerr := leases.Get(ctx, name, metav1.GetOptions{}); gerr == nil {
+		b.leases[name] = got
+	}
+}
+
+// reconnect measures the control plane's own mass reconnect: every
+// "kubelet" stops at once, the Nodes go Unknown (and the node lifecycle
+// controller marks their pods not ready), then all come back at once, each
+// renewing its lease and writing its Node Ready and its pods ready again as
+// a kubelet would, from many workers (kubelets are many clients). It
+// returns how long until every Node was Ready again: the least any
+// provider could take on this machine, for vk-fleet's figure beside it.
+func (b *baseline) reconnect(ctx context.Context, timeout time.Duration) (time.Duration, error) {
+	b.paused.Store(true)
+	if _, err := waitNodes(ctx, b.cs, baselineLabel, b.n, corev1.ConditionUnknown, 5*time.Minute); err != nil {
+		b.paused.Store(false)
+		return 0, fmt.Errorf("baseline nodes going NotReady: %w", err)
+	}
+	start := time.Now()
+	b.paused.Store(false)
+	b.mu.Lock()
+	names := slices.Clone(b.registered)
+	b.mu.Unlock()
+	go b.renewAll(ctx, names, 128)
+	if _, err := waitNodes(ctx, b.cs, baselineLabel, b.n, corev1.ConditionTrue, timeout); err != nil {
+		return 0, fmt.Errorf("baseline reconnect: %w", err)
+	}
+	return time.Since(start), nil
+}
+
 // runPods sets pods on baseline nodes Running.
 func (b *baseline) runPods(ctx context.Context, workers int) {
 	f := informers.NewSharedInformerFactory(b.cs, 0)
 	inf := f.Core().V1().Pods()
-	q := workqueue.NewTyped[string]()
+	q := workqueue.NewTypedDelayingQueue[string]()
 	enqueue := func(o any) {
 		p, ok := o.(*corev1.Pod)
-		if ok && b.names[p.Spec.NodeName] && (p.Status.Phase == corev1.PodPending || p.DeletionTimestamp != nil) {
+		if ok && b.names[p.Spec.NodeName] && (p.Status.Phase == corev1.PodPending || p.DeletionTimestamp != nil || notReady(p)) {
 			q.Add(p.Namespace + "/" + p.Name)
 		}
 	}
@@ -204,7 +250,26 @@ func (b *baseline) runPods(ctx context.Context, workers int) {
 				}
 				ns, name, _ := cache.SplitMetaNamespaceKey(key)
 				p, err := inf.Lister().Pods(ns).Get(name)
-				if err == nil && p.DeletionTimestamp != nil {
+				if b.paused.Load() {
+					// The "kubelet" is down; it sees the pod when back.
+					q.Done(key)
+					q.AddAfter(key, time.Second)
+					continue
+				}
+				if err == nil && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && notReady(p) {
+					// Marked not ready while its Node was away: the
+					// "kubelet" back says it is ready again.
+					p = p.DeepCopy()
+					now := metav1.Now()
+					for i := range p.Status.Conditions {
+						if c := &p.Status.Conditions[i]; (c.Type == corev1.PodReady || c.Type == corev1.ContainersReady) && c.Status != corev1.ConditionTrue {
+							c.Status, c.LastTransitionTime, c.Reason, c.Message = corev1.ConditionTrue, now, "", ""
+						}
+					}
+					if _, err := b.cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+						q.AddAfter(key, time.Second)
+					}
+				} else if err == nil && p.DeletionTimestamp != nil {
 					// The "kubelet" confirms the deletion at once.
 					zero := int64(0)
 					_ = b.cs.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
@@ -236,7 +301,51 @@ func (b *baseline) runPods(ctx context.Context, workers int) {
 	}
 }
 
-// remove deletes the baseline nodes.
-func (b *baseline) remove(ctx context.Context) {
-	_ = b.cs.CoreV1().Nodes().DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: baselineLabel})
+// notReady reports whether running pod p has a Ready condition not True.
+func notReady(p *corev1.Pod) bool {
+	if p.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status != corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// remove deletes the baseline's Nodes and their leases, and waits until
+// the Nodes are gone: what comes next (vk-fleet's enrollment) is not
+// charged with the baseline's teardown.
+func (b *baseline) remove(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if err := b.cs.CoreV1().Nodes().DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: baselineLabel}); err != nil {
+		return fmt.Errorf("deleting the baseline's nodes: %w", err)
+	}
+	// Its leases are owned by nothing (the baseline keeps no Node UIDs):
+	// deleted by name, as the garbage collector would a kubelet's.
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for name := range b.names {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_ = b.cs.CoordinationV1().Leases(corev1.NamespaceNodeLease).Delete(ctx, name, metav1.DeleteOptions{})
+		}()
+	}
+	wg.Wait()
+	for {
+		l, err := b.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: baselineLabel, Limit: 1})
+		if err == nil && len(l.Items) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("baseline nodes not gone: %w", ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

@@ -35,17 +35,21 @@ func render(rs []result) string {
 			ratio(r.Ours.P50, r.Base.P50), ratio(r.Ours.P99, r.Base.P99), ratio(r.Ours.AllReady, r.Base.AllReady))
 	}
 	b.WriteString("\n### vk-fleet per device\n\n")
-	b.WriteString("| devices | RSS idle | RSS idle / device | anon idle / device | RSS / device over the previous size | RSS peak in rollout | goroutines / device | CPU idle / device | CPU in rollout | API requests / device / min (idle) | NATS bytes / device / min (idle) | N enrollments, one token | all Ready after enrollment | mass reconnect: all heard from | all Ready | API requests / device in the reconnect |\n")
-	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| devices | RSS idle | RSS idle / device | anon idle / device | RSS / device over the previous size | RSS peak in rollout | goroutines / device | CPU idle / device | CPU in rollout | API requests / device / min (idle) | NATS bytes / device / min (idle) | N enrollments, one token | all Ready after enrollment | mass reconnect: all heard from | all Ready | baseline: all Ready after the same reconnect | API requests / device in the reconnect |\n")
+	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for i, r := range rs {
 		marginal := "-"
 		if i > 0 && r.N > rs[i-1].N {
 			marginal = fmt.Sprintf("%.1f KiB", float64(r.IdleRSS-rs[i-1].IdleRSS)/1024/float64(r.N-rs[i-1].N))
 		}
-		fmt.Fprintf(&b, "| %d | %.0f MiB | %.1f KiB | %.1f KiB | %s | %.0f MiB | %.1f | %.2f ms/s | %.0f%% of a core | %.1f | %.0f | %s | %s | %s | %s | %.1f |\n", r.N,
+		baseReconnect := "-"
+		if r.BaseReconnect > 0 {
+			baseReconnect = sec(r.BaseReconnect)
+		}
+		fmt.Fprintf(&b, "| %d | %.0f MiB | %.1f KiB | %.1f KiB | %s | %.0f MiB | %.1f | %.2f ms/s | %.0f%% of a core | %.1f | %.0f | %s | %s | %s | %s | %s | %.1f |\n", r.N,
 			float64(r.IdleRSS)/(1<<20), float64(r.IdleRSS)/1024/float64(r.N), float64(r.IdleAnon)/1024/float64(r.N), marginal, float64(r.RolloutRSS)/(1<<20),
 			float64(r.IdleGoroutines)/float64(r.N), r.IdleCPU*1000/float64(r.N), r.RolloutCPU*100,
-			r.APIPerDevMin, r.NATSBytesDevMin, sec(r.Enrolled), sec(r.ReadyAfterEnroll), sec(r.Reconnected), sec(r.Reconnect), r.ReconnectAPI)
+			r.APIPerDevMin, r.NATSBytesDevMin, sec(r.Enrolled), sec(r.ReadyAfterEnroll), sec(r.Reconnected), sec(r.Reconnect), baseReconnect, r.ReconnectAPI)
 	}
 	return b.String()
 }

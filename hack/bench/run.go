@@ -30,6 +30,7 @@ type result struct {
 	ReadyAfterEnroll time.Duration // all Nodes Ready after N devices enrolled and connected
 	Reconnect        time.Duration // all Nodes Ready again after N devices reconnect at once
 	Reconnected      time.Duration // vk-fleet has heard from all N devices again (the rest of Reconnect is Node writes)
+	BaseReconnect    time.Duration // the baseline's Nodes all Ready again after the same reconnect (0: not measured)
 	ReconnectAPI     float64       // vk-fleet's API requests per device from the reconnect until all Ready
 	IdleRSS          int64
 	IdleAnon         int64 // of IdleRSS, the process's own memory (not the pages of its executable)
@@ -122,10 +123,16 @@ func runBaseline(ctx context.Context, cs kubernetes.Interface, rc runConfig, res
 		return fmt.Errorf("baseline: %w", err)
 	}
 	log.Info("baseline done", "p99", res.Base.P99)
+	// The same mass reconnect as vk-fleet's below, with the pods of the
+	// last rollout on the Nodes.
+	if res.BaseReconnect, err = b.reconnect(ctx, 10*time.Minute); err != nil {
+		bcancel()
+		return err
+	}
+	log.Info("baseline reconnect", "all ready", res.BaseReconnect)
 	_ = deleteDaemonSet(ctx, cs, "bench-baseline", rollTimeout)
 	bcancel()
-	b.remove(ctx)
-	return nil
+	return b.remove(ctx)
 }
 
 // runOurs measures vk-fleet with N simulated devices.
@@ -362,7 +369,7 @@ func watchConnected(ctx context.Context, addr string, want int) <-chan time.Time
 	ch := make(chan time.Time, 1)
 	go func() {
 		defer close(ch)
-		tick := time.NewTicker(100 * time.Millisecond)
+		tick := time.NewTicker(250 * time.Millisecond)
 		defer tick.Stop()
 		deadline := time.Now().Add(10 * time.Minute)
 		for time.Now().Before(deadline) {
