@@ -210,7 +210,10 @@ func (b *baseline) renew(ctx context.Context, name string) {
 // provider could take on this machine, for vk-fleet's figure beside it.
 func (b *baseline) reconnect(ctx context.Context, timeout time.Duration) (time.Duration, error) {
 	b.paused.Store(true)
-	if _, err := waitNodes(ctx, b.cs, baselineLabel, b.n, corev1.ConditionUnknown, 5*time.Minute); err != nil {
+	// The node lifecycle controller marks each Node Unknown, its pods not
+	// ready and the Node tainted, within its own request budget: at
+	// 5,000 Nodes that took more than 5 minutes here.
+	if _, err := waitNodes(ctx, b.cs, baselineLabel, b.n, corev1.ConditionUnknown, 3*time.Minute+time.Duration(b.n)*80*time.Millisecond); err != nil {
 		b.paused.Store(false)
 		return 0, fmt.Errorf("baseline nodes going NotReady: %w", err)
 	}
