@@ -15,6 +15,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/vk-fleet/vk-fleet/registry"
@@ -296,13 +297,36 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 		return res, err
 	}
 	connected := watchConnected(ctx, debugAddr, rc.N)
+	var heard <-chan time.Time = connected
+	if rc.Profiles != "" {
+		// Once every device is heard from, what is left is Node writes:
+		// profiles of that part too.
+		tee := make(chan time.Time, 1)
+		heard = tee
+		go func() {
+			defer close(tee)
+			t, ok := <-connected
+			if !ok {
+				return
+			}
+			tee <- t
+			go saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-reconnect-after-heard-%d.pprof", rc.N), 15*time.Second, log)
+			go saveAPIServerProfile(ctx, cs, rc.Profiles, fmt.Sprintf("apiserver-cpu-reconnect-after-heard-%d.pprof", rc.N), 15*time.Second, log)
+		}()
+	}
 	if res.Reconnect, err = waitNodes(ctx, cs, "bench=sim", rc.N, corev1.ConditionTrue, readyTimeout); err != nil {
 		return res, fmt.Errorf("reconnect: %w", err)
 	}
-	if t, ok := <-connected; ok {
+	if t, ok := <-heard; ok {
 		res.Reconnected = t.Sub(reconnStart)
 	}
 	log.Info("reconnect", "all connected", res.Reconnected, "all ready", res.Reconnect)
+	if last, err := lastReadyTransition(ctx, cs, "bench=sim"); err == nil {
+		// When vk-fleet built the last Node's Ready write (its condition's
+		// transition time, to the second), against when the benchmark's
+		// watch saw it.
+		log.Info("reconnect: the last Node's Ready condition", "written after", last.Sub(reconnStart).Round(time.Second), "seen after", res.Reconnect.Round(time.Second))
+	}
 	// Every client's writes until all were Ready: vk-fleet's, and the
 	// control plane's answer to the Nodes going and coming back.
 	if aw1, err := apiWrites(ctx, cs); err == nil && awErr == nil {
@@ -385,6 +409,24 @@ func watchConnected(ctx context.Context, addr string, want int) <-chan time.Time
 		}
 	}()
 	return ch
+}
+
+// lastReadyTransition returns the latest Ready transition time of the
+// Nodes matching sel.
+func lastReadyTransition(ctx context.Context, cs kubernetes.Interface, sel string) (time.Time, error) {
+	l, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: sel, ResourceVersion: "0"})
+	if err != nil {
+		return time.Time{}, err
+	}
+	var last time.Time
+	for _, n := range l.Items {
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.LastTransitionTime.After(last) {
+				last = c.LastTransitionTime.Time
+			}
+		}
+	}
+	return last, nil
 }
 
 // saveCPUProfile writes a CPU profile of vk-fleet over the next d.
