@@ -148,6 +148,7 @@ func (p *Provider) settleBack(d *device) {
 	if d.backPending {
 		d.backPending = false
 		p.comingBack.Add(-1)
+		p.backlogProgress.Store(time.Now().UnixNano())
 	}
 }
 

@@ -23,11 +23,16 @@ import (
 // 0.75 of the 2.5 API writes per device until the last Node was Ready; with
 // them waiting, 0.06 of 1.8 (docs/benchmarks.md).
 
-// maxStatusDefer bounds how long pod status writes wait for the Nodes: a
-// backlog older than that no longer holds them back, so that a reconnect
-// that takes minutes (10,000 devices on a small control plane) delays pod
-// statuses by at most this long, then lets them compete.
-const maxStatusDefer = 30 * time.Second
+// Pod status writes wait for the Nodes while the Node writes progress: a
+// backlog whose Node writes stalled for maxStatusStall (the API server
+// refuses them, say) no longer holds them back, nor one older than
+// maxStatusDefer. At 5,000 devices coming back at once the Node writes
+// took more than a minute here; with a fixed 30 s bound the pod status
+// writes then competed with them for the rest (docs/benchmarks.md).
+const (
+	maxStatusStall = 10 * time.Second
+	maxStatusDefer = 3 * time.Minute
+)
 
 // backlogDevices is how many devices back from silence, their Nodes not
 // yet written Ready, make a backlog: a fleet coming back at once, not one
@@ -36,9 +41,10 @@ const backlogDevices = 16
 
 // nodeBacklog reports whether pod status writes should wait for the Nodes:
 // more than backlogDevices devices back from silence wait for their Node's
-// Ready write, and have for less than maxStatusDefer. Only those devices
-// count: a rollout changes every device's Node too, and its pods' status
-// writes must not wait for that.
+// Ready write, a Node was written Ready (or the backlog began) less than
+// maxStatusStall ago, and the backlog began less than maxStatusDefer ago.
+// Only those devices count: a rollout changes every device's Node too, and
+// its pods' status writes must not wait for that.
 func (p *Provider) nodeBacklog() bool {
 	if p.comingBack.Load() <= backlogDevices {
 		p.backlogSince.Store(0)
@@ -46,7 +52,9 @@ func (p *Provider) nodeBacklog() bool {
 	}
 	now := time.Now().UnixNano()
 	p.backlogSince.CompareAndSwap(0, now)
-	return time.Duration(now-p.backlogSince.Load()) < maxStatusDefer
+	since := p.backlogSince.Load()
+	progress := max(since, p.backlogProgress.Load())
+	return time.Duration(now-since) < maxStatusDefer && time.Duration(now-progress) < maxStatusStall
 }
 
 // awaitNodeWrites returns when pod status writes no longer wait for the

@@ -140,12 +140,32 @@ func TestPodStatusWritesWaitForTheNodes(t *testing.T) {
 		t.Errorf("pod phase %q after the write, want Running", got.Status.Phase)
 	}
 
-	// A backlog that has lasted maxStatusDefer holds nothing back.
+	// A backlog whose Node writes progress holds writes back past
+	// maxStatusStall; one whose Node writes stalled that long does not.
+	backlog(p)
+	if !p.nodeBacklog() {
+		t.Fatal("no backlog seen")
+	}
+	p.backlogSince.Store(time.Now().Add(-2 * maxStatusStall).UnixNano())
+	p.backlogProgress.Store(time.Now().UnixNano())
+	if !p.nodeBacklog() {
+		t.Fatalf("a backlog %v old whose Node writes progress holds nothing back", 2*maxStatusStall)
+	}
+	p.backlogProgress.Store(time.Now().Add(-maxStatusStall).UnixNano())
+	write(pod)
+	written(fmt.Sprintf("a status write waits for a backlog whose Node writes stalled for %v", maxStatusStall))
+
+	// Nor does a backlog that has lasted maxStatusDefer, progressing or not.
+	drain(p)
+	if p.nodeBacklog() {
+		t.Fatal("a backlog seen with no device coming back")
+	}
 	backlog(p)
 	if !p.nodeBacklog() {
 		t.Fatal("no backlog seen")
 	}
 	p.backlogSince.Store(time.Now().Add(-maxStatusDefer).UnixNano())
+	p.backlogProgress.Store(time.Now().UnixNano())
 	write(pod)
 	written(fmt.Sprintf("a status write waits for a backlog %v old", maxStatusDefer))
 }

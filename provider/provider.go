@@ -147,6 +147,9 @@ type Provider struct {
 	// backlogSince is when comingBack last rose above backlogDevices (unix
 	// nanoseconds; 0 while it is not).
 	backlogSince atomic.Int64
+	// backlogProgress is when a device back from silence last had its
+	// Node written Ready, or stopped needing it (unix nanoseconds).
+	backlogProgress atomic.Int64
 
 	mu      sync.Mutex
 	devices map[string]*device
