@@ -208,25 +208,29 @@ func (b *baseline) renew(ctx context.Context, name string) {
 // a kubelet would, from many workers (kubelets are many clients). It
 // returns how long until every Node was Ready again: the least any
 // provider could take on this machine, for vk-fleet's figure beside it.
-func (b *baseline) reconnect(ctx context.Context, timeout time.Duration) (time.Duration, error) {
+//
+// It also returns the CPU time every process used meanwhile.
+func (b *baseline) reconnect(ctx context.Context, timeout time.Duration) (time.Duration, cpuUse, error) {
 	b.paused.Store(true)
 	// The node lifecycle controller marks each Node Unknown, its pods not
 	// ready and the Node tainted, within its own request budget: at
 	// 5,000 Nodes that took more than 5 minutes here.
 	if _, err := waitNodes(ctx, b.cs, baselineLabel, b.n, corev1.ConditionUnknown, 3*time.Minute+time.Duration(b.n)*80*time.Millisecond); err != nil {
 		b.paused.Store(false)
-		return 0, fmt.Errorf("baseline nodes going NotReady: %w", err)
+		return 0, cpuUse{}, fmt.Errorf("baseline nodes going NotReady: %w", err)
 	}
 	start := time.Now()
+	cpu0 := takeCPUSnapshot()
 	b.paused.Store(false)
 	b.mu.Lock()
 	names := slices.Clone(b.registered)
 	b.mu.Unlock()
 	go b.renewAll(ctx, names, 128)
 	if _, err := waitNodes(ctx, b.cs, baselineLabel, b.n, corev1.ConditionTrue, timeout); err != nil {
-		return 0, fmt.Errorf("baseline reconnect: %w", err)
+		return 0, cpuUse{}, fmt.Errorf("baseline reconnect: %w", err)
 	}
-	return time.Since(start), nil
+	took := time.Since(start)
+	return took, cpuUsedSince(cpu0, selfComm()), nil
 }
 
 // runPods sets pods on baseline nodes Running.

@@ -30,6 +30,14 @@ func main() {
 	profiles := flag.String("profiles", "", "write vk-fleet's heap and goroutine profiles at idle into this directory")
 	kcmGates := flag.String("kcm-feature-gates", "", "kube-controller-manager's --feature-gates, for the baseline and vk-fleet alike (default: the component's defaults); "+
 		"at 5,000 devices on 2 cores, StaleControllerConsistencyDaemonSet=false keeps the DaemonSet controller from backing off for minutes")
+	var vkfleetEnv []string
+	flag.Func("vk-fleet-env", "KEY=VALUE in vk-fleet's environment only (repeatable), e.g. GOGC=50 to compare a runtime setting", func(v string) error {
+		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+			return fmt.Errorf("want KEY=VALUE, got %q", v)
+		}
+		vkfleetEnv = append(vkfleetEnv, v)
+		return nil
+	})
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx := context.Background()
@@ -49,7 +57,7 @@ func main() {
 			fail(fmt.Errorf("bad size %q", s))
 		}
 		dir, _ := os.MkdirTemp("", fmt.Sprintf("vkf-bench-%d-", n))
-		r, err := runSize(ctx, runConfig{N: n, Dir: dir, CPBin: bin, BinDir: binDir, Idle: *idle, Log: log, Baseline: *baseline, Rollout: *rollout, Profiles: *profiles, KCMFeatureGates: *kcmGates})
+		r, err := runSize(ctx, runConfig{N: n, Dir: dir, CPBin: bin, BinDir: binDir, Idle: *idle, Log: log, Baseline: *baseline, Rollout: *rollout, Profiles: *profiles, KCMFeatureGates: *kcmGates, VKFleetEnv: vkfleetEnv})
 		if err != nil {
 			// Where it breaks is a result too: the sizes measured so far
 			// are kept, with what stopped this one.
@@ -69,6 +77,9 @@ func main() {
 	table := render(results) + broke
 	if *kcmGates != "" {
 		table += fmt.Sprintf("\nkube-controller-manager ran with `--feature-gates=%s`, not its defaults.\n", *kcmGates)
+	}
+	if len(vkfleetEnv) > 0 {
+		table += fmt.Sprintf("\nvk-fleet ran with `%s` in its environment.\n", strings.Join(vkfleetEnv, " "))
 	}
 	if *device {
 		// A short directory: podman's sockets live under it.
@@ -108,6 +119,8 @@ type runConfig struct {
 	Profiles string
 	// KCMFeatureGates, if set, is kube-controller-manager's --feature-gates.
 	KCMFeatureGates string
+	// VKFleetEnv is added to vk-fleet's environment.
+	VKFleetEnv []string
 }
 
 // writeDoc replaces the results section of docs/benchmarks.md.

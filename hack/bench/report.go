@@ -51,5 +51,25 @@ func render(rs []result) string {
 			float64(r.IdleGoroutines)/float64(r.N), r.IdleCPU*1000/float64(r.N), r.RolloutCPU*100,
 			r.APIPerDevMin, r.NATSBytesDevMin, sec(r.Enrolled), sec(r.ReadyAfterEnroll), sec(r.Reconnected), sec(r.Reconnect), baseReconnect, r.ReconnectAPI)
 	}
+	b.WriteString("\n### The mass reconnect: CPU time by process, from the reconnect until every Node is Ready\n\n")
+	b.WriteString("| devices | who | all Ready | vk-fleet | vk-fleet / device | devices | kube-apiserver | controller-manager | etcd | scheduler | every process | share of the machine |\n")
+	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	cpuRow := func(n int, who string, took time.Duration, u cpuUse) {
+		perDev := "-"
+		if u.VKFleet > 0 {
+			perDev = fmt.Sprintf("%.1f ms", u.VKFleet.Seconds()*1000/float64(n))
+		}
+		fmt.Fprintf(&b, "| %d | %s | %s | %.1fs | %s | %.1fs | %.1fs | %.1fs | %.1fs | %.1fs | %.1fs | %.0f%% of %d cores |\n", n, who, sec(took),
+			u.VKFleet.Seconds(), perDev, u.Devices.Seconds(), u.APIServer.Seconds(), u.Controllers.Seconds(), u.Etcd.Seconds(), u.Scheduler.Seconds(),
+			u.Total.Seconds(), u.Busy*100, numCPU())
+	}
+	for _, r := range rs {
+		if r.ReconnectCPU.Wall > 0 {
+			cpuRow(r.N, "vk-fleet and simulated devices", r.Reconnect, r.ReconnectCPU)
+		}
+		if r.BaseReconnectCPU.Wall > 0 {
+			cpuRow(r.N, "baseline (its clients in the benchmark)", r.BaseReconnect, r.BaseReconnectCPU)
+		}
+	}
 	return b.String()
 }

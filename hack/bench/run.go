@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -33,6 +34,8 @@ type result struct {
 	Reconnected      time.Duration // vk-fleet has heard from all N devices again (the rest of Reconnect is Node writes)
 	BaseReconnect    time.Duration // the baseline's Nodes all Ready again after the same reconnect (0: not measured)
 	ReconnectAPI     float64       // vk-fleet's API requests per device from the reconnect until all Ready
+	ReconnectCPU     cpuUse        // CPU time by process from the reconnect until all Ready
+	BaseReconnectCPU cpuUse        // the same for the baseline's reconnect
 	IdleRSS          int64
 	IdleAnon         int64 // of IdleRSS, the process's own memory (not the pages of its executable)
 	RolloutRSS       int64
@@ -126,11 +129,11 @@ func runBaseline(ctx context.Context, cs kubernetes.Interface, rc runConfig, res
 	log.Info("baseline done", "p99", res.Base.P99)
 	// The same mass reconnect as vk-fleet's below, with the pods of the
 	// last rollout on the Nodes.
-	if res.BaseReconnect, err = b.reconnect(ctx, 10*time.Minute); err != nil {
+	if res.BaseReconnect, res.BaseReconnectCPU, err = b.reconnect(ctx, 10*time.Minute); err != nil {
 		bcancel()
 		return err
 	}
-	log.Info("baseline reconnect", "all ready", res.BaseReconnect)
+	log.Info("baseline reconnect", "all ready", res.BaseReconnect, "cpu", res.BaseReconnectCPU)
 	_ = deleteDaemonSet(ctx, cs, "bench-baseline", rollTimeout)
 	bcancel()
 	return b.remove(ctx)
@@ -148,7 +151,7 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 	if err != nil {
 		return res, err
 	}
-	vkf, err := devcluster.StartProcess("vk-fleet", filepath.Join(rc.Dir, "vk-fleet.log"), nil, filepath.Join(rc.BinDir, "vk-fleet"),
+	vkf, err := devcluster.StartProcess("vk-fleet", filepath.Join(rc.Dir, "vk-fleet.log"), rc.VKFleetEnv, filepath.Join(rc.BinDir, "vk-fleet"),
 		"--kubeconfig", kubeconfig, "--nats-listen", "127.0.0.1:"+strconv.Itoa(natsPort),
 		"--nats-store-dir", filepath.Join(rc.Dir, "nats"), "--node-address", "127.0.0.1",
 		"--debug-listen", debugAddr, "--log-level", logLevel(), "--kubelet-listen", "off")
@@ -288,11 +291,21 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 	}
 	vr0, _ := readVars(debugAddr)
 	aw0, awErr := apiWrites(ctx, cs)
+	// The reconnect's profiles, if any, end before vk-fleet does.
+	var first, more sync.WaitGroup
 	if rc.Profiles != "" {
-		go saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-reconnect-%d.pprof", rc.N), 12*time.Second, log)
-		go saveAPIServerProfile(ctx, cs, rc.Profiles, fmt.Sprintf("apiserver-cpu-reconnect-%d.pprof", rc.N), 20*time.Second, log)
+		first.Add(2)
+		go func() {
+			defer first.Done()
+			saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-reconnect-%d.pprof", rc.N), 12*time.Second, log)
+		}()
+		go func() {
+			defer first.Done()
+			saveAPIServerProfile(ctx, cs, rc.Profiles, fmt.Sprintf("apiserver-cpu-reconnect-%d.pprof", rc.N), 20*time.Second, log)
+		}()
 	}
 	reconnStart := time.Now()
+	census0 := takeCPUSnapshot()
 	if sim, err = startSim("reconnect"); err != nil {
 		return res, err
 	}
@@ -303,24 +316,39 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 		// profiles of that part too.
 		tee := make(chan time.Time, 1)
 		heard = tee
+		more.Add(1)
 		go func() {
-			defer close(tee)
+			defer more.Done()
 			t, ok := <-connected
 			if !ok {
+				close(tee)
 				return
 			}
 			tee <- t
-			go saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-reconnect-after-heard-%d.pprof", rc.N), 15*time.Second, log)
-			go saveAPIServerProfile(ctx, cs, rc.Profiles, fmt.Sprintf("apiserver-cpu-reconnect-after-heard-%d.pprof", rc.N), 15*time.Second, log)
+			close(tee)
+			// One CPU profile of a process at a time: after the first.
+			first.Wait()
+			var both sync.WaitGroup
+			both.Add(2)
+			go func() {
+				defer both.Done()
+				saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-reconnect-after-heard-%d.pprof", rc.N), 15*time.Second, log)
+			}()
+			go func() {
+				defer both.Done()
+				saveAPIServerProfile(ctx, cs, rc.Profiles, fmt.Sprintf("apiserver-cpu-reconnect-after-heard-%d.pprof", rc.N), 15*time.Second, log)
+			}()
+			both.Wait()
 		}()
 	}
 	if res.Reconnect, err = waitNodes(ctx, cs, "bench=sim", rc.N, corev1.ConditionTrue, readyTimeout); err != nil {
 		return res, fmt.Errorf("reconnect: %w", err)
 	}
+	res.ReconnectCPU = cpuUsedSince(census0, "device-agent")
 	if t, ok := <-heard; ok {
 		res.Reconnected = t.Sub(reconnStart)
 	}
-	log.Info("reconnect", "all connected", res.Reconnected, "all ready", res.Reconnect)
+	log.Info("reconnect", "all connected", res.Reconnected, "all ready", res.Reconnect, "cpu", res.ReconnectCPU)
 	if last, err := lastReadyTransition(ctx, cs, "bench=sim"); err == nil {
 		// When vk-fleet built the last Node's Ready write (its condition's
 		// transition time, to the second), against when the benchmark's
@@ -337,6 +365,8 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 	if vr1, err := readVars(debugAddr); err == nil {
 		res.ReconnectAPI = float64(vr1.KubeRequests-vr0.KubeRequests) / float64(rc.N)
 	}
+	first.Wait()
+	more.Wait()
 	return res, nil
 }
 
@@ -429,13 +459,21 @@ func lastReadyTransition(ctx context.Context, cs kubernetes.Interface, sel strin
 	return last, nil
 }
 
-// saveCPUProfile writes a CPU profile of vk-fleet over the next d.
+// saveCPUProfile writes a CPU profile of vk-fleet over the next d, and
+// a profile of what it allocated meanwhile.
 func saveCPUProfile(addr, dir, file string, d time.Duration, log *slog.Logger) {
+	go saveDeltaProfile(addr, dir, "allocs-"+strings.TrimPrefix(file, "cpu-"), "allocs", d, log)
+	saveDeltaProfile(addr, dir, file, "profile", d, log)
+}
+
+// saveDeltaProfile writes vk-fleet's profile kind (profile: CPU; allocs)
+// over the next d.
+func saveDeltaProfile(addr, dir, file, kind string, d time.Duration, log *slog.Logger) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		log.Warn("profiles", "err", err)
 		return
 	}
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds())))
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", addr, kind, int(d.Seconds())))
 	if err != nil {
 		log.Warn("profiles", "err", err)
 		return
