@@ -201,6 +201,9 @@ func TestNodeLoopWritesOnlyWhatChanged(t *testing.T) {
 		t.Fatal("the provider did not ask for the inventory of an unknown state")
 	}
 
+	if got, want := p.ConnectedDevices(), p.FleetState().Connected; got != 1 || want != 1 {
+		t.Errorf("a device heard from: ConnectedDevices %d, FleetState().Connected %d, want 1", got, want)
+	}
 	// Silence: the loop stops renewing.
 	p.mu.Lock()
 	d := p.devices["pi-1"]
@@ -208,6 +211,9 @@ func TestNodeLoopWritesOnlyWhatChanged(t *testing.T) {
 	d.mu.Lock()
 	d.lastSeen = time.Now().Add(-time.Minute)
 	d.mu.Unlock()
+	if got, want := p.ConnectedDevices(), p.FleetState().Connected; got != 0 || want != 0 {
+		t.Errorf("a silent device: ConnectedDevices %d, FleetState().Connected %d, want 0", got, want)
+	}
 	before := countActions(cs, "patch", "leases", "pi-1")
 	if next, err := p.syncNode(ctx, "pi-1"); err != nil || next != 0 {
 		t.Fatalf("sync of a silent device: next %v, err %v", next, err)

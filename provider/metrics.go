@@ -56,3 +56,25 @@ func (p *Provider) FleetState() metrics.FleetState {
 	}
 	return st
 }
+
+// ConnectedDevices returns how many served devices were heard from within
+// the heartbeat timeout: FleetState's Connected, without the pods' phases
+// and every device's heartbeat age (cheap enough to poll).
+func (p *Provider) ConnectedDevices() int {
+	now := time.Now()
+	p.mu.Lock()
+	devs := make([]*device, 0, len(p.devices))
+	for _, d := range p.devices {
+		devs = append(devs, d)
+	}
+	p.mu.Unlock()
+	n := 0
+	for _, d := range devs {
+		d.mu.Lock()
+		if d.served && now.Sub(d.lastSeen) <= p.cfg.HeartbeatTimeout {
+			n++
+		}
+		d.mu.Unlock()
+	}
+	return n
+}
