@@ -171,20 +171,12 @@ func (o *options) Validate() error {
 // server's client state, TLS buffers, the device's cache entry), which
 // the Go default of 100 doubles between collections; 50 keeps a third
 // less headroom for a collection every few seconds at idle (measured in
-// docs/benchmarks.md).
+// docs/benchmarks.md). Raising it to 100 only while devices connect in
+// numbers was tried: the collector's share of a 1,000-device reconnect
+// fell from 19 % to 10 %, but the state kept for each device, allocated
+// meanwhile, stayed spread over more of the heap — 93 to 94 KiB of
+// vk-fleet's own memory per idle device at 5,000 instead of 83.
 const serverGOGC = 50
-
-// burstGOGC is vk-fleet's GOGC while devices connect in numbers (a fleet
-// enrolling or reconnecting at once), unless the environment sets GOGC.
-// Each connection's TLS handshake, auth callout and first reports
-// allocate fast, and at 50 the collector took about a third of vk-fleet's
-// CPU through a 5,000-device reconnect (docs/benchmarks.md); the garbage
-// is short-lived, and the extra headroom is given back once connections
-// stop for burstQuiet.
-const (
-	burstGOGC  = 100
-	burstQuiet = 10 * time.Second
-)
 
 func (o *options) Run(ctx context.Context) error {
 	memtune.Defaults(serverGOGC, 0)
@@ -259,9 +251,6 @@ func (o *options) Run(ctx context.Context) error {
 		Ready:          func(string) { connectable.Store(true) },
 		Serving:        func(f func() bool) { serving.Store(&f) },
 		APILimiter:     apiLimit,
-		ConnectionBurst: func(ctx context.Context, busy func() bool) {
-			memtune.Burst{Rest: serverGOGC, Percent: burstGOGC, Every: time.Second, Quiet: burstQuiet, Busy: busy, Log: log}.Run(ctx)
-		},
 		Provider: provider.Config{
 			NodeAddress:          o.NodeAddress,
 			KubeletPort:          o.KubeletPort,

@@ -1,6 +1,5 @@
-// Package memtune sets a process's Go garbage-collector defaults, and
-// raises its target for bursts of work (Burst), leaving whatever the
-// operator chose in GOGC or GOMEMLIMIT alone.
+// Package memtune sets a process's Go garbage-collector defaults, leaving
+// whatever the operator chose in GOGC or GOMEMLIMIT alone.
 package memtune
 
 import (

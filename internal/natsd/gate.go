@@ -43,7 +43,6 @@ type HandshakeGate struct {
 
 	mu          sync.Mutex
 	handshaking int
-	admitted    uint64     // handshakes admitted so far
 	busy        func() int // connections waiting for the auth callout
 	waiters     list.List  // of *gateWaiter, first come first
 }
@@ -116,13 +115,6 @@ func (g *HandshakeGate) Handshaking() int {
 	return g.handshaking
 }
 
-// Admitted returns the number of handshakes the gate has admitted so far.
-func (g *HandshakeGate) Admitted() uint64 {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.admitted
-}
-
 // Kick admits waiting handshakes while there is room: call it when a
 // connection's callout request was answered or dropped.
 func (g *HandshakeGate) Kick() {
@@ -141,7 +133,6 @@ func (g *HandshakeGate) roomLocked() bool {
 
 func (g *HandshakeGate) admitLocked(ctx context.Context) {
 	g.handshaking++
-	g.admitted++
 	var once sync.Once
 	free := func() { once.Do(g.handshakeDone) }
 	t := time.AfterFunc(g.hold, free)

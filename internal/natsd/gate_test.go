@@ -68,9 +68,6 @@ func TestGateAdmitsInOrder(t *testing.T) {
 	}
 	endA()
 	admitted(t, resB, "the second waiting handshake")
-	if n := g.Admitted(); n != 3 {
-		t.Fatalf("Admitted() = %d after three handshakes, want 3", n)
-	}
 }
 
 // Connections waiting for the callout count against the limit, and the
@@ -97,9 +94,6 @@ func TestGateRefusesALongWait(t *testing.T) {
 	}
 	if err := g.Admit(context.Background()); !errors.Is(err, ErrBusy) {
 		t.Fatalf("a handshake that waited too long: %v, want ErrBusy", err)
-	}
-	if n := g.Admitted(); n != 1 {
-		t.Fatalf("Admitted() = %d with one refused, want 1 (refusals are not admissions)", n)
 	}
 	if n := g.waiting(); n != 0 {
 		t.Fatalf("%d refused handshakes still wait", n)

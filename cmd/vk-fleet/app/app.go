@@ -50,11 +50,6 @@ type External struct {
 // Config configures the vk-fleet process.
 type Config struct {
 	Client kubernetes.Interface
-	// ConnectionBurst, if set, runs until its ctx ends with busy, which
-	// says whether devices are connecting to the embedded server in
-	// numbers (asked once a second): cmd/vk-fleet lets the heap grow
-	// further between collections meanwhile (memtune.Burst).
-	ConnectionBurst func(ctx context.Context, busy func() bool)
 	// External, if set, uses an external NATS instead of the embedded one.
 	External *External
 	// NATSListen is host:port of the embedded server.
@@ -242,20 +237,6 @@ func Run(ctx context.Context, cfg Config) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	if cfg.ConnectionBurst != nil {
-		var admitted uint64
-		busy := func() bool {
-			n := gate.Admitted()
-			d := n - admitted
-			admitted = n
-			return d >= burstConnections
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cfg.ConnectionBurst(ctx, busy)
-		}()
-	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -597,11 +578,6 @@ func natsStoreKey(ctx context.Context, cfg Config, log *slog.Logger) (string, er
 // about 100 connections a second (every device heard from after 19.5 s,
 // 13.9 s without a gate).
 const handshakeLimit = 512
-
-// burstConnections is how many connections admitted in a second make a
-// burst (Config.ConnectionBurst): a fleet enrolling or reconnecting at
-// once, not devices coming and going one by one.
-const burstConnections = 20
 
 // handshakeMaxWait is how long a handshake may wait for its turn before
 // it is refused: the server's TLS timeout (15 s) counts the wait, and the
