@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,10 +45,6 @@ type simulateOptions struct {
 
 	phases enrollPhases
 	conns  connectPhases
-
-	caOnce sync.Once
-	caPool *x509.CertPool
-	caErr  error
 }
 
 // connectPhases collects how long the simulated devices took to connect
@@ -163,33 +158,12 @@ func (o *simulateOptions) Validate() error {
 	return nil
 }
 
-// natsOptions are a simulated device's connection options besides its
-// own. The CA is read once for all devices (nats.RootCAs reads and
-// parses the file on every connection attempt: one device's agent does
-// that rarely, thousands of simulated ones at once would spend the
-// machine's CPU on it that the benchmark measures vk-fleet with).
 func (o *simulateOptions) natsOptions(extra ...nats.Option) []nats.Option {
 	opts := append([]nats.Option{}, extra...)
 	if o.CAFile != "" {
-		opts = append(opts, nats.ClientTLSConfig(nil, o.rootCAs))
+		opts = append(opts, nats.RootCAs(o.CAFile))
 	}
 	return opts
-}
-
-// rootCAs returns the pool of CAFile's certificates, read once.
-func (o *simulateOptions) rootCAs() (*x509.CertPool, error) {
-	o.caOnce.Do(func() {
-		b, err := os.ReadFile(o.CAFile)
-		if err != nil {
-			o.caErr = fmt.Errorf("reading the CA file: %w", err)
-			return
-		}
-		o.caPool = x509.NewCertPool()
-		if !o.caPool.AppendCertsFromPEM(b) {
-			o.caErr = fmt.Errorf("no certificate in the CA file %s", o.CAFile)
-		}
-	})
-	return o.caPool, o.caErr
 }
 
 func (o *simulateOptions) Run(ctx context.Context) error {
