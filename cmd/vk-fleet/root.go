@@ -173,9 +173,9 @@ func (o *options) Validate() error {
 // less headroom for a collection every few seconds at idle (measured in
 // docs/benchmarks.md). Raising it to 100 only while devices connect in
 // numbers was tried: the collector's share of a 1,000-device reconnect
-// fell from 19 % to 10 %, but the state kept for each device, allocated
-// meanwhile, stayed spread over more of the heap — 93 to 94 KiB of
-// vk-fleet's own memory per idle device at 5,000 instead of 83.
+// fell from 19 % to 10 %, but no whole run was faster for it, and the two
+// 5,000-device runs with it held 93 and 94 KiB of vk-fleet's own memory
+// per idle device (84 to 92 without it the same day): not kept.
 const serverGOGC = 50
 
 func (o *options) Run(ctx context.Context) error {
