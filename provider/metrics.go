@@ -21,11 +21,8 @@ func (p *Provider) DeviceCount() int {
 func (p *Provider) FleetState() metrics.FleetState {
 	st := metrics.FleetState{PodPhases: map[string]int{}}
 	now := time.Now()
+	devs := p.deviceList()
 	p.mu.Lock()
-	devs := make([]*device, 0, len(p.devices))
-	for _, d := range p.devices {
-		devs = append(devs, d)
-	}
 	for _, ent := range p.pods.byKey {
 		if ent.pod == nil || !p.owns(ent.pod.Spec.NodeName) {
 			continue
@@ -62,14 +59,8 @@ func (p *Provider) FleetState() metrics.FleetState {
 // and every device's heartbeat age (cheap enough to poll).
 func (p *Provider) ConnectedDevices() int {
 	now := time.Now()
-	p.mu.Lock()
-	devs := make([]*device, 0, len(p.devices))
-	for _, d := range p.devices {
-		devs = append(devs, d)
-	}
-	p.mu.Unlock()
 	n := 0
-	for _, d := range devs {
+	for _, d := range p.deviceList() {
 		d.mu.Lock()
 		if d.served && now.Sub(d.lastSeen) <= p.cfg.HeartbeatTimeout {
 			n++
@@ -77,4 +68,16 @@ func (p *Provider) ConnectedDevices() int {
 		d.mu.Unlock()
 	}
 	return n
+}
+
+// deviceList returns the devices this process knows, to be read under
+// each one's own lock after p.mu is released.
+func (p *Provider) deviceList() []*device {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	devs := make([]*device, 0, len(p.devices))
+	for _, d := range p.devices {
+		devs = append(devs, d)
+	}
+	return devs
 }

@@ -293,15 +293,26 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 	aw0, awErr := apiWrites(ctx, cs)
 	// The reconnect's profiles, if any, end before vk-fleet does.
 	var first, more sync.WaitGroup
-	if rc.Profiles != "" {
-		first.Add(2)
+	// profiles writes vk-fleet's profiles over the next vkD and
+	// kube-apiserver's over apiD, side by side, and returns when both are.
+	profiles := func(phase string, vkD, apiD time.Duration) {
+		var both sync.WaitGroup
+		both.Add(2)
 		go func() {
-			defer first.Done()
-			saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-reconnect-%d.pprof", rc.N), 12*time.Second, log)
+			defer both.Done()
+			saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-%s-%d.pprof", phase, rc.N), vkD, log)
 		}()
 		go func() {
+			defer both.Done()
+			saveAPIServerProfile(ctx, cs, rc.Profiles, fmt.Sprintf("apiserver-cpu-%s-%d.pprof", phase, rc.N), apiD, log)
+		}()
+		both.Wait()
+	}
+	if rc.Profiles != "" {
+		first.Add(1)
+		go func() {
 			defer first.Done()
-			saveAPIServerProfile(ctx, cs, rc.Profiles, fmt.Sprintf("apiserver-cpu-reconnect-%d.pprof", rc.N), 20*time.Second, log)
+			profiles("reconnect", 12*time.Second, 20*time.Second)
 		}()
 	}
 	reconnStart := time.Now()
@@ -328,17 +339,7 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 			close(tee)
 			// One CPU profile of a process at a time: after the first.
 			first.Wait()
-			var both sync.WaitGroup
-			both.Add(2)
-			go func() {
-				defer both.Done()
-				saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-reconnect-after-heard-%d.pprof", rc.N), 15*time.Second, log)
-			}()
-			go func() {
-				defer both.Done()
-				saveAPIServerProfile(ctx, cs, rc.Profiles, fmt.Sprintf("apiserver-cpu-reconnect-after-heard-%d.pprof", rc.N), 15*time.Second, log)
-			}()
-			both.Wait()
+			profiles("reconnect-after-heard", 15*time.Second, 15*time.Second)
 		}()
 	}
 	if res.Reconnect, err = waitNodes(ctx, cs, "bench=sim", rc.N, corev1.ConditionTrue, readyTimeout); err != nil {
