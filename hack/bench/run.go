@@ -463,8 +463,13 @@ func lastReadyTransition(ctx context.Context, cs kubernetes.Interface, sel strin
 // saveCPUProfile writes a CPU profile of vk-fleet over the next d, and
 // a profile of what it allocated meanwhile.
 func saveCPUProfile(addr, dir, file string, d time.Duration, log *slog.Logger) {
-	go saveDeltaProfile(addr, dir, "allocs-"+strings.TrimPrefix(file, "cpu-"), "allocs", d, log)
+	allocs := make(chan struct{})
+	go func() {
+		defer close(allocs)
+		saveDeltaProfile(addr, dir, "allocs-"+strings.TrimPrefix(file, "cpu-"), "allocs", d, log)
+	}()
 	saveDeltaProfile(addr, dir, file, "profile", d, log)
+	<-allocs
 }
 
 // saveDeltaProfile writes vk-fleet's profile kind (profile: CPU; allocs)
