@@ -89,6 +89,8 @@ type Service struct {
 
 	// pending counts requests received and not yet answered or dropped.
 	pending atomic.Int64
+	// serving is closed once Run's subscriptions have reached the server.
+	serving chan struct{}
 
 	mu    sync.Mutex
 	conns map[string]map[clientRef]bool // device → live connections
@@ -141,7 +143,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	cfg.Tokens = newCachedTokens(cfg.Tokens)
 	s := &Service{cfg: cfg, log: cfg.Logger.With("component", "callout"), conns: map[string]map[clientRef]bool{},
-		issuer: newSigner(cfg.Keys.Issuer)}
+		issuer: newSigner(cfg.Keys.Issuer), serving: make(chan struct{})}
 	if cfg.Keys.XKey != nil {
 		var err error
 		if s.xkey, err = newBoxer(cfg.Keys.XKey); err != nil {
@@ -211,9 +213,16 @@ func (s *Service) Run(ctx context.Context, conns ...*nats.Conn) error {
 		}
 	}
 	s.log.Info("auth callout serving", "xkey", s.cfg.Keys.XKey != nil, "connections", len(conns))
+	close(s.serving)
 	<-ctx.Done()
 	return nil
 }
+
+// Serving is closed once Run's subscriptions have reached the server: from
+// then on the server has someone to send authorization requests to. A
+// request sent before has no one to answer it, and its client waits the
+// server's whole authorization timeout to be refused. Call Run once.
+func (s *Service) Serving() <-chan struct{} { return s.serving }
 
 // Pending returns how many authorization requests were received and not
 // yet answered or dropped.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -31,12 +32,19 @@ type Config struct {
 	Gate *HandshakeGate
 	// Options, if set, is applied last to the server options (auth, TLS).
 	Options func(*server.Options) error
-	Logger  *slog.Logger
+	// ListenLater starts the server with in-process connections only:
+	// clients are accepted once Server.Listen is called (when whoever
+	// answers their authorization is subscribed).
+	ListenLater bool
+	Logger      *slog.Logger
 }
 
 // Server is a running embedded NATS server.
 type Server struct {
-	s *server.Server
+	s      *server.Server
+	listen string
+	once   sync.Once
+	err    error
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -64,6 +72,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	opts.ServerName = name
 	opts.Host, opts.Port = host, port
+	opts.DontListen = cfg.ListenLater
 	opts.JetStream = true
 	opts.StoreDir = cfg.StoreDir
 	opts.NoSigs = true
@@ -125,7 +134,27 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		s.Shutdown()
 		return nil, fmt.Errorf("nats server not ready after %s", deadline)
 	}
-	return &Server{s: s}, nil
+	srv := &Server{s: s, listen: cfg.Listen}
+	if !cfg.ListenLater {
+		srv.once.Do(func() {})
+	}
+	return srv, nil
+}
+
+// Listen opens the client listener of a server started with ListenLater
+// and returns once it accepts connections; for any other server, or
+// called again, it returns what the first call did.
+func (s *Server) Listen() error {
+	s.once.Do(func() {
+		ready := make(chan struct{})
+		s.s.AcceptLoop(ready)
+		<-ready
+		if s.s.Addr() == nil {
+			// AcceptLoop has logged why.
+			s.err = fmt.Errorf("nats server not listening on %s", s.listen)
+		}
+	})
+	return s.err
 }
 
 // DisconnectClient closes a client connection by its ID.

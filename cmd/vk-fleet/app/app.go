@@ -185,6 +185,12 @@ func Run(ctx context.Context, cfg Config) error {
 	srv, err := natsd.Start(ctx, natsd.Config{
 		Listen: cfg.NATSListen, StoreDir: cfg.NATSStoreDir, Logger: log,
 		ConfigText: callout.ServerConfig(keys, users), TLS: tlsCfg, Gate: gate,
+		// Devices are let in once the callout can answer them: a device
+		// that came earlier had its authorization request go unanswered
+		// and waited the server's whole authorization timeout (15 s) to
+		// be refused — long enough, after a restart, for its Node to go
+		// NotReady.
+		ListenLater: true,
 		Options: func(o *server.Options) error {
 			o.AlwaysEnableNonce = true // devices sign it with their nkey
 			// Encrypted at rest: a copy of the store discloses no Secret.
@@ -197,7 +203,6 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer srv.Shutdown()
 	publishNATSVars(srv)
-	log.Info("embedded nats server listening (TLS, every connection authenticated)", "listen", cfg.NATSListen, "url", srv.ClientURL())
 
 	cache := registry.NewCache(cfg.Client)
 	if err := cache.Run(ctx); err != nil {
@@ -238,12 +243,25 @@ func Run(ctx context.Context, cfg Config) error {
 	defer wg.Wait()
 	defer cancel()
 	wg.Add(1)
+	calloutDone := make(chan struct{})
 	go func() {
 		defer wg.Done()
+		defer close(calloutDone)
 		if err := svc.Run(ctx, calloutConns...); err != nil {
 			log.Error("auth callout stopped", "err", err)
 		}
 	}()
+	select {
+	case <-svc.Serving():
+	case <-calloutDone:
+		return errors.New("the auth callout stopped before serving")
+	case <-ctx.Done():
+		return nil
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	log.Info("embedded nats server listening (TLS, every connection authenticated)", "listen", cfg.NATSListen, "url", srv.ClientURL())
 	cache.OnDelete(func(name string) { svc.Kick(context.WithoutCancel(ctx), kicker, name) })
 
 	nc, err := inproc("vk-fleet provider", callout.ProviderUser, users.ProviderPassword)
