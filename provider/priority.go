@@ -46,12 +46,17 @@ const backlogDevices = 16
 // Only those devices count: a rollout changes every device's Node too, and
 // its pods' status writes must not wait for that.
 func (p *Provider) nodeBacklog() bool {
-	if p.comingBack.Load() <= backlogDevices {
-		p.backlogSince.Store(0)
+	back := p.comingBack.Load()
+	if back <= backlogDevices {
+		if since := p.backlogSince.Swap(0); since != 0 {
+			p.log.Info("pod status writes no longer wait for Node writes", "after", time.Since(time.Unix(0, since)).Round(time.Millisecond))
+		}
 		return false
 	}
 	now := time.Now().UnixNano()
-	p.backlogSince.CompareAndSwap(0, now)
+	if p.backlogSince.CompareAndSwap(0, now) {
+		p.log.Info("devices are coming back at once: pod status writes wait for their Node writes", "devices", back)
+	}
 	since := p.backlogSince.Load()
 	progress := max(since, p.backlogProgress.Load())
 	return time.Duration(now-since) < maxStatusDefer && time.Duration(now-progress) < maxStatusStall
