@@ -154,7 +154,7 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 	vkf, err := devcluster.StartProcess("vk-fleet", filepath.Join(rc.Dir, "vk-fleet.log"), rc.VKFleetEnv, filepath.Join(rc.BinDir, "vk-fleet"),
 		"--kubeconfig", kubeconfig, "--nats-listen", "127.0.0.1:"+strconv.Itoa(natsPort),
 		"--nats-store-dir", filepath.Join(rc.Dir, "nats"), "--node-address", "127.0.0.1",
-		"--debug-listen", debugAddr, "--log-level", logLevel(), "--kubelet-listen", "off")
+		"--debug-listen", debugAddr, "--log-level", vkFleetLogLevel(), "--kubelet-listen", "off")
 	if err != nil {
 		return res, err
 	}
@@ -273,8 +273,12 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 				}
 			}
 		}()
+		work0, _ := readCounters(debugAddr, workMetrics)
 		res.Ours, err = measureRollouts(ctx, cs, "bench-vkfleet", map[string]string{"bench": "sim"}, rc.N, rolloutRepeats(rc.N), rollTimeout)
 		close(stop)
+		if work1, werr := readCounters(debugAddr, workMetrics); werr == nil && work0 != nil {
+			log.Info("vk-fleet rollout: vk-fleet's writes and waits", promDelta(work0, work1)...)
+		}
 		res.RolloutRSS = <-peak
 		_, cpu1 = procStat(pid)
 		res.RolloutCPU = (cpu1 - cpu0).Seconds() / time.Since(t0).Seconds()
@@ -290,6 +294,7 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 		return res, fmt.Errorf("devices going NotReady: %w", err)
 	}
 	vr0, _ := readVars(debugAddr)
+	rw0, _ := readCounters(debugAddr, workMetrics)
 	aw0, awErr := apiWrites(ctx, cs)
 	// The reconnect's profiles, if any, end before vk-fleet does.
 	var first, more sync.WaitGroup
@@ -360,6 +365,9 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 	// control plane's answer to the Nodes going and coming back.
 	if aw1, err := apiWrites(ctx, cs); err == nil && awErr == nil {
 		log.Info("reconnect: kube-apiserver writes", "writes", writeCensus(aw0, aw1, rc.N))
+	}
+	if rw1, err := readCounters(debugAddr, workMetrics); err == nil && rw0 != nil {
+		log.Info("reconnect: vk-fleet's writes and waits", promDelta(rw0, rw1)...)
 	}
 	// When each device connected, and its failed attempts by reason.
 	logSimulator(rc.Dir, "simulated devices connected", "vk-fleet: reconnect attempts", log)
@@ -555,6 +563,16 @@ func shmDir() string {
 		return "/dev/shm"
 	}
 	return ""
+}
+
+// vkFleetLogLevel is vk-fleet's log level: VKF_BENCH_VKFLEET_LOG_LEVEL, or
+// the benchmark's (logLevel), so that vk-fleet can say more than the
+// thousands of simulated devices do.
+func vkFleetLogLevel() string {
+	if l := os.Getenv("VKF_BENCH_VKFLEET_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return logLevel()
 }
 
 // logLevel is the log level of vk-fleet and the simulated devices:
