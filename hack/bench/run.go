@@ -34,6 +34,7 @@ type result struct {
 	Reconnected      time.Duration // vk-fleet has heard from all N devices again (the rest of Reconnect is Node writes)
 	BaseReconnect    time.Duration // the baseline's Nodes all Ready again after the same reconnect (0: not measured)
 	ReconnectAPI     float64       // vk-fleet's API requests per device from the reconnect until all Ready
+	EnrollCPU        cpuUse        // CPU time by process from the simulator's start until all N Nodes exist
 	ReconnectCPU     cpuUse        // CPU time by process from the reconnect until all Ready
 	BaseReconnectCPU cpuUse        // the same for the baseline's reconnect
 	IdleRSS          int64
@@ -198,6 +199,7 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 		go saveCPUProfile(debugAddr, rc.Profiles, fmt.Sprintf("cpu-enroll-%d.pprof", rc.N), 12*time.Second, log)
 	}
 	ae0, aeErr := apiWrites(ctx, cs)
+	enrollCensus := takeCPUSnapshot()
 	simStart := time.Now()
 	sim, err := startSim("enroll")
 	if err != nil {
@@ -209,6 +211,8 @@ func runOurs(ctx context.Context, cp *controlplane.ControlPlane, cs kubernetes.I
 		return res, fmt.Errorf("devices enrolled: %w\n%s", err, sim.Tail(10))
 	}
 	res.Enrolled = time.Since(simStart)
+	res.EnrollCPU = cpuUsedSince(enrollCensus, "device-agent")
+	log.Info("enrollment", "all enrolled", res.Enrolled, "cpu", res.EnrollCPU)
 	if ae1, err := apiWrites(ctx, cs); err == nil && aeErr == nil {
 		log.Info("enrollment: kube-apiserver writes", "writes", writeCensus(ae0, ae1, rc.N))
 	}
