@@ -24,7 +24,7 @@ func (p *Provider) configHandler(ctx context.Context, kind string) cache.Resourc
 		}
 		for _, pod := range p.podsMounting(kind, ns, name) {
 			go func() {
-				if err := p.syncPod(ctx, pod); err != nil && ctx.Err() == nil {
+				if err := p.resyncPod(ctx, pod.Namespace, pod.Name, pod.UID); err != nil && ctx.Err() == nil {
 					p.log.Debug("re-syncing pod after a "+kind+" change", "pod", pod.Namespace+"/"+pod.Name, "err", err)
 				}
 			}()

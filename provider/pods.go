@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -259,6 +261,45 @@ func (p *Provider) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
 }
 
 func (p *Provider) syncPod(ctx context.Context, pod *corev1.Pod) error {
+	l := p.syncLock(podKey(pod.Namespace, pod.Name))
+	l.Lock()
+	defer l.Unlock()
+	return p.syncPodLocked(ctx, pod)
+}
+
+// resyncPod hands pod ns/name (uid) to its device again, from the copy the
+// provider holds when its turn comes: a ConfigMap or Secret it uses
+// changed, or NATS lost the workloads. A copy taken earlier could be older
+// than one the pod controller handed over meanwhile, and publish a spec
+// already replaced. A pod gone, being deleted or refused is left alone.
+func (p *Provider) resyncPod(ctx context.Context, ns, name string, uid types.UID) error {
+	key := podKey(ns, name)
+	l := p.syncLock(key)
+	l.Lock()
+	defer l.Unlock()
+	p.mu.Lock()
+	ent := p.pods.byKey[key]
+	if ent == nil || ent.pod == nil || ent.pod.UID != uid || ent.deleting || ent.refusal != nil {
+		p.mu.Unlock()
+		return nil
+	}
+	pod := ent.pod.DeepCopy()
+	p.mu.Unlock()
+	return p.syncPodLocked(ctx, pod)
+}
+
+// syncLock returns the lock that serialises syncs of the pod key: each
+// reads the pod's ConfigMaps and Secrets and then publishes, and two at
+// once (a ConfigMap and a Secret deleted together) could publish in the
+// other order, leaving the device the older of the two.
+func (p *Provider) syncLock(key string) *sync.Mutex {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	return &p.syncLocks[h.Sum32()%uint32(len(p.syncLocks))]
+}
+
+// syncPodLocked is syncPod; the caller holds the pod's syncLock.
+func (p *Provider) syncPodLocked(ctx context.Context, pod *corev1.Pod) error {
 	device := pod.Spec.NodeName
 	w, ignored, refusal, pending := p.translate(ctx, pod)
 	key := podKey(pod.Namespace, pod.Name)

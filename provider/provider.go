@@ -141,6 +141,8 @@ type Provider struct {
 	// started is when this provider was made: a Node created later has no
 	// lease yet, unless another replica served it meanwhile.
 	started time.Time
+	// syncLocks serialise the syncs of one pod (syncLock).
+	syncLocks [256]sync.Mutex
 	// comingBack counts the devices back from silence whose Node the node
 	// loop has yet to write Ready (device.backPending).
 	comingBack atomic.Int64
@@ -544,7 +546,7 @@ func (p *Provider) resync(ctx context.Context) {
 	}
 	p.log.Warn("the workloads bucket is new (NATS lost its store): re-publishing desired state", "pods", len(pods))
 	for _, pod := range pods {
-		if err := p.syncPod(ctx, pod); err != nil {
+		if err := p.resyncPod(ctx, pod.Namespace, pod.Name, pod.UID); err != nil {
 			p.log.Warn("re-publishing", "pod", pod.Namespace+"/"+pod.Name, "err", err)
 		}
 	}
