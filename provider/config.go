@@ -22,10 +22,10 @@ func (p *Provider) configHandler(ctx context.Context, kind string) cache.Resourc
 		default:
 			return
 		}
-		for _, pod := range p.podsMounting(kind, ns, name) {
+		for _, id := range p.podsMounting(kind, ns, name) {
 			go func() {
-				if err := p.resyncPod(ctx, pod.Namespace, pod.Name, pod.UID); err != nil && ctx.Err() == nil {
-					p.log.Debug("re-syncing pod after a "+kind+" change", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+				if err := p.resyncPod(ctx, id); err != nil && ctx.Err() == nil {
+					p.log.Debug("re-syncing pod after a "+kind+" change", "pod", id.namespace+"/"+id.name, "err", err)
 				}
 			}()
 		}
@@ -44,22 +44,22 @@ func (p *Provider) configHandler(ctx context.Context, kind string) cache.Resourc
 	}
 }
 
-// podsMounting returns copies of the served pods that mount the ConfigMap
+// podsMounting returns the served pods that mount the ConfigMap
 // or Secret ns/name as a volume, or pull their images with the Secret.
-func (p *Provider) podsMounting(kind, ns, name string) []*corev1.Pod {
+func (p *Provider) podsMounting(kind, ns, name string) []podID {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []*corev1.Pod
+	var out []podID
 	for _, ent := range p.pods.byKey {
 		if ent.pod == nil || ent.pod.Namespace != ns || ent.deleting || ent.refusal != nil {
 			continue
 		}
 		if kind == "secret" && usesPullSecret(ent.pod, name) {
-			out = append(out, ent.pod.DeepCopy())
+			out = append(out, idOf(ent.pod))
 			continue
 		}
 		if volumesUse(ent.pod, kind, name) {
-			out = append(out, ent.pod.DeepCopy())
+			out = append(out, idOf(ent.pod))
 		}
 	}
 	return out

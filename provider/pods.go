@@ -267,19 +267,27 @@ func (p *Provider) syncPod(ctx context.Context, pod *corev1.Pod) error {
 	return p.syncPodLocked(ctx, pod)
 }
 
-// resyncPod hands pod ns/name (uid) to its device again, from the copy the
-// provider holds when its turn comes: a ConfigMap or Secret it uses
-// changed, or NATS lost the workloads. A copy taken earlier could be older
-// than one the pod controller handed over meanwhile, and publish a spec
-// already replaced. A pod gone, being deleted or refused is left alone.
-func (p *Provider) resyncPod(ctx context.Context, ns, name string, uid types.UID) error {
-	key := podKey(ns, name)
+// podID names one pod: a re-sync finds its current copy by it.
+type podID struct {
+	namespace, name string
+	uid             types.UID
+}
+
+func idOf(pod *corev1.Pod) podID { return podID{pod.Namespace, pod.Name, pod.UID} }
+
+// resyncPod hands pod id to its device again, from the copy the provider
+// holds when its turn comes: a ConfigMap or Secret it uses changed, or NATS
+// lost the workloads. A copy taken earlier could be older than one the pod
+// controller handed over meanwhile, and publish a spec already replaced. A
+// pod gone, being deleted or refused is left alone.
+func (p *Provider) resyncPod(ctx context.Context, id podID) error {
+	key := podKey(id.namespace, id.name)
 	l := p.syncLock(key)
 	l.Lock()
 	defer l.Unlock()
 	p.mu.Lock()
 	ent := p.pods.byKey[key]
-	if ent == nil || ent.pod == nil || ent.pod.UID != uid || ent.deleting || ent.refusal != nil {
+	if ent == nil || ent.pod == nil || ent.pod.UID != id.uid || ent.deleting || ent.refusal != nil {
 		p.mu.Unlock()
 		return nil
 	}

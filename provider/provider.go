@@ -530,13 +530,13 @@ func (p *Provider) resync(ctx context.Context) {
 	p.mu.Lock()
 	same := created.Equal(p.created)
 	p.created = created
-	var pods []*corev1.Pod
+	var pods []podID
 	if !same {
 		p.pods.desired = map[string][]byte{}
 		p.indexWritten = map[string]string{}
 		for _, ent := range p.pods.byKey {
 			if ent.pod != nil && !ent.deleting && ent.refusal == nil {
-				pods = append(pods, ent.pod.DeepCopy())
+				pods = append(pods, idOf(ent.pod))
 			}
 		}
 	}
@@ -545,9 +545,9 @@ func (p *Provider) resync(ctx context.Context) {
 		return
 	}
 	p.log.Warn("the workloads bucket is new (NATS lost its store): re-publishing desired state", "pods", len(pods))
-	for _, pod := range pods {
-		if err := p.resyncPod(ctx, pod.Namespace, pod.Name, pod.UID); err != nil {
-			p.log.Warn("re-publishing", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+	for _, id := range pods {
+		if err := p.resyncPod(ctx, id); err != nil {
+			p.log.Warn("re-publishing", "pod", id.namespace+"/"+id.name, "err", err)
 		}
 	}
 	p.kickIndexes()

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -48,13 +49,8 @@ func readCounters(addr string, names []string) (map[string]float64, error) {
 // promDelta returns, as log attributes, how much each series grew from
 // before to after, in series order; series that did not grow are left out.
 func promDelta(before, after map[string]float64) []any {
-	keys := make([]string, 0, len(after))
-	for k := range after {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
 	var out []any
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(after)) {
 		if d := after[k] - before[k]; d > 0 {
 			out = append(out, k, d)
 		}
